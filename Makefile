@@ -1,0 +1,21 @@
+# The two commands README promises: `make start` and `make test`. Both install what is missing first.
+.PHONY: start test setup build bench extension chaos
+
+setup:
+	bash scripts/setup.sh start
+
+start: setup
+	node dist/cli.js start
+
+test:
+	bash scripts/setup.sh test
+	bash scripts/test.sh
+
+build:
+	npm run build
+
+bench: setup
+	npm run bench
+
+extension:
+	bash scripts/build-extension.sh

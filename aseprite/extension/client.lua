@@ -1,0 +1,428 @@
+-- Connection and request state machine over Aseprite's WebSocket.
+--
+-- Connection: idle -> connecting -> ready; on CLOSE/ERROR -> waiting (backoff)
+-- -> connecting … ; after `giveUpAfter` seconds without a connection while
+-- work is pending -> offline (every pending request fails with a clear
+-- message; the next submit or engines request starts over). close() -> closed.
+--
+-- Request: queued (not sent) -> submitted -> accepted -> progress ->
+-- completed | failed | cancelled.
+--
+-- Everything Aseprite-specific is injected (WebSocket, WebSocketMessageType,
+-- Timer, json), so specs drive it with fakes that keep the real quirks.
+
+local protocol = require("protocol")
+local errors = require("errors")
+
+local Client = {}
+Client.__index = Client
+
+local DEFAULTS = {
+  tickInterval = 0.25,   -- seconds per Timer tick; also the client's clock
+  connectTimeout = 5,    -- an attempt with neither OPEN nor ERROR counts as failed
+  giveUpAfter = 15,      -- bound on "trying to reach the server" with work pending
+  backoff = { 0.5, 1, 2, 4 }, -- waits between attempts; the last one repeats
+}
+
+local FINISHED = { completed = true, failed = true, cancelled = true }
+
+-- opts: url, WebSocket, MessageType, Timer, json, onEvent(event) and
+-- optionally newId(), log(text) and any DEFAULTS key.
+function Client.new(opts)
+  assert(opts.url and opts.WebSocket and opts.MessageType and opts.Timer and opts.json,
+    "client needs url, WebSocket, MessageType, Timer and json")
+  local self = setmetatable({}, Client)
+  for k, v in pairs(DEFAULTS) do self[k] = v end
+  for k, v in pairs(opts) do self[k] = v end
+  self.onEvent = self.onEvent or function() end
+  self.log = self.log or print
+  self.state = "idle"
+  self.now = 0
+  self.failures = 0 -- consecutive failed attempts; picks the backoff step
+  self.requests, self.order, self.byJobId = {}, {}, {}
+  self.wantEngines = false   -- an engines frame should be (re)requested on OPEN
+  self.enginesPending = false
+  self.seq = 0
+  return self
+end
+
+---------------------------------------------------------------------------
+-- helpers
+---------------------------------------------------------------------------
+
+-- onEvent runs UI code. An error escaping an onreceive callback makes
+-- Aseprite print it and stop() the socket, which would look like a silent
+-- disconnect, so UI errors are caught and logged here.
+function Client:_emit(event)
+  local ok, err = pcall(self.onEvent, event)
+  if not ok then
+    self.log("PixelAI: " .. tostring(err))
+  end
+end
+
+function Client:_setState(state, message)
+  self.state = state
+  self:_emit({ kind = "state", state = state, message = message })
+end
+
+function Client:_newId()
+  if self.newId then return self.newId() end
+  self.seq = self.seq + 1
+  -- requestId doubles as the job's idempotencyKey, so it must not repeat
+  -- across Aseprite sessions either: time + counter + random.
+  return ("ase-%d-%d-%04x"):format(os.time(), self.seq, math.random(0, 0xFFFF))
+end
+
+function Client:_context(req)
+  local job = req and req.job or {}
+  return { url = self.url, model = job.model, lora = job.lora and job.lora.name, engine = job.engine }
+end
+
+function Client:_pendingWork()
+  if self.enginesPending then return true end
+  for _, req in ipairs(self.order) do
+    if not FINISHED[req.state] then return true end
+  end
+  return false
+end
+
+function Client:_startTimer()
+  if not self.timer then
+    self.timer = self.Timer{ interval = self.tickInterval, ontick = function() self:_tick() end }
+  end
+  if not self.timer.isRunning then self.timer:start() end
+end
+
+function Client:_stopTimer()
+  if self.timer and self.timer.isRunning then self.timer:stop() end
+end
+
+-- Sends a frame if the socket is open. Aseprite's sendText raises an error
+-- when the socket is not open, so a failure here means the connection is
+-- gone even if CLOSE has not been delivered yet.
+function Client:_send(frame)
+  if self.state ~= "ready" or not self.ws then
+    return false
+  end
+  local ok, err = pcall(self.ws.sendText, self.ws, protocol.encode(self.json, frame))
+  if not ok then
+    self:_lost(tostring(err))
+    return false
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- connection
+---------------------------------------------------------------------------
+
+function Client:connect()
+  if self.state == "connecting" or self.state == "ready" or self.state == "waiting" then
+    return
+  end
+  self.failures = 0
+  self.downSince = self.now
+  self:_open()
+end
+
+function Client:_open()
+  local ws
+  local ok, err = pcall(function()
+    ws = self.WebSocket{
+      url = self.url,
+      deflate = false, -- same machine: compression costs more than it saves
+      onreceive = function(messageType, data) self:_onReceive(ws, messageType, data) end,
+    }
+  end)
+  if not ok then
+    -- e.g. the artist denied the script network access in Aseprite's prompt
+    self:_giveUp(tostring(err))
+    return
+  end
+  self.ws = ws
+  self.connectStartedAt = self.now
+  self:_setState("connecting", ("Connecting to %s…"):format(self.url))
+  self:_startTimer()
+  local connected, connectErr = pcall(ws.connect, ws)
+  if not connected then
+    self:_lost(tostring(connectErr))
+  end
+end
+
+function Client:_onReceive(ws, messageType, data)
+  -- Callbacks are queued onto the UI thread, so a socket we already dropped
+  -- can still deliver; only the current one counts.
+  if ws ~= self.ws then return end
+  local MT = self.MessageType
+  if messageType == MT.OPEN then
+    self:_opened()
+  elseif messageType == MT.TEXT then
+    self:_onText(data)
+  elseif messageType == MT.CLOSE or messageType == MT.ERROR then
+    self:_lost(data)
+  end
+  -- BINARY, PING, PONG, FRAGMENT: not part of this protocol.
+end
+
+function Client:_opened()
+  self.failures = 0
+  self.downSince = nil
+  self.retryAt = nil
+  self:_stopTimer()
+  self:_setState("ready", "Connected")
+  -- Replay what the connection owes: first-time and interrupted submits
+  -- (safe to repeat: requestId is also the job's idempotencyKey), and a
+  -- subscribe for jobs the server already accepted, so their progress and
+  -- result reach this new connection.
+  for _, req in ipairs(self.order) do
+    if self.state ~= "ready" then return end
+    if req.state == "queued" or req.state == "submitted" then
+      if self:_send(protocol.submit(req.requestId, req.job)) then
+        req.state = "submitted"
+        self:_emit({ kind = "submitted", requestId = req.requestId })
+      end
+    elseif req.state == "accepted" or req.state == "progress" then
+      self:_send(protocol.subscribe(req.id))
+      if req.cancelRequested then self:_send(protocol.cancel(req.id)) end
+    end
+  end
+  if self.wantEngines and self.state == "ready" then
+    self:_send(protocol.engines())
+  end
+end
+
+function Client:_lost(reason)
+  if self.state == "closed" or self.state == "offline" then return end
+  local wasReady = self.state == "ready"
+  local ws = self.ws
+  self.ws = nil
+  -- IXWebSocket reconnects on its own by default; stopping the old socket
+  -- leaves exactly one retry loop (ours, with a bounded give-up).
+  if ws then pcall(ws.close, ws) end
+  if wasReady then self.downSince = self.now end
+  self.downSince = self.downSince or self.now
+  self.lastError = reason
+  self.failures = self.failures + 1
+  local delay = self.backoff[math.min(self.failures, #self.backoff)]
+  self.retryAt = self.now + delay
+  self:_setState("waiting", wasReady and "Connection lost, reconnecting…" or "Server not answering, retrying…")
+  self:_startTimer()
+  self:_checkGiveUp()
+end
+
+function Client:_checkGiveUp()
+  if self.downSince and self.now - self.downSince >= self.giveUpAfter then
+    self:_giveUp(self.lastError)
+  end
+end
+
+function Client:_giveUp(reason)
+  local ws = self.ws
+  self.ws = nil
+  if ws then pcall(ws.close, ws) end
+  self:_stopTimer()
+  self.downSince, self.retryAt = nil, nil
+  local message = errors.describe(errors.CLIENT.SERVER_UNREACHABLE, nil, { url = self.url })
+  self.state = "offline"
+  for _, req in ipairs(self.order) do
+    if not FINISHED[req.state] then
+      -- An accepted job keeps running on the server; say so.
+      local code = req.id and errors.CLIENT.CONNECTION_LOST or errors.CLIENT.SERVER_UNREACHABLE
+      self:_finish(req, "failed", { code = code, message = errors.describe(code, nil, self:_context(req)) })
+    end
+  end
+  self.enginesPending = false
+  self:_emit({ kind = "unreachable", message = message, detail = reason })
+  self:_setState("offline", message)
+end
+
+function Client:_tick()
+  self.now = self.now + self.tickInterval
+  if self.state == "connecting" and self.now - self.connectStartedAt >= self.connectTimeout then
+    self:_lost("connection attempt timed out")
+  elseif self.state == "waiting" and self.retryAt and self.now >= self.retryAt then
+    self:_open()
+  end
+  if self.state == "connecting" or self.state == "waiting" then
+    self:_checkGiveUp()
+  end
+  if self.state ~= "connecting" and self.state ~= "waiting" then
+    self:_stopTimer()
+  end
+end
+
+function Client:close()
+  self.state = "closed"
+  local ws = self.ws
+  self.ws = nil
+  if ws then pcall(ws.close, ws) end
+  self:_stopTimer()
+end
+
+---------------------------------------------------------------------------
+-- frames from the server
+---------------------------------------------------------------------------
+
+function Client:_finish(req, state, fields)
+  req.state = state
+  local event = { kind = state, requestId = req.requestId, id = req.id }
+  for k, v in pairs(fields or {}) do event[k] = v end
+  req.code, req.message = event.code, event.message
+  self:_emit(event)
+end
+
+local handlers = {}
+
+function handlers.accepted(self, frame)
+  local req = self.requests[frame.requestId]
+  if not req or FINISHED[req.state] then return end
+  req.id = frame.id
+  self.byJobId[frame.id] = req
+  if req.state == "queued" or req.state == "submitted" then
+    req.state = "accepted"
+  end
+  self:_emit({ kind = "accepted", requestId = req.requestId, id = req.id })
+  if req.cancelRequested then
+    self:_send(protocol.cancel(req.id))
+  end
+end
+
+function handlers.progress(self, frame)
+  local req = self.byJobId[frame.id]
+  if not req or FINISHED[req.state] then return end
+  req.state = "progress"
+  req.step, req.totalSteps = frame.step, frame.totalSteps
+  self:_emit({ kind = "progress", requestId = req.requestId, id = req.id,
+    step = frame.step, totalSteps = frame.totalSteps, preview = frame.preview })
+end
+
+function handlers.completed(self, frame)
+  local req = self.byJobId[frame.id]
+  if not req or FINISHED[req.state] then return end
+  local rgba, err = protocol.decodeImage(frame)
+  if not rgba then
+    self:_finish(req, "failed", { code = errors.CLIENT.BAD_IMAGE,
+      message = errors.describe(errors.CLIENT.BAD_IMAGE, err) })
+    return
+  end
+  req.width, req.height = frame.width, frame.height
+  self:_finish(req, "completed", { width = frame.width, height = frame.height, rgba = rgba,
+    seed = frame.seed or (req.job and req.job.seed) })
+end
+
+function handlers.failed(self, frame)
+  local req = self.byJobId[frame.id]
+  if not req or FINISHED[req.state] then return end
+  self:_finish(req, "failed", { code = frame.code,
+    message = errors.describe(frame.code, frame.message, self:_context(req)) })
+end
+
+function handlers.cancelled(self, frame)
+  local req = self.byJobId[frame.id]
+  if not req or FINISHED[req.state] then return end
+  self:_finish(req, "cancelled", { message = errors.describe("CANCELLED") })
+end
+
+function handlers.engines(self, frame)
+  self.engines = frame
+  self.enginesPending = false
+  self:_emit({ kind = "engines", engines = frame })
+end
+
+-- `error` answers a frame the server could not take. When it names the
+-- request (requestId) or job (id) it is routed there; a submit rejected
+-- before a job exists fails that request.
+function handlers.error(self, frame)
+  local req = frame.requestId and self.requests[frame.requestId]
+  if not req then
+    -- Without a requestId, a lone submit still waiting for `accepted` is the
+    -- only frame the error can answer.
+    local waiting = {}
+    for _, r in ipairs(self.order) do
+      if r.state == "submitted" then waiting[#waiting + 1] = r end
+    end
+    if frame.id == nil and #waiting == 1 then req = waiting[1] end
+  end
+  if req and not FINISHED[req.state] and req.id == nil then
+    self:_finish(req, "failed", { code = frame.code,
+      message = errors.describe(frame.code, frame.message, self:_context(req)) })
+    return
+  end
+  local about = (frame.id ~= nil and self.byJobId[frame.id]) or req
+  self:_emit({ kind = "error", code = frame.code, requestId = about and about.requestId or nil,
+    message = errors.describe(frame.code, frame.message, self:_context(about)) })
+end
+
+function Client:_onText(data)
+  local frame, err = protocol.parse(self.json, data)
+  if not frame then
+    self:_emit({ kind = "error", code = errors.CLIENT.BAD_FRAME,
+      message = errors.describe(errors.CLIENT.BAD_FRAME, err) })
+    return
+  end
+  local handler = handlers[frame.type]
+  if handler then handler(self, frame) end
+end
+
+---------------------------------------------------------------------------
+-- public API
+---------------------------------------------------------------------------
+
+-- Queues or sends a job; returns its requestId at once (never blocks).
+function Client:submit(job)
+  local requestId = self:_newId()
+  job.idempotencyKey = job.idempotencyKey or requestId
+  local req = { requestId = requestId, job = job, state = "queued" }
+  self.requests[requestId] = req
+  self.order[#self.order + 1] = req
+  if self.state == "ready" then
+    if self:_send(protocol.submit(requestId, job)) then
+      req.state = "submitted"
+      self:_emit({ kind = "submitted", requestId = requestId })
+    end
+  else
+    self:connect()
+  end
+  return requestId
+end
+
+-- Asks the server to cancel. The request only becomes `cancelled` when the
+-- server says so, except when it never left this client.
+function Client:cancel(requestId)
+  local req = self.requests[requestId]
+  if not req or FINISHED[req.state] then return false end
+  if req.state == "queued" then
+    self:_finish(req, "cancelled", { message = errors.describe("CANCELLED") })
+    return true
+  end
+  req.cancelRequested = true
+  if req.id then
+    self:_send(protocol.cancel(req.id)) -- if not open, _opened() sends it
+  end
+  return true
+end
+
+function Client:requestEngines()
+  self.wantEngines = true
+  self.enginesPending = true
+  if self.state == "ready" then
+    self:_send(protocol.engines())
+  else
+    self:connect()
+  end
+end
+
+function Client:request(requestId)
+  return self.requests[requestId]
+end
+
+-- The request the UI tracks: the newest one not finished, if any.
+function Client:activeRequest()
+  for i = #self.order, 1, -1 do
+    local req = self.order[i]
+    if not FINISHED[req.state] then return req end
+  end
+  return nil
+end
+
+return Client

@@ -1,0 +1,113 @@
+"""The engine contract every backend (torch, mlx) implements; the protocol loop only talks to this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from PIL import Image
+
+# Features a backend may report in `probe`; the API's capability matrix shows exactly these keys.
+FEATURES = ("lora", "sdxl", "backgroundRemoval", "img2img", "stepPreview")
+
+
+@dataclass
+class PixelSpec:
+    width: int
+    height: int
+    colors: int = 0
+    fit_mode: str = "contain"
+
+
+@dataclass
+class GenerateRequest:
+    """A `generate` op's params, already validated by the Node side (re-checked cheaply here)."""
+
+    job_id: str
+    model_source: str
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    output_dir: str
+    model_name: str = ""
+    negative_prompt: Optional[str] = None
+    scheduler: Optional[str] = None
+    init_noise: Optional[str] = None
+    pixel: Optional[PixelSpec] = None
+    remove_background: Any = False
+    lora: Optional[dict] = None
+    preview_every: Optional[int] = None
+
+    @classmethod
+    def from_params(cls, p: dict) -> "GenerateRequest":
+        pixel = p.get("pixel")
+        return cls(
+            job_id=str(p["jobId"]),
+            model_source=str(p["modelSource"]),
+            model_name=str(p.get("modelName") or ""),
+            prompt=str(p["prompt"]),
+            negative_prompt=p.get("negativePrompt"),
+            width=int(p["width"]),
+            height=int(p["height"]),
+            steps=int(p["steps"]),
+            guidance_scale=float(p["guidanceScale"]),
+            seed=int(p["seed"]),
+            scheduler=p.get("scheduler"),
+            init_noise=p.get("initNoise"),
+            pixel=PixelSpec(
+                width=int(pixel["width"]),
+                height=int(pixel["height"]),
+                colors=int(pixel.get("colors") or 0),
+                fit_mode=str(pixel.get("fitMode") or "contain"),
+            )
+            if pixel
+            else None,
+            remove_background=p.get("removeBackground") or False,
+            lora=p.get("lora"),
+            output_dir=str(p["outputDir"]),
+            preview_every=p.get("previewEvery"),
+        )
+
+
+@dataclass
+class GenerateOutput:
+    image: Image.Image  # the decoded image at base resolution (RGB), before pixel-art post-processing
+    device: str
+    dtype: str
+    load_ms: float = 0.0
+    generate_ms: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+# on_step(step, total_steps) is called after every denoising step; check_cancel() raises RunnerError("CANCELLED").
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], None]
+
+
+class Backend(ABC):
+    engine: str = ""
+
+    @abstractmethod
+    def probe(self) -> dict:
+        """engine, available, reason?, device, chip, dtype, versions, features, schedulers."""
+
+    def supports(self, feature: str) -> bool:
+        return bool(self.probe().get("features", {}).get(feature, False))
+
+    @abstractmethod
+    def ensure_loaded(self, source: str) -> Any:
+        """Load (or fetch from the LRU cache) the pipeline for `source`; returns the engine's handle."""
+
+    @abstractmethod
+    def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:
+        """Run text-to-image for `req`; same seed and params give the same image."""
+
+    def unload(self, source: Optional[str] = None) -> list[str]:
+        return []
+
+    def unload_lora(self) -> None:
+        return None

@@ -1,0 +1,15 @@
+"""The MLX engine: Stable Diffusion 1.x/2.x and SDXL written in mlx.core/mlx.nn, numerically matching diffusers.
+
+Modules: config (architecture numbers), weights (every checkpoint key/layout mapping), clip, unet, vae, sampler,
+pipeline, manifest (folder layout + integrity), convert (diffusers → MLX folder), backend (the runner engine).
+Importing this package does not import mlx; constructing MLXBackend does. It does, on Linux, load an optimised
+system BLAS for mlx's CPU kernels first when one is installed (see cpu_blas.py) — that only works before mlx loads.
+"""
+
+from .cpu_blas import prefer_optimised_blas
+
+prefer_optimised_blas()
+
+from .backend import MLXBackend  # noqa: E402
+
+__all__ = ["MLXBackend"]

@@ -1,0 +1,241 @@
+"""The MLX engine behind the runner protocol: converted models only, verified against their manifest before loading.
+
+dtype: float16 on a Metal GPU, float32 on CPU; PIXELAI_MLX_DTYPE=float16|float32|bfloat16 forces one. A float16 run
+whose latents or pixels go non-finite is logged and redone in float32 (the job does not fail), and that model then
+stays in float32 for the rest of the process.
+Initial noise: initNoise "torch" draws exactly what the torch engine draws (torch imported lazily, only for that);
+otherwise MLX's own generator keyed by the seed — the same seed gives the same image either way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ...errors import RunnerError
+from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
+from .manifest import ManifestVerifier
+
+SCHEDULERS = ["euler", "euler_a", "ddim"]
+FEATURES = {"lora": False, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": False}
+DTYPE_ENV = "PIXELAI_MLX_DTYPE"
+CACHE_ENV = "PIXELAI_MLX_CACHE_SIZE"
+_DTYPE_NAMES = ("float16", "float32", "bfloat16")
+
+
+def log(message: str) -> None:
+    print(f"[MLX] {message}", file=sys.stderr, flush=True)
+
+
+def device_kind() -> str:
+    import mlx.core as mx
+
+    return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
+
+
+def default_dtype_name(device: str, env: Optional[str] = None) -> str:
+    forced = (env if env is not None else os.environ.get(DTYPE_ENV, "")).strip().lower()
+    if forced:
+        if forced not in _DTYPE_NAMES:
+            raise RunnerError("INVALID_REQUEST", f"{DTYPE_ENV}={forced!r}: use one of {', '.join(_DTYPE_NAMES)}")
+        return forced
+    # Apple GPUs run half precision at twice the speed; MLX's CPU kernels are fastest (and exact enough) in float32.
+    return "float16" if device == "gpu" else "float32"
+
+
+def torch_noise(seed: int, shape_nchw: tuple) -> tuple[Any, Callable[[tuple], Any]]:
+    """The torch engine's draws: (initial latents NCHW as numpy, a function for the per-step noise of euler_a).
+
+    Both mirror the torch engine exactly: it draws the latents from one CPU generator seeded with `seed` and hands
+    diffusers a second, freshly seeded CPU generator as `generator=` for ancestral steps.
+    """
+    import torch
+
+    initial = torch.randn(shape_nchw, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32).numpy()
+    step_generator = torch.Generator("cpu").manual_seed(seed)
+
+    def draw(shape_nhwc: tuple):
+        import mlx.core as mx
+
+        b, h, w, c = shape_nhwc
+        noise = torch.randn((b, c, h, w), generator=step_generator, dtype=torch.float32).numpy()
+        return mx.array(noise.transpose(0, 2, 3, 1))
+
+    return initial, draw
+
+
+def native_noise(seed: int, shape_nhwc: tuple) -> tuple[Any, Callable[[tuple], Any]]:
+    """MLX's counter-based generator: a key from the seed, split once per draw."""
+    import mlx.core as mx
+
+    state = {"key": mx.random.key(seed % (1 << 64))}
+
+    def draw(shape: tuple):
+        state["key"], sub = mx.random.split(state["key"])
+        return mx.random.normal(shape, dtype=mx.float32, key=sub)
+
+    return draw(shape_nhwc), draw
+
+
+class MLXBackend(Backend):
+    engine = "mlx"
+
+    def __init__(self, cache_size: Optional[int] = None):
+        from . import cpu_blas
+
+        cpu_blas.prefer_optimised_blas()
+        import mlx.core  # noqa: F401  (fail at construction when MLX is missing: the runner reports it unavailable)
+
+        if cpu_blas.loaded:
+            log(f"CPU matmuls through {cpu_blas.loaded}")
+
+        self.cache_size = max(1, cache_size or int(os.environ.get(CACHE_ENV, "2")))
+        self._cache: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
+        self._lock = threading.Lock()
+        self._verifier = ManifestVerifier()
+        self._fp32_only: set[str] = set()  # sources that went non-finite in half precision
+
+    # --- probe --------------------------------------------------------------------------------------------------
+
+    def probe(self) -> dict:
+        from ...device import chip_name
+        from ...versions import package_versions
+
+        try:
+            import mlx.core as mx
+
+            device = device_kind()
+            info = mx.device_info()
+        except Exception as exc:
+            return {
+                "engine": self.engine, "available": False, "reason": f"mlx unusable: {type(exc).__name__}: {exc}",
+                "device": "cpu", "chip": chip_name("cpu"), "dtype": "float32",
+                "versions": package_versions("mlx", "numpy", "transformers", "safetensors"),
+                "features": {k: False for k in FEATURES}, "schedulers": [],
+            }
+        # MLX names the GPU well ("Apple M2 Pro"); for the CPU the runner's cpuinfo/sysctl lookup is more precise
+        chip = str(info.get("device_name") or "") if device == "gpu" else ""
+        chip = chip or chip_name("cpu")
+        return {
+            "engine": self.engine,
+            "available": True,
+            "device": device,
+            "chip": chip,
+            "dtype": default_dtype_name(device),
+            "versions": package_versions("mlx", "numpy", "transformers", "safetensors"),
+            "features": dict(FEATURES),
+            "schedulers": list(SCHEDULERS),
+        }
+
+    # --- loading ------------------------------------------------------------------------------------------------
+
+    def _dtype_for(self, folder: str) -> str:
+        name = default_dtype_name(device_kind())
+        return "float32" if folder in self._fp32_only else name
+
+    def ensure_loaded(self, source: str, dtype_name: Optional[str] = None) -> Any:
+        """Verify the converted folder's manifest (cached per file), then load it or take it from the LRU."""
+        import mlx.core as mx
+
+        from .pipeline import StableDiffusion
+
+        folder = os.path.realpath(source)
+        dtype_name = dtype_name or self._dtype_for(folder)
+        self._verifier.verify(folder)
+        key = (folder, dtype_name)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        try:
+            model = StableDiffusion(folder, getattr(mx, dtype_name))
+        except (ValueError, KeyError) as exc:
+            raise RunnerError("INVALID_REQUEST", f"{source} cannot run on the MLX engine: {exc}") from exc
+        with self._lock:
+            self._cache[key] = model
+            while len(self._cache) > self.cache_size:
+                evicted, _ = self._cache.popitem(last=False)
+                log(f"evicted {evicted[0]} ({evicted[1]}) from the model cache")
+        return model
+
+    def unload(self, source: Optional[str] = None) -> list[str]:
+        import mlx.core as mx
+
+        with self._lock:
+            if source is None:
+                keys = list(self._cache)
+            else:
+                folder = os.path.realpath(source)
+                keys = [k for k in self._cache if k[0] == folder]
+            for key in keys:
+                del self._cache[key]
+        mx.clear_cache()
+        return sorted({k[0] for k in keys})
+
+    # --- generation ---------------------------------------------------------------------------------------------
+
+    def _validate(self, req: GenerateRequest) -> None:
+        if req.lora:
+            raise RunnerError("LORA_UNSUPPORTED_ENGINE", "LoRA is not supported by the MLX engine; use the torch engine")
+        if (req.scheduler or "euler") not in SCHEDULERS:
+            raise RunnerError(
+                "INVALID_REQUEST", f"scheduler {req.scheduler!r} is not available on MLX ({', '.join(SCHEDULERS)})"
+            )
+        if req.steps < 1:
+            raise RunnerError("INVALID_REQUEST", "steps must be at least 1")
+        if req.init_noise not in (None, "torch", "native"):
+            raise RunnerError("INVALID_REQUEST", f"initNoise {req.init_noise!r} must be 'torch' or 'native'")
+
+    def _run(self, model, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck):
+        from .pipeline import nchw_to_nhwc
+
+        h, w, c = req.height // model.vae_scale_factor, req.width // model.vae_scale_factor, model.latent_channels
+        if req.init_noise == "torch":
+            initial, draw = torch_noise(req.seed, (1, c, h, w))
+            initial = nchw_to_nhwc(initial)
+        else:
+            initial, draw = native_noise(req.seed, (1, h, w, c))
+        # "" and None mean the same to the torch engine (it passes `negative_prompt or None`); for SDXL that is the
+        # zeroed unconditional embedding, so normalise the same way to keep the engines' images equal.
+        return model.generate(
+            req.prompt, req.negative_prompt or None, req.width, req.height, req.steps, req.guidance_scale, req.scheduler,
+            initial, noise_fn=draw, on_step=on_step, check_cancel=check_cancel,
+        )
+
+    def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:
+        from .pipeline import NonFiniteError
+
+        self._validate(req)
+        started = time.perf_counter()
+        folder = os.path.realpath(req.model_source)
+        model = self.ensure_loaded(req.model_source)
+        scale = model.vae_scale_factor
+        if req.width % scale or req.height % scale or req.width <= 0 or req.height <= 0:
+            raise RunnerError("INVALID_REQUEST", f"width and height must be positive multiples of {scale}")
+        loaded = time.perf_counter()
+        dtype_name = self._dtype_for(folder)
+        try:
+            image = self._run(model, req, on_step, check_cancel)
+        except NonFiniteError as exc:
+            if dtype_name == "float32":
+                raise
+            log(f"{exc}; job {req.job_id}: redoing it in float32 and keeping {folder} in float32 from now on")
+            self._fp32_only.add(folder)
+            self.unload(req.model_source)
+            model = self.ensure_loaded(req.model_source, "float32")
+            dtype_name = "float32"
+            image = self._run(model, req, on_step, check_cancel)
+        finished = time.perf_counter()
+        return GenerateOutput(
+            image=image,
+            device=device_kind(),
+            dtype=dtype_name,
+            load_ms=(loaded - started) * 1000.0,
+            generate_ms=(finished - loaded) * 1000.0,
+            extra={"initNoise": req.init_noise or "native", "scheduler": req.scheduler or "euler"},
+        )

@@ -1,0 +1,182 @@
+"""Text-to-image with the MLX modules, step for step what diffusers' StableDiffusion(XL)Pipeline does.
+
+encode prompt (+ negative for classifier-free guidance) → initial latents × init σ → per step: scale input, UNet on
+[uncond, cond], guidance mix, sampler step (callback + cancel check) → unscale → VAE decode → uint8 RGB image.
+Latents are NHWC here; callers that hand in NCHW noise (the torch-compatible draw) are transposed once at the start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import mlx.core as mx
+import numpy as np
+from PIL import Image
+
+from .clip import CLIPTextModel
+from .config import CLIPTextConfig, UNetConfig, VAEConfig, is_projection_encoder, read_json
+from .manifest import WEIGHTS_NAME, architecture_of
+from .sampler import make_sampler
+from .unet import UNet2DConditionModel, sdxl_time_ids
+from .vae import AutoencoderKL, unscale_latents
+
+
+class NonFiniteError(RuntimeError):
+    """NaN/inf appeared in the latents or the image (float16 overflow); the backend retries in float32."""
+
+
+def load_module(module, weights_path: Path, dtype):
+    """Load MLX-layout safetensors into `module` (every parameter must be present) and cast floats to `dtype`."""
+    weights = mx.load(str(weights_path))
+    module.load_weights(list(weights.items()), strict=True)
+    module.set_dtype(dtype)
+    mx.eval(module.parameters())
+    return module
+
+
+def load_tokenizer(folder: Path):
+    # transformers' CLIP tokenizer is pure text processing (no torch import); it reads tokenizer.json or vocab+merges.
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+@dataclass
+class Conditioning:
+    context: mx.array  # (B, 77, cross_attention_dim); B = 2 with guidance: [negative, positive]
+    text_embeds: Optional[mx.array] = None  # SDXL pooled embeddings
+    time_ids: Optional[mx.array] = None  # SDXL micro-conditioning
+
+
+class StableDiffusion:
+    """A loaded SD 1.x/2.x or SDXL model in MLX."""
+
+    def __init__(self, folder: str | Path, dtype=mx.float32):
+        self.folder = Path(folder)
+        self.dtype = dtype
+        model_index = read_json(self.folder / "model_index.json")
+        self.architecture = architecture_of(model_index, self.folder)
+        self.force_zeros_for_empty_prompt = bool(model_index.get("force_zeros_for_empty_prompt", True))
+        self.scheduler_config = read_json(self.folder / "scheduler" / "scheduler_config.json")
+
+        self.unet_config = UNetConfig.from_dict(read_json(self.folder / "unet" / "config.json"))
+        self.unet = load_module(UNet2DConditionModel(self.unet_config), self.folder / "unet" / WEIGHTS_NAME, dtype)
+        self.vae_config = VAEConfig.from_dict(read_json(self.folder / "vae" / "config.json"))
+        # The SD/SDXL VAEs overflow float16 at high resolution (their configs say force_upcast): decode in float32.
+        self.vae_dtype = mx.float32 if self.vae_config.force_upcast else dtype
+        self.vae = load_module(AutoencoderKL(self.vae_config), self.folder / "vae" / WEIGHTS_NAME, self.vae_dtype)
+
+        names = ["text_encoder", "text_encoder_2"] if self.architecture == "sdxl" else ["text_encoder"]
+        self.text_encoders = []
+        self.tokenizers = []
+        for index, name in enumerate(names):
+            raw = read_json(self.folder / name / "config.json")
+            cfg = CLIPTextConfig.from_dict(raw, with_projection=is_projection_encoder(raw))
+            self.text_encoders.append(load_module(CLIPTextModel(cfg), self.folder / name / WEIGHTS_NAME, dtype))
+            self.tokenizers.append(load_tokenizer(self.folder / ("tokenizer" if index == 0 else "tokenizer_2")))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.unet_config.in_channels
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return self.vae_config.scale_factor
+
+    # --- text ---------------------------------------------------------------------------------------------------
+
+    def _tokenize(self, tokenizer, text: str, max_length: Optional[int] = None) -> np.ndarray:
+        return tokenizer(
+            [text], padding="max_length", max_length=max_length or tokenizer.model_max_length, truncation=True,
+            return_tensors="np",
+        )["input_ids"]
+
+    def _encode_sd(self, text: str, max_length: Optional[int] = None) -> mx.array:
+        ids = self._tokenize(self.tokenizers[0], text, max_length)
+        return self.text_encoders[0](ids).last_hidden_state
+
+    def _encode_sdxl(self, text: str, max_length: Optional[int] = None) -> tuple[mx.array, mx.array]:
+        """Penultimate hidden states of both encoders side by side; pooled = projection of encoder 2's end token."""
+        states, pooled = [], None
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
+            out = encoder(self._tokenize(tokenizer, text, max_length))
+            states.append(out.penultimate_hidden_state)
+            if out.text_embeds is not None:
+                pooled = out.text_embeds
+        return mx.concatenate(states, axis=-1), pooled
+
+    def encode(self, prompt: str, negative_prompt: Optional[str], guidance: bool, height: int,
+               width: int) -> Conditioning:
+        if self.architecture == "sd":
+            positive = self._encode_sd(prompt)
+            if not guidance:
+                return Conditioning(positive.astype(self.dtype))
+            negative = self._encode_sd(negative_prompt or "", max_length=positive.shape[1])
+            return Conditioning(mx.concatenate([negative, positive]).astype(self.dtype))
+
+        positive, pooled = self._encode_sdxl(prompt)
+        time_ids = mx.array([sdxl_time_ids((height, width), (0, 0), (height, width))], dtype=mx.float32)
+        if not guidance:
+            return Conditioning(positive.astype(self.dtype), pooled.astype(self.dtype), time_ids)
+        if negative_prompt is None and self.force_zeros_for_empty_prompt:
+            # SDXL was trained with zeroed conditioning as "unconditional" when no negative prompt is given
+            negative, negative_pooled = mx.zeros_like(positive), mx.zeros_like(pooled)
+        else:
+            negative, negative_pooled = self._encode_sdxl(negative_prompt or "", max_length=positive.shape[1])
+        return Conditioning(
+            mx.concatenate([negative, positive]).astype(self.dtype),
+            mx.concatenate([negative_pooled, pooled]).astype(self.dtype),
+            mx.concatenate([time_ids, time_ids]),
+        )
+
+    # --- denoising and decoding ---------------------------------------------------------------------------------
+
+    def denoise(self, latents: mx.array, cond: Conditioning, steps: int, guidance_scale: float,
+                scheduler: Optional[str], noise_fn: Optional[Callable[[tuple], mx.array]] = None,
+                on_step: Optional[Callable[[int, int], None]] = None,
+                check_cancel: Optional[Callable[[], None]] = None) -> mx.array:
+        """latents: NHWC standard-normal noise. Returns the final latents (float32, diffusion-space scaled)."""
+        sampler = make_sampler(scheduler, self.scheduler_config, steps, noise_fn)
+        guided = cond.context.shape[0] == 2
+        latents = latents.astype(mx.float32) * sampler.init_noise_sigma
+        for index, timestep in enumerate(sampler.timesteps):
+            if check_cancel is not None:
+                check_cancel()
+            model_in = mx.concatenate([latents, latents]) if guided else latents
+            model_in = sampler.scale_input(model_in, index).astype(self.dtype)
+            noise_pred = self.unet(model_in, float(timestep), cond.context, cond.text_embeds, cond.time_ids)
+            if guided:
+                uncond, text = mx.split(noise_pred, 2)
+                noise_pred = uncond + guidance_scale * (text - uncond)
+            latents = sampler.step(noise_pred, index, latents)
+            mx.eval(latents)
+            if self.dtype != mx.float32 and not bool(mx.all(mx.isfinite(latents))):
+                raise NonFiniteError(f"non-finite latents at step {index + 1}/{steps} in {self.dtype}")
+            if on_step is not None:
+                on_step(index + 1, steps)
+        return latents
+
+    def decode(self, latents: mx.array) -> np.ndarray:
+        """Final latents → (H, W, 3) uint8, rounding like diffusers' numpy_to_pil."""
+        images = self.vae.decode(unscale_latents(latents.astype(self.vae_dtype), self.vae_config))
+        images = mx.clip(images.astype(mx.float32) / 2 + 0.5, 0.0, 1.0)
+        mx.eval(images)
+        if not bool(mx.all(mx.isfinite(images))):
+            raise NonFiniteError("non-finite pixels after VAE decode")
+        return (np.array(images[0]) * 255).round().astype(np.uint8)
+
+    def generate(self, prompt: str, negative_prompt: Optional[str], width: int, height: int, steps: int,
+                 guidance_scale: float, scheduler: Optional[str], initial_noise: mx.array,
+                 noise_fn: Optional[Callable[[tuple], mx.array]] = None,
+                 on_step: Optional[Callable[[int, int], None]] = None,
+                 check_cancel: Optional[Callable[[], None]] = None) -> Image.Image:
+        """initial_noise: standard-normal latents, NHWC (1, H/f, W/f, C)."""
+        cond = self.encode(prompt, negative_prompt, guidance_scale > 1.0, height, width)
+        latents = self.denoise(initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel)
+        return Image.fromarray(self.decode(latents))
+
+
+def nchw_to_nhwc(x: np.ndarray) -> mx.array:
+    return mx.array(np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1)))

@@ -1,0 +1,184 @@
+"""Every key rename and layout change between diffusers/transformers checkpoints and the MLX modules, in one place.
+
+Pure numpy (no torch, no mlx), so the converter and the parity tests share it.
+
+Layout changes
+  * convolutions: PyTorch OIHW → MLX OHWI (MLX convolves channels-last images);
+  * SD 1.x spatial-transformer proj_in/proj_out are 1×1 convs (use_linear_projection=false): squeezed to (out, in)
+    linears — on channels-last data a 1×1 conv is exactly a linear over channels;
+  * legacy VAE attention stored as 1×1 convs: squeezed to linears too.
+Renames (diffusers → MLX module attribute)
+  * `downsamplers.0.` → `downsampler.`, `upsamplers.0.` → `upsampler.`, `to_out.0.` → `to_out.`
+  * GEGLU feed-forward `ff.net.0.proj.` → `ff.proj_in.`, `ff.net.2.` → `ff.proj_out.` (the GEGLU projection stays one
+    matrix; the module splits its output into value and gate halves);
+  * legacy VAE attention `query/key/value/proj_attn` → `to_q/to_k/to_v/to_out`;
+  * transformers' CLIP `text_model.` prefix dropped, the `position_ids` buffer dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+COMPONENT_KINDS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+_COMMON_RENAMES = [
+    (re.compile(r"\.downsamplers\.0\."), ".downsampler."),
+    (re.compile(r"\.upsamplers\.0\."), ".upsampler."),
+    (re.compile(r"\.to_out\.0\."), ".to_out."),
+]
+_UNET_RENAMES = [
+    (re.compile(r"\.ff\.net\.0\.proj\."), ".ff.proj_in."),
+    (re.compile(r"\.ff\.net\.2\."), ".ff.proj_out."),
+]
+_VAE_LEGACY_ATTENTION = [
+    (re.compile(r"(attentions\.\d+)\.query\."), r"\1.to_q."),
+    (re.compile(r"(attentions\.\d+)\.key\."), r"\1.to_k."),
+    (re.compile(r"(attentions\.\d+)\.value\."), r"\1.to_v."),
+    (re.compile(r"(attentions\.\d+)\.proj_attn\."), r"\1.to_out."),
+]
+# Linear layers that some checkpoints store as 1×1 convolutions.
+_UNET_LINEAR_AS_CONV = re.compile(r"attentions\.\d+\.proj_(in|out)\.weight$")
+_VAE_LINEAR_AS_CONV = re.compile(r"attentions\.\d+\.to_(q|k|v|out)\.weight$")
+
+
+def _rename(key: str, rules) -> str:
+    for pattern, replacement in rules:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def conv_to_mlx(weight: np.ndarray) -> np.ndarray:
+    """OIHW → OHWI."""
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1))
+
+
+def pointwise_conv_to_linear(weight: np.ndarray) -> np.ndarray:
+    """(out, in, 1, 1) → (out, in); linears pass through."""
+    return weight.reshape(weight.shape[0], weight.shape[1]) if weight.ndim == 4 else weight
+
+
+def map_unet(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tensors.items():
+        new_key = _rename(key, _COMMON_RENAMES + _UNET_RENAMES)
+        if _UNET_LINEAR_AS_CONV.search(new_key):
+            value = pointwise_conv_to_linear(value)
+        elif value.ndim == 4:
+            value = conv_to_mlx(value)
+        out[new_key] = value
+    return out
+
+
+def map_vae(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tensors.items():
+        new_key = _rename(_rename(key, _VAE_LEGACY_ATTENTION), _COMMON_RENAMES)
+        if _VAE_LINEAR_AS_CONV.search(new_key):
+            value = pointwise_conv_to_linear(value)
+        elif value.ndim == 4:
+            value = conv_to_mlx(value)
+        out[new_key] = value
+    return out
+
+
+def map_clip(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tensors.items():
+        new_key = key[len("text_model."):] if key.startswith("text_model.") else key
+        if new_key.endswith("position_ids"):
+            continue  # a buffer of 0..76, recomputed at run time
+        out[new_key] = value
+    return out
+
+
+MAPPERS: dict[str, Callable[[dict], dict]] = {
+    "unet": map_unet,
+    "vae": map_vae,
+    "text_encoder": map_clip,
+    "text_encoder_2": map_clip,
+}
+
+
+# --- reading diffusers / transformers safetensors without torch -------------------------------------------------
+
+_ST_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a .safetensors file into numpy arrays, including bfloat16 (widened to float32, exactly).
+
+    The format is an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, then the
+    raw little-endian tensor bytes. Parsing it here avoids torch and handles BF16, which numpy cannot represent.
+    """
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    (header_len,) = struct.unpack("<Q", bytes(data[:8]))
+    header = json.loads(bytes(data[8:8 + header_len]).decode("utf-8"))
+    base = 8 + header_len
+    tensors: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        raw = data[base + start:base + end]
+        shape = tuple(info["shape"])
+        if info["dtype"] == "BF16":
+            bits = np.frombuffer(raw.tobytes(), dtype="<u2").astype(np.uint32) << 16
+            tensors[name] = bits.view(np.float32).reshape(shape)
+        elif info["dtype"] in _ST_DTYPES:
+            tensors[name] = np.frombuffer(raw.tobytes(), dtype=np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")).reshape(shape)
+        else:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+    del data
+    return tensors
+
+
+_WEIGHT_NAMES = {
+    "unet": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+    "text_encoder_2": "model",
+}
+
+
+def component_weight_files(folder: Path, component: str) -> list[Path]:
+    """The safetensors file(s) holding a component's weights: plain, fp16 variant, or sharded with an index."""
+    stem = _WEIGHT_NAMES[component]
+    for variant in ("", ".fp16"):
+        single = folder / f"{stem}{variant}.safetensors"
+        if single.is_file():
+            return [single]
+        index = folder / f"{stem}.safetensors.index{variant}.json"
+        if not index.is_file():
+            index = folder / f"{stem}{variant}.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [folder / shard for shard in shards]
+    pickled = sorted(p.name for p in folder.glob("*.bin"))
+    hint = f" (found {', '.join(pickled)}: pickled PyTorch weights are not read; save the model with safetensors)" if pickled else ""
+    raise FileNotFoundError(f"no safetensors weights for {component} in {folder}{hint}")
+
+
+def load_component(folder: Path, component: str) -> dict[str, np.ndarray]:
+    """Read a component's checkpoint (all shards) and map it to MLX names and layouts."""
+    tensors: dict[str, np.ndarray] = {}
+    for path in component_weight_files(folder, component):
+        tensors.update(read_safetensors(path))
+    return MAPPERS[component](tensors)
+
+
+def cast_floats(tensors: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
+    return {k: (v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v) for k, v in tensors.items()}
+
+
+def torch_state_dict_to_numpy(items: Iterable) -> dict[str, np.ndarray]:
+    """For tests: (name, torch tensor) pairs → float32 numpy, without importing torch here."""
+    return {name: tensor.detach().float().cpu().numpy() for name, tensor in items}

@@ -1,0 +1,285 @@
+"""The torch engine: diffusers SD 1.x / SDXL pipelines kept warm in a small LRU cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from .. import device as devices
+from ..errors import RunnerError
+from ..versions import package_versions
+from .base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
+
+SCHEDULERS = ("euler", "euler_a", "ddim", "dpmpp_2m")
+DEFAULT_SCHEDULER = "euler"
+DEFAULT_CACHE_SIZE = 2
+LORA_ADAPTER = "pixelai_lora"
+
+_SD_CLASS = "StableDiffusionPipeline"
+_SDXL_CLASS = "StableDiffusionXLPipeline"
+
+
+def _cache_size_from_env() -> int:
+    raw = os.environ.get("PIXELAI_PIPELINE_CACHE", "")
+    try:
+        return max(1, int(raw)) if raw.strip() else DEFAULT_CACHE_SIZE
+    except ValueError:
+        return DEFAULT_CACHE_SIZE
+
+
+def make_scheduler(name: Optional[str], base_config: Any):
+    """A fresh scheduler of the requested kind, configured like the one the model shipped with."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    kind = name or DEFAULT_SCHEDULER
+    if kind == "euler":
+        return EulerDiscreteScheduler.from_config(base_config)
+    if kind == "euler_a":
+        return EulerAncestralDiscreteScheduler.from_config(base_config)
+    if kind == "ddim":
+        return DDIMScheduler.from_config(base_config)
+    if kind == "dpmpp_2m":
+        return DPMSolverMultistepScheduler.from_config(base_config, algorithm_type="dpmsolver++", solver_order=2)
+    raise RunnerError("INVALID_REQUEST", f"unknown scheduler {kind!r} (expected one of {SCHEDULERS})")
+
+
+def initial_latents(seed: int, channels: int, height: int, width: int, scale: int = 8) -> torch.Tensor:
+    """The engine-neutral starting noise: CPU torch.randn, float32, so the MLX engine can reproduce it exactly."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn((1, channels, height // scale, width // scale), generator=generator, dtype=torch.float32)
+
+
+@dataclass
+class _Loaded:
+    pipe: Any
+    kind: str  # "sd" | "sdxl"
+    base_scheduler_config: Any
+    lora: Optional[tuple[str, float]] = None  # (source, strength) of the adapter active on the pipe
+
+
+class TorchBackend(Backend):
+    engine = "torch"
+
+    def __init__(self, device_info: Optional[devices.DeviceInfo] = None, cache_size: Optional[int] = None):
+        forced = os.environ.get("PIXELAI_DEVICE", "").strip().lower()
+        if device_info is None:
+            if forced:
+                if forced not in ("cuda", "mps", "cpu"):
+                    raise RunnerError("INVALID_REQUEST", f"PIXELAI_DEVICE must be cuda, mps or cpu, got {forced!r}")
+                device_info = devices.DeviceInfo(forced, devices.chip_name(forced), devices.dtype_name_for(forced))
+            else:
+                device_info = devices.detect()
+        self.info = device_info
+        self.torch_dtype = getattr(torch, device_info.dtype)
+        self.cache_size = cache_size or _cache_size_from_env()
+        self._cache: "OrderedDict[str, _Loaded]" = OrderedDict()
+        # Serialises generation, loading and unloading; `probe` never takes it so it answers during a generation.
+        self._lock = threading.RLock()
+        self._loaded_names: tuple[str, ...] = ()
+        self.last_load_ms = 0.0
+        self._versions = package_versions("torch", "diffusers", "transformers", "peft", "accelerate", "pillow")
+
+    # ---- contract -------------------------------------------------------------------------------------------
+    def probe(self) -> dict:
+        return {
+            "engine": self.engine,
+            "available": True,
+            "device": self.info.device,
+            "chip": self.info.chip,
+            "dtype": self.info.dtype,
+            "versions": dict(self._versions),
+            "features": {
+                "lora": True,
+                "sdxl": True,
+                # birefnet comes later; color-key is post-processing and works on every engine.
+                "backgroundRemoval": False,
+                "img2img": False,
+                "stepPreview": False,
+            },
+            "schedulers": list(SCHEDULERS),
+            "loadedModels": list(self._loaded_names),
+            "cacheSize": self.cache_size,
+        }
+
+    def ensure_loaded(self, source: str) -> _Loaded:
+        with self._lock:
+            cached = self._cache.get(source)
+            if cached is not None:
+                self._cache.move_to_end(source)
+                self.last_load_ms = 0.0
+                return cached
+            started = time.perf_counter()
+            loaded = self._load(source)
+            self._cache[source] = loaded
+            while len(self._cache) > self.cache_size:
+                _, evicted = self._cache.popitem(last=False)
+                self._release(evicted)
+            self._loaded_names = tuple(self._cache)
+            self.last_load_ms = (time.perf_counter() - started) * 1000.0
+            return loaded
+
+    def unload(self, source: Optional[str] = None) -> list[str]:
+        with self._lock:
+            names = [source] if source is not None else list(self._cache)
+            unloaded = []
+            for name in names:
+                loaded = self._cache.pop(name, None)
+                if loaded is not None:
+                    self._release(loaded)
+                    unloaded.append(name)
+            self._loaded_names = tuple(self._cache)
+            return unloaded
+
+    def unload_lora(self) -> None:
+        with self._lock:
+            for loaded in self._cache.values():
+                self._set_lora(loaded, None)
+
+    def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:
+        with self._lock:
+            loaded = self.ensure_loaded(req.model_source)
+            load_ms = self.last_load_ms
+            pipe = loaded.pipe
+            scale = int(getattr(pipe, "vae_scale_factor", 8))
+            if req.width % scale or req.height % scale:
+                raise RunnerError("INVALID_REQUEST", f"width and height must be multiples of {scale}")
+            self._set_lora(loaded, req.lora)
+            pipe.scheduler = make_scheduler(req.scheduler, loaded.base_scheduler_config)
+            check_cancel()
+
+            latents = initial_latents(req.seed, pipe.unet.config.in_channels, req.height, req.width, scale)
+            latents = latents.to(device=self.info.device, dtype=self.torch_dtype)
+            total = req.steps
+
+            def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
+                on_step(step_index + 1, total)
+                check_cancel()  # raising here aborts the denoising loop between steps
+                return callback_kwargs
+
+            kwargs = dict(
+                prompt=req.prompt,
+                negative_prompt=req.negative_prompt or None,
+                width=req.width,
+                height=req.height,
+                num_inference_steps=req.steps,
+                guidance_scale=req.guidance_scale,
+                latents=latents,
+                # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too.
+                generator=torch.Generator("cpu").manual_seed(req.seed),
+                output_type="pil",
+                callback_on_step_end=on_step_end,
+            )
+            if req.scheduler == "ddim":
+                kwargs["eta"] = 0.0
+            started = time.perf_counter()
+            with torch.inference_mode():
+                image = pipe(**kwargs).images[0]
+            generate_ms = (time.perf_counter() - started) * 1000.0
+        return GenerateOutput(
+            image=image.convert("RGB"),
+            device=self.info.device,
+            dtype=self.info.dtype,
+            load_ms=load_ms,
+            generate_ms=generate_ms,
+            extra={"pipeline": loaded.kind, "scheduler": req.scheduler or DEFAULT_SCHEDULER},
+        )
+
+    # ---- loading --------------------------------------------------------------------------------------------
+    def _pipeline_class_name(self, source: str) -> Optional[str]:
+        index = os.path.join(source, "model_index.json")
+        try:
+            with open(index, encoding="utf-8") as fh:
+                return json.load(fh).get("_class_name")
+        except FileNotFoundError:
+            raise RunnerError("MODEL_NOT_FOUND", f"{source} has no model_index.json (not a diffusers folder)") from None
+        except (OSError, ValueError) as exc:
+            raise RunnerError("MODEL_NOT_FOUND", f"cannot read {index}: {exc}") from None
+
+    def _load(self, source: str) -> _Loaded:
+        from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        options: dict[str, Any] = {"dtype": self.torch_dtype}
+        if os.path.isdir(source):
+            class_name = self._pipeline_class_name(source)
+            if class_name == _SDXL_CLASS:
+                pipe = StableDiffusionXLPipeline.from_pretrained(source, **options)
+            elif class_name == _SD_CLASS:
+                pipe = StableDiffusionPipeline.from_pretrained(
+                    source, safety_checker=None, requires_safety_checker=False, **options
+                )
+            else:
+                raise RunnerError("INVALID_REQUEST", f"unsupported pipeline {class_name!r} in {source} (SD 1.x / SDXL only)")
+        elif os.path.isabs(source) or source.startswith("."):
+            raise RunnerError("MODEL_NOT_FOUND", f"model folder {source} does not exist")
+        else:
+            # A hub id: the class is only known once its model_index.json has been fetched, so let diffusers pick.
+            try:
+                pipe = DiffusionPipeline.from_pretrained(source, **options)
+            except (OSError, ValueError) as exc:
+                raise RunnerError("MODEL_NOT_FOUND", f"cannot load {source!r}: {exc}") from None
+            if not isinstance(pipe, (StableDiffusionPipeline, StableDiffusionXLPipeline)):
+                raise RunnerError("INVALID_REQUEST", f"{source} is a {type(pipe).__name__}, not SD 1.x / SDXL")
+            if getattr(pipe, "safety_checker", None) is not None:
+                pipe.safety_checker = None
+        kind = "sdxl" if isinstance(pipe, StableDiffusionXLPipeline) else "sd"
+        pipe = pipe.to(self.info.device)
+        pipe.set_progress_bar_config(disable=True)
+        if self.info.device == "mps":
+            # Helps unified-memory Macs; on CUDA with SDPA it only slows things down.
+            pipe.enable_attention_slicing()
+        pipe.vae.enable_slicing()
+        return _Loaded(pipe=pipe, kind=kind, base_scheduler_config=dict(pipe.scheduler.config))
+
+    def _release(self, loaded: _Loaded) -> None:
+        loaded.pipe = None
+        if self.info.device == "cuda":
+            torch.cuda.empty_cache()
+        elif self.info.device == "mps" and hasattr(torch, "mps"):
+            torch.mps.empty_cache()
+
+    # ---- LoRA -----------------------------------------------------------------------------------------------
+    def _set_lora(self, loaded: _Loaded, lora: Optional[dict]) -> None:
+        """Make `loaded` carry exactly the requested LoRA (or none); a same-source request only changes strength."""
+        wanted = None if not lora else (str(lora.get("source") or ""), float(lora.get("strength", 1.0)))
+        if wanted is not None and not wanted[0]:
+            raise RunnerError("INVALID_REQUEST", "lora.source is required")
+        current = loaded.lora
+        if current is not None and (wanted is None or wanted[0] != current[0]):
+            loaded.pipe.unload_lora_weights()
+            loaded.lora = None
+        if wanted is None:
+            return
+        if loaded.lora is None:
+            source = wanted[0]
+            if (os.path.isabs(source) or source.startswith(".")) and not os.path.exists(source):
+                raise RunnerError("LORA_NOT_FOUND", f"LoRA {source} does not exist")
+            try:
+                if os.path.isfile(source):
+                    loaded.pipe.load_lora_weights(
+                        os.path.dirname(source), weight_name=os.path.basename(source), adapter_name=LORA_ADAPTER
+                    )
+                else:
+                    loaded.pipe.load_lora_weights(source, adapter_name=LORA_ADAPTER)
+            except (OSError, ValueError) as exc:
+                self._drop_partial_adapter(loaded)
+                raise RunnerError("LORA_NOT_FOUND", f"cannot load LoRA {source!r}: {exc}") from None
+        loaded.pipe.set_adapters([LORA_ADAPTER], adapter_weights=[wanted[1]])
+        loaded.lora = wanted
+
+    @staticmethod
+    def _drop_partial_adapter(loaded: _Loaded) -> None:
+        """A load that failed half-way may leave the adapter name registered, which would block the next load."""
+        try:
+            loaded.pipe.delete_adapters(LORA_ADAPTER)
+        except Exception:  # nothing was registered: the usual case
+            pass
+
+
+__all__ = ["TorchBackend", "SCHEDULERS", "initial_latents", "make_scheduler"]

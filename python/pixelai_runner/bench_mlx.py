@@ -1,0 +1,284 @@
+"""MLX vs Torch on this machine: seconds per image, peak memory, and MLX weight size float16 vs float32.
+
+    PYTHONPATH=python python -m pixelai_runner.bench_mlx --out bench/mlx.json [--steps 4] [--repeats 2] [--no-sd15]
+
+Cases
+  tiny    the repo's tiny SD pipeline (models/tiny-sd, built when missing), whole text → image through each engine's
+          backend (torch: TorchBackend on the diffusers folder; mlx: MLXBackend on a converted copy, float32 and float16)
+  sd15    a UNet with SD 1.5's real size (block_out_channels 320/640/1280/1280, cross_attention_dim 768, 860 M
+          parameters, random seeded weights) at a 64×64 image = 8×8 latents: the denoising loop only (Euler,
+          classifier-free guidance = batch 2), since that is where an SD job spends its time
+Every engine measurement runs in its own subprocess, so peak RSS (ru_maxrss) belongs to that engine alone; MLX also
+reports its allocator's peak (mx.get_peak_memory). One warm-up image first, then the mean of `repeats`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SD15_UNET = dict(
+    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, sample_size=64,
+)
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    scale = 1 / (1024 * 1024) if sys.platform == "darwin" else 1 / 1024
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1)
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up: first-call compilation, allocator growth, lazy imports
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return round((time.perf_counter() - started) / repeats, 4)
+
+
+# --- workers (each runs in a fresh process) ---------------------------------------------------------------------
+
+def _request(source: str, steps: int, size: int):
+    from .backends.base import GenerateRequest
+
+    return GenerateRequest.from_params(dict(
+        jobId="bench", modelSource=source, prompt="a pixel art knight", width=size, height=size, steps=steps,
+        guidanceScale=7.5, seed=0, outputDir=tempfile.gettempdir(), scheduler="euler", initNoise="torch",
+    ))
+
+
+def worker_pipeline(engine: str, source: str, steps: int, size: int, repeats: int) -> dict:
+    if engine == "torch":
+        from .backends.torch_backend import TorchBackend
+
+        backend = TorchBackend()
+    else:
+        from .backends.mlx import MLXBackend
+
+        backend = MLXBackend()
+    req = _request(source, steps, size)
+    seconds = timed(lambda: backend.generate(req, lambda k, n: None, lambda: None), repeats)
+    return {"secondsPerImage": seconds, "peakRssMB": peak_rss_mb(), **_mlx_peak(engine)}
+
+
+def _mlx_peak(engine: str) -> dict:
+    if engine == "torch":
+        return {}
+    import mlx.core as mx
+
+    from .backends.mlx import cpu_blas
+
+    return {"peakMlxMB": round(mx.get_peak_memory() / 2**20, 1), "cpuBlas": cpu_blas.loaded or "bundled"}
+
+
+def worker_prepare_sd15(folder: str) -> dict:
+    """Random SD-1.5-sized UNet → diffusers folder + MLX weights in float32 and float16."""
+    import numpy as np
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.numpy import save_file
+
+    from .backends.mlx import weights as W
+
+    out = Path(folder)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    unet.save_pretrained(str(out / "unet"), safe_serialization=True)
+    mapped = W.map_unet(W.torch_state_dict_to_numpy(unet.state_dict().items()))
+    del unet
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        path = out / f"mlx-unet-{dtype}.safetensors"
+        save_file({k: np.ascontiguousarray(v.astype(dtype)) for k, v in mapped.items()}, str(path))
+        sizes[dtype] = path.stat().st_size
+    return {"parameters": int(sum(v.size for v in mapped.values())), "mlxBytes": sizes,
+            "diffusersBytes": (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size}
+
+
+def worker_sd15_unet(engine: str, folder: str, steps: int, size: int, repeats: int, dtype: str) -> dict:
+    """The denoising loop alone: Euler over `steps`, CFG batch of 2, fixed random text context."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    latent = size // 8
+    noise = rng.standard_normal((1, 4, latent, latent)).astype(np.float32)
+    context = rng.standard_normal((2, 77, 768)).astype(np.float32)
+    config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+              "timestep_spacing": "leading", "steps_offset": 1}
+    if engine == "torch":
+        import torch
+        from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(str(Path(folder) / "unet")).eval()
+        ctx = torch.from_numpy(context)
+
+        def loop():
+            scheduler = EulerDiscreteScheduler.from_config(config)
+            scheduler.set_timesteps(steps)
+            x = torch.from_numpy(noise) * scheduler.init_noise_sigma
+            with torch.inference_mode():
+                for t in scheduler.timesteps:
+                    eps = unet(scheduler.scale_model_input(torch.cat([x, x]), t), t, ctx).sample
+                    uncond, text = eps.chunk(2)
+                    x = scheduler.step(uncond + 7.5 * (text - uncond), t, x).prev_sample
+            return x
+    else:
+        from .backends.mlx import cpu_blas
+
+        cpu_blas.prefer_optimised_blas()  # must precede the first mlx import
+        import mlx.core as mx
+
+        from .backends.mlx.config import UNetConfig
+        from .backends.mlx.sampler import make_sampler
+        from .backends.mlx.unet import UNet2DConditionModel as MLXUNet
+
+        unet = MLXUNet(UNetConfig.from_dict(json.loads((Path(folder) / "unet" / "config.json").read_text())))
+        unet.load_weights(str(Path(folder) / f"mlx-unet-{dtype}.safetensors"), strict=True)
+        unet.set_dtype(getattr(mx, dtype))
+        mx.eval(unet.parameters())
+        ctx = mx.array(context).astype(getattr(mx, dtype))
+
+        def loop():
+            sampler = make_sampler("euler", config, steps)
+            x = mx.array(noise.transpose(0, 2, 3, 1)) * sampler.init_noise_sigma
+            for index, t in enumerate(sampler.timesteps):
+                eps = unet(sampler.scale_input(mx.concatenate([x, x]), index).astype(ctx.dtype), float(t), ctx)
+                uncond, text = mx.split(eps, 2)
+                x = sampler.step(uncond + 7.5 * (text - uncond), index, x)
+                mx.eval(x)
+            return x
+
+    seconds = timed(loop, repeats)
+    return {"secondsPerImage": seconds, "peakRssMB": peak_rss_mb(), **_mlx_peak(engine)}
+
+
+# --- orchestration ------------------------------------------------------------------------------------------------
+
+def _spawn(args: list[str], env_extra: dict | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "python"), **(env_extra or {}))
+    proc = subprocess.run([sys.executable, "-m", "pixelai_runner.bench_mlx", "--worker", *args],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker {args} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _tiny_source(workdir: Path) -> Path:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tiny_model", REPO_ROOT / "scripts" / "make_tiny_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shared = REPO_ROOT / "models"
+    if module._is_current(shared / "tiny-sd"):
+        return shared / "tiny-sd"
+    return module.build_tiny_models(workdir / "models", names=("tiny-sd",))["tiny-sd"]
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
+    from .backends.mlx.convert import convert
+
+    report: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count()},
+        "settings": {"steps": steps, "width": size, "height": size, "repeats": repeats, "scheduler": "euler",
+                     "guidanceScale": 7.5},
+    }
+    with tempfile.TemporaryDirectory(prefix="pixelai-bench-") as tmp:
+        workdir = Path(tmp)
+        source = _tiny_source(workdir)
+        tiny: dict = {"source": str(source)}
+        sizes = {}
+        for dtype in ("float32", "float16"):
+            result = convert(str(source), f"tiny-{dtype}", dtype, workdir / "mlx")
+            sizes[dtype] = sum(f["size"] for f in result["manifest"]["files"].values())
+            tiny[f"mlx_{dtype}"] = _spawn(["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats)],
+                                          {"PIXELAI_MLX_DTYPE": dtype})
+            if dtype == "float32" and sys.platform.startswith("linux"):
+                # the same run on the reference BLAS the mlx[cpu] wheel bundles (see backends/mlx/cpu_blas.py)
+                tiny["mlx_float32_bundledBlas"] = _spawn(
+                    ["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats)],
+                    {"PIXELAI_MLX_DTYPE": dtype, "PIXELAI_MLX_BLAS": "off"})
+        tiny["torch"] = _spawn(["pipeline", "torch", str(source), str(steps), str(size), str(repeats)])
+        tiny["mlxFolderBytes"] = sizes
+        tiny["ratios"] = {
+            "mlxFloat32SecondsOverTorch": _ratio(tiny["mlx_float32"]["secondsPerImage"], tiny["torch"]["secondsPerImage"]),
+            "mlxFloat32PeakRssOverTorch": _ratio(tiny["mlx_float32"]["peakRssMB"], tiny["torch"]["peakRssMB"]),
+            "float16OverFloat32Bytes": _ratio(sizes["float16"], sizes["float32"]),
+        }
+        report["tiny"] = tiny
+        if sd15:
+            folder = workdir / "sd15"
+            prepared = _spawn(["prepare-sd15", str(folder)])
+            case = {"unet": prepared}
+            case["torch"] = _spawn(["sd15", "torch", str(folder), str(steps), str(size), str(repeats), "float32"])
+            case["mlx_float32"] = _spawn(["sd15", "mlx", str(folder), str(steps), str(size), str(repeats), "float32"])
+            if sys.platform.startswith("linux"):
+                case["mlx_float32_bundledBlas"] = _spawn(
+                    ["sd15", "mlx", str(folder), str(steps), str(size), str(repeats), "float32"],
+                    {"PIXELAI_MLX_BLAS": "off"})
+            case["ratios"] = {
+                "mlxSecondsOverTorch": _ratio(case["mlx_float32"]["secondsPerImage"], case["torch"]["secondsPerImage"]),
+                "mlxPeakRssOverTorch": _ratio(case["mlx_float32"]["peakRssMB"], case["torch"]["peakRssMB"]),
+                "float16OverFloat32Bytes": _ratio(prepared["mlxBytes"]["float16"], prepared["mlxBytes"]["float32"]),
+            }
+            report["sd15Unet"] = case
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _print_summary(report: dict) -> None:
+    tiny = report["tiny"]
+    print(f"tiny SD {report['settings']['width']}px {report['settings']['steps']} steps: "
+          f"torch {tiny['torch']['secondsPerImage']}s/img, mlx fp32 {tiny['mlx_float32']['secondsPerImage']}s/img, "
+          f"mlx fp16 {tiny['mlx_float16']['secondsPerImage']}s/img; ratios {tiny['ratios']}")
+    if "sd15Unet" in report:
+        case = report["sd15Unet"]
+        print(f"SD-1.5-sized UNet loop: torch {case['torch']['secondsPerImage']}s/img "
+              f"(peak RSS {case['torch']['peakRssMB']} MB), mlx fp32 {case['mlx_float32']['secondsPerImage']}s/img "
+              f"(peak RSS {case['mlx_float32']['peakRssMB']} MB, MLX peak {case['mlx_float32']['peakMlxMB']} MB); "
+              f"ratios {case['ratios']}")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        kind, rest = argv[1], argv[2:]
+        if kind == "pipeline":
+            result = worker_pipeline(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
+        elif kind == "prepare-sd15":
+            result = worker_prepare_sd15(rest[0])
+        else:
+            result = worker_sd15_unet(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]), rest[5])
+        print(json.dumps(result), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="bench/mlx.json")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (latents are size/8)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-sd15", action="store_true", help="skip the SD-1.5-sized UNet (≈3.4 GB of weights)")
+    args = parser.parse_args(argv)
+    report = run(Path(args.out), args.steps, args.size, args.repeats, not args.no_sd15)
+    _print_summary(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

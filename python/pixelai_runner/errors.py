@@ -1,0 +1,51 @@
+"""The error taxonomy, shared with src/backends/error-codes.ts (a test checks they are equal)."""
+
+from __future__ import annotations
+
+# code -> HTTP status the API answers with when the code surfaces in a request.
+ERROR_CODES: dict[str, int] = {
+    "INVALID_REQUEST": 400,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "MODEL_NOT_FOUND": 404,
+    "LORA_NOT_FOUND": 404,
+    "JOB_NOT_CANCELLABLE": 409,
+    "MODEL_NOT_CONVERTED": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "LORA_UNSUPPORTED_ENGINE": 422,
+    "RATE_LIMITED": 429,
+    "ENGINE_INTERNAL": 500,
+    "HASH_MISMATCH": 500,
+    "CONVERSION_FAILED": 500,
+    "CANCELLED": 409,
+    "ENGINE_UNAVAILABLE": 503,
+    "TIMEOUT": 504,
+    "CUDA_OOM": 507,
+    "MPS_OOM": 507,
+}
+
+
+class RunnerError(Exception):
+    """An error that crosses the protocol with a taxonomy code."""
+
+    def __init__(self, code: str, message: str):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def classify_exception(exc: BaseException, device: str) -> RunnerError:
+    """Map an engine exception to the taxonomy (OOM by message text + device)."""
+    if isinstance(exc, RunnerError):
+        return exc
+    text = str(exc)
+    lowered = text.lower()
+    if "out of memory" in lowered or "outofmemory" in lowered:
+        if device == "mps" or "mps" in lowered:
+            return RunnerError("MPS_OOM", f"MPS ran out of memory: {text}")
+        if device == "cuda" or "cuda" in lowered:
+            return RunnerError("CUDA_OOM", f"CUDA ran out of memory: {text}")
+    return RunnerError("ENGINE_INTERNAL", f"{type(exc).__name__}: {text}")

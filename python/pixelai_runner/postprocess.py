@@ -1,0 +1,165 @@
+"""The pixel-art step that turns a decoded image into the final sprite. Engine-independent, pure functions.
+
+Order: fit to the pixel grid → colour-key background removal → palette quantisation → RGBA out.
+Fitting first keeps the other steps cheap (they run on the small grid) and lets the colour key treat the transparent
+letterbox of `contain` as background.
+
+Palette rule (`colors` = N, 1..256; 0 = keep every colour):
+  * alpha is made binary (< 128 → fully transparent) so a palette slot can stand for "transparent";
+  * if any pixel is transparent, that slot is taken and the opaque pixels get at most N-1 distinct colours;
+    otherwise they get at most N. N = 1 with transparency is the one exception: 1 opaque colour + transparent;
+  * every transparent pixel is written as (0, 0, 0, 0), so the PNG counts at most N distinct RGBA values
+    (N = 1 with transparency: 2).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from .backends.base import PixelSpec
+from .errors import RunnerError
+
+FIT_MODES = ("contain", "cover", "stretch")
+BACKGROUND_MODES = (False, "color-key", "birefnet")
+MAX_COLORS = 256
+DEFAULT_KEY_TOLERANCE = 48.0  # Euclidean RGB distance; diffusion backgrounds are flat-ish, never exactly flat
+
+
+def validate(pixel: Optional[PixelSpec], remove_background, engine_supports_birefnet: bool = False) -> None:
+    """Reject options the post-process cannot honour before any expensive generation starts."""
+    if remove_background not in BACKGROUND_MODES:
+        raise RunnerError("INVALID_REQUEST", f"unknown removeBackground {remove_background!r}")
+    if remove_background == "birefnet" and not engine_supports_birefnet:
+        raise RunnerError("INVALID_REQUEST", "removeBackground 'birefnet' is not available on this runner")
+    if pixel is None:
+        return
+    if pixel.fit_mode not in FIT_MODES:
+        raise RunnerError("INVALID_REQUEST", f"unknown fitMode {pixel.fit_mode!r} (expected one of {FIT_MODES})")
+    if pixel.width < 1 or pixel.height < 1:
+        raise RunnerError("INVALID_REQUEST", f"pixel size must be positive, got {pixel.width}x{pixel.height}")
+    if not 0 <= pixel.colors <= MAX_COLORS:
+        raise RunnerError("INVALID_REQUEST", f"colors must be 0..{MAX_COLORS}, got {pixel.colors}")
+
+
+def fit_to_grid(image: Image.Image, width: int, height: int, fit_mode: str = "contain") -> Image.Image:
+    """Downscale to width×height with NEAREST (hard pixel edges, no blended colours); always RGBA."""
+    src = image.convert("RGBA")
+    sw, sh = src.size
+    if fit_mode == "stretch":
+        return src.resize((width, height), Image.Resampling.NEAREST)
+    if fit_mode == "cover":
+        scale = max(width / sw, height / sh)
+        crop_w, crop_h = width / scale, height / scale
+        left, top = (sw - crop_w) / 2, (sh - crop_h) / 2
+        return src.resize((width, height), Image.Resampling.NEAREST, box=(left, top, left + crop_w, top + crop_h))
+    if fit_mode == "contain":
+        scale = min(width / sw, height / sh)
+        inner_w = min(width, max(1, round(sw * scale)))
+        inner_h = min(height, max(1, round(sh * scale)))
+        canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+        canvas.paste(src.resize((inner_w, inner_h), Image.Resampling.NEAREST), ((width - inner_w) // 2, (height - inner_h) // 2))
+        return canvas
+    raise RunnerError("INVALID_REQUEST", f"unknown fitMode {fit_mode!r}")
+
+
+def _dominant_border_color(rgb: np.ndarray, opaque: np.ndarray) -> Optional[np.ndarray]:
+    """Most common colour along the opaque border, robust to noise: vote in coarse buckets, then take the median."""
+    border = np.zeros(opaque.shape, dtype=bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    candidates = rgb[border & opaque].astype(np.int32)
+    if len(candidates) == 0:
+        return None
+    buckets = candidates >> 4
+    keys = buckets[:, 0] * 256 + buckets[:, 1] * 16 + buckets[:, 2]
+    winner = Counter(keys.tolist()).most_common(1)[0][0]
+    return np.median(candidates[keys == winner], axis=0)
+
+
+def _spread_along_rows(reached: np.ndarray, passable: np.ndarray) -> np.ndarray:
+    """Grow `reached` to cover every horizontal run of passable pixels it touches (vectorised, no per-pixel loop)."""
+    starts = passable.copy()
+    starts[:, 1:] &= ~passable[:, :-1]
+    run_ids = np.where(passable, np.cumsum(starts.ravel()).reshape(passable.shape), 0)
+    touched = np.zeros(int(run_ids.max()) + 1, dtype=bool)
+    touched[run_ids[reached & passable]] = True
+    touched[0] = False
+    return touched[run_ids]
+
+
+def _flood_from_border(passable: np.ndarray) -> np.ndarray:
+    """4-connected flood fill of `passable` seeded from every border pixel.
+
+    Alternating row and column run-spreading reaches the fixed point in as many passes as the fill path has turns,
+    which is a handful for real backgrounds.
+    """
+    reached = np.zeros_like(passable)
+    reached[0, :] = passable[0, :]
+    reached[-1, :] = passable[-1, :]
+    reached[:, 0] |= passable[:, 0]
+    reached[:, -1] |= passable[:, -1]
+    while True:
+        grown = _spread_along_rows(reached, passable)
+        grown = _spread_along_rows(grown.T, passable.T).T
+        if np.array_equal(grown, reached):
+            return reached
+        reached = grown
+
+
+def color_key(image: Image.Image, tolerance: float = DEFAULT_KEY_TOLERANCE) -> Image.Image:
+    """Make the background transparent without a model.
+
+    The key is the dominant colour on the image border; pixels within `tolerance` of it (or already transparent)
+    that connect to the border become alpha 0. Enclosed areas of the same colour inside the sprite are kept.
+    """
+    rgba = np.array(image.convert("RGBA"))
+    rgb, alpha = rgba[..., :3], rgba[..., 3]
+    opaque = alpha > 0
+    key = _dominant_border_color(rgb, opaque)
+    if key is None:
+        return Image.fromarray(rgba, "RGBA")
+    distance = np.sqrt(((rgb.astype(np.float32) - key.astype(np.float32)) ** 2).sum(axis=-1))
+    background = _flood_from_border((distance <= tolerance) | ~opaque)
+    rgba[background] = 0
+    return Image.fromarray(rgba, "RGBA")
+
+
+def quantize(image: Image.Image, colors: int) -> Image.Image:
+    """Reduce to the palette rule in the module docstring; deterministic (median cut, no dithering)."""
+    rgba = np.array(image.convert("RGBA"))
+    transparent = rgba[..., 3] < 128
+    rgba[transparent] = 0
+    rgba[~transparent, 3] = 255
+    if colors <= 0:
+        return Image.fromarray(rgba, "RGBA")
+    budget = max(1, min(colors, MAX_COLORS) - (1 if transparent.any() else 0))
+    opaque_rgb = rgba[~transparent][:, :3]
+    if len(opaque_rgb) == 0 or len(np.unique(opaque_rgb, axis=0)) <= budget:
+        return Image.fromarray(rgba, "RGBA")
+    # Quantise only the opaque pixels, as a 1-row strip, so transparent ones neither vote nor take a palette entry.
+    strip = Image.fromarray(opaque_rgb.reshape(1, -1, 3), "RGB")
+    indexed = strip.quantize(colors=budget, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    palette = np.array(indexed.getpalette()[: 3 * budget], dtype=np.uint8).reshape(-1, 3)
+    rgba[~transparent, :3] = palette[np.array(indexed).reshape(-1)]
+    return Image.fromarray(rgba, "RGBA")
+
+
+def postprocess(
+    image: Image.Image,
+    pixel: Optional[PixelSpec] = None,
+    remove_background=False,
+    key_tolerance: float = DEFAULT_KEY_TOLERANCE,
+) -> Image.Image:
+    """Decoded image → final RGBA image, following the order in the module docstring."""
+    validate(pixel, remove_background, engine_supports_birefnet=False)
+    out = image.convert("RGBA")
+    if pixel is not None:
+        out = fit_to_grid(out, pixel.width, pixel.height, pixel.fit_mode)
+    if remove_background == "color-key":
+        out = color_key(out, key_tolerance)
+    if pixel is not None and pixel.colors > 0:
+        out = quantize(out, pixel.colors)
+    return out

@@ -1,0 +1,256 @@
+"""The protocol loop: a reader (the caller's thread) answers control ops at once; one worker thread runs generations
+in arrival order and turns a backend's GenerateOutput into the final PNG. See docs/runner-protocol.md."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional, TextIO
+
+from . import postprocess
+from .backends.base import FEATURES, Backend, GenerateRequest
+from .errors import RunnerError, classify_exception
+from .protocol import ProtocolError, ProtocolWriter, parse_request
+
+RESULT_NAME = "result.png"
+SHUTDOWN_GRACE_S = 30.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class UnavailableEngine:
+    """Stands in for a backend that could not be imported or initialised, so the runner still starts and says why."""
+
+    def __init__(self, engine: str, reason: str):
+        self.engine = engine
+        self.reason = reason
+
+    def probe(self) -> dict:
+        from . import device as devices
+        from .versions import package_versions
+
+        return {
+            "engine": self.engine,
+            "available": False,
+            "reason": self.reason,
+            "device": "cpu",
+            "chip": devices.chip_name("cpu"),
+            "dtype": "float32",
+            "versions": package_versions("torch", "diffusers", "mlx"),
+            "features": {name: False for name in FEATURES},
+            "schedulers": [],
+        }
+
+
+def load_backend(engine: str) -> Backend | UnavailableEngine:
+    """Import the engine lazily; any failure becomes an UnavailableEngine carrying the reason."""
+    try:
+        if engine == "torch":
+            from .backends.torch_backend import TorchBackend
+
+            return TorchBackend()
+        if engine == "mlx":
+            from .backends.mlx import MLXBackend
+
+            return MLXBackend()
+    except Exception as exc:  # an engine that cannot start must not take the runner down with it
+        return UnavailableEngine(engine, f"{engine} engine unavailable: {type(exc).__name__}: {exc}")
+    return UnavailableEngine(engine, f"unknown engine {engine!r}")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _ms(value: float) -> float:
+    return round(value, 1)
+
+
+class Runner:
+    def __init__(self, engine: str, writer: ProtocolWriter, backend_factory: Callable[[str], Any] = load_backend):
+        self.engine = engine
+        self.out = writer
+        self.backend = backend_factory(engine)
+        self.available, self.unavailable_reason = self._availability()
+        self._jobs: "queue.Queue[Optional[tuple[str, Any, Any]]]" = queue.Queue()
+        self._state_lock = threading.Lock()
+        self._pending: set[Any] = set()  # generate ids queued or running
+        self._cancelled: set[Any] = set()
+        self._device_name: Optional[str] = None
+        self._worker = threading.Thread(target=self._work, name="generation-worker", daemon=True)
+
+    def _availability(self) -> tuple[bool, str]:
+        """A backend may import fine and still find it cannot run (e.g. no Metal); its probe has the last word."""
+        if isinstance(self.backend, UnavailableEngine):
+            return False, self.backend.reason
+        try:
+            info = self.backend.probe()
+        except Exception as exc:
+            return False, f"{self.engine} engine probe failed: {type(exc).__name__}: {exc}"
+        if not info.get("available", False):
+            return False, str(info.get("reason") or f"{self.engine} engine reports itself unavailable")
+        return True, ""
+
+    # ---- reader side ----------------------------------------------------------------------------------------
+    def serve(self, stdin: TextIO) -> int:
+        self._worker.start()
+        self.out.send({"event": "ready", "engine": self.engine, "pid": os.getpid()})
+        if not self.available:
+            log(f"[RUNNER][{self.engine}] started without an engine: {self.unavailable_reason}")
+        for line in stdin:
+            if not line.strip():
+                continue
+            try:
+                request = parse_request(line)
+            except ProtocolError as exc:
+                self.out.error(exc.request_id, "INVALID_REQUEST", str(exc))
+                continue
+            if request["op"] == "shutdown":
+                self._shutdown(request["id"])
+                return 0
+            try:
+                self._dispatch(request)
+            except RunnerError as exc:
+                self.out.error(request["id"], exc.code, exc.message)
+            except Exception as exc:  # a bug in one request's handling must not end the loop
+                err = classify_exception(exc, self._device())
+                self.out.error(request["id"], err.code, err.message)
+        # stdin closed: the supervisor is gone, stop whatever runs and leave quietly.
+        self._stop_worker()
+        return 0
+
+    def _dispatch(self, request: dict) -> None:
+        rid, op = request["id"], request["op"]
+        if op == "probe":
+            self.out.event(rid, "result", **self.backend.probe())
+        elif op == "cancel":
+            self.out.event(rid, "result", cancelled=self._cancel(request.get("target")))
+        elif op == "unload":
+            # Through the worker queue, so a pipeline is never freed under a running generation.
+            self._jobs.put(("unload", rid, request.get("model")))
+        elif op == "generate":
+            self._accept_generate(rid, request.get("params"))
+
+    def _accept_generate(self, rid: Any, params: Any) -> None:
+        if not self.available:
+            raise RunnerError("ENGINE_UNAVAILABLE", self.unavailable_reason)
+        if not isinstance(params, dict):
+            raise RunnerError("INVALID_REQUEST", "generate needs a params object")
+        try:
+            req = GenerateRequest.from_params(params)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunnerError("INVALID_REQUEST", f"bad generate params: {type(exc).__name__}: {exc}") from None
+        if req.width <= 0 or req.height <= 0 or req.steps <= 0:
+            raise RunnerError("INVALID_REQUEST", "width, height and steps must be positive")
+        # Fail before queueing: a bad post-process option should not cost a whole generation first.
+        postprocess.validate(req.pixel, req.remove_background)
+        if not os.path.isdir(req.output_dir):
+            raise RunnerError("INVALID_REQUEST", f"outputDir {req.output_dir} is not an existing directory")
+        with self._state_lock:
+            if rid in self._pending:
+                raise RunnerError("INVALID_REQUEST", f"a generate with id {rid!r} is already in progress")
+            self._pending.add(rid)
+        self._jobs.put(("generate", rid, req))
+
+    def _cancel(self, target: Any) -> bool:
+        with self._state_lock:
+            if target in self._pending:
+                self._cancelled.add(target)
+                return True
+            return False
+
+    def _shutdown(self, rid: Any) -> None:
+        self._stop_worker()
+        self.out.event(rid, "result")
+
+    def _stop_worker(self) -> None:
+        with self._state_lock:
+            self._cancelled.update(self._pending)
+        self._jobs.put(None)
+        self._worker.join(SHUTDOWN_GRACE_S)
+
+    def _device(self) -> str:
+        """The backend's device, for telling CUDA from MPS out-of-memory errors apart."""
+        if self._device_name is None:
+            try:
+                self._device_name = str(self.backend.probe().get("device") or "cpu")
+            except Exception:
+                self._device_name = "cpu"
+        return self._device_name
+
+    # ---- worker side ----------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            kind, rid, payload = item
+            if kind == "unload":
+                self._run_unload(rid, payload)
+            else:
+                final = self._run_generate(rid, payload)
+                # Forget the job before answering, so a `cancel` sent after the answer is already a no-op.
+                with self._state_lock:
+                    self._pending.discard(rid)
+                    self._cancelled.discard(rid)
+                self.out.send(final)
+
+    def _run_unload(self, rid: Any, model: Optional[str]) -> None:
+        try:
+            unloaded = self.backend.unload(model) if self.available else []
+            self.out.event(rid, "result", unloaded=unloaded)
+        except Exception as exc:
+            err = classify_exception(exc, "cpu")
+            self.out.error(rid, err.code, err.message)
+
+    def _run_generate(self, rid: Any, req: GenerateRequest) -> dict:
+        """Run one job to its final line (result or error), which the caller sends."""
+
+        def check_cancel() -> None:
+            if rid in self._cancelled:
+                raise RunnerError("CANCELLED", f"job {req.job_id} was cancelled")
+
+        def on_step(step: int, total: int) -> None:
+            self.out.event(rid, "progress", step=step, totalSteps=total)
+
+        tag = f"[GEN][{self.engine}] job={req.job_id} {req.width}x{req.height} steps={req.steps}"
+        try:
+            check_cancel()
+            output = self.backend.generate(req, on_step, check_cancel)
+            check_cancel()
+            started = time.perf_counter()
+            image = postprocess.postprocess(output.image, req.pixel, req.remove_background)
+            path = os.path.join(req.output_dir, RESULT_NAME)
+            partial = path + ".partial"
+            image.save(partial, format="PNG")
+            os.replace(partial, path)  # Node never sees a half-written result.png
+            digest = _sha256(path)
+            post_ms = (time.perf_counter() - started) * 1000.0
+        except Exception as exc:  # every failure must become exactly one error line
+            err = classify_exception(exc, self._device())
+            log(f"{tag} failed code={err.code}: {err.message}")
+            return {"id": rid, "event": "error", "code": err.code, "message": err.message}
+        log(f"{tag} load={output.load_ms:.0f}ms gen={output.generate_ms:.0f}ms post={post_ms:.0f}ms -> {image.width}x{image.height}")
+        return {
+            "id": rid,
+            "event": "result",
+            "imagePath": path,
+            "sha256": digest,
+            "width": image.width,
+            "height": image.height,
+            "seed": req.seed,
+            "device": output.device,
+            "engine": self.engine,
+            "dtype": output.dtype,
+            "timings": {"loadMs": _ms(output.load_ms), "generateMs": _ms(output.generate_ms), "postprocessMs": _ms(post_ms)},
+        }

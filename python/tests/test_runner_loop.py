@@ -1,0 +1,156 @@
+"""The protocol loop in-process with fake backends (no torch), plus the real `python -m` entry without its engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from pixelai_runner.backends.base import Backend, GenerateOutput
+from pixelai_runner.errors import RunnerError
+from pixelai_runner.protocol import ProtocolWriter
+from pixelai_runner.runner import Runner, UnavailableEngine, load_backend
+from runner_client import PYTHON_DIR, RunnerProcess
+
+
+class CollectingWriter(ProtocolWriter):
+    def __init__(self):
+        self.messages: list[dict] = []
+        self._lock = threading.Lock()
+
+    def send(self, message: dict) -> None:
+        json.dumps(message, allow_nan=False)  # must stay serialisable, as on the real stream
+        with self._lock:
+            self.messages.append(message)
+
+    def close(self) -> None:
+        pass
+
+
+class FlatBackend(Backend):
+    """Paints one colour per seed; enough to exercise the loop's PNG, hashing and error paths."""
+
+    engine = "fake"
+
+    def __init__(self, available=True, fail_with: Exception | None = None):
+        self._available = available
+        self.fail_with = fail_with
+
+    def probe(self) -> dict:
+        info = {"engine": "fake", "available": self._available, "device": "cpu", "features": {}}
+        if not self._available:
+            info["reason"] = "no fake accelerator"
+        return info
+
+    def ensure_loaded(self, source):
+        return source
+
+    def generate(self, req, on_step, check_cancel):
+        for step in range(1, req.steps + 1):
+            on_step(step, req.steps)
+            check_cancel()
+        if self.fail_with:
+            raise self.fail_with
+        colour = (req.seed % 256, 100, 200)
+        return GenerateOutput(image=Image.new("RGB", (req.width, req.height), colour), device="cpu", dtype="float32")
+
+
+def _serve(backend, lines: list) -> list[dict]:
+    """Feed `lines`, then hold stdin open until every request has its final answer (EOF cancels pending work)."""
+    writer = CollectingWriter()
+    ids = [line.get("id") for line in lines if isinstance(line, dict)]
+
+    def stdin():
+        for line in lines:
+            yield (line if isinstance(line, str) else json.dumps(line)) + "\n"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answered = [m.get("id") for m in writer.messages if m.get("event") in ("result", "error")]
+            if len(answered) >= len(ids):
+                return
+            time.sleep(0.01)
+
+    assert Runner("fake", writer, backend_factory=lambda _engine: backend).serve(stdin()) == 0
+    return writer.messages
+
+
+def _params(tmp_path: Path, **overrides) -> dict:
+    params = {"jobId": "j", "modelSource": "m", "prompt": "p", "width": 16, "height": 16, "steps": 3,
+              "guidanceScale": 1.0, "seed": 5, "outputDir": str(tmp_path)}
+    params.update(overrides)
+    return params
+
+
+def test_loop_writes_png_and_result_line(tmp_path):
+    messages = _serve(FlatBackend(), [{"id": 1, "op": "generate", "params": _params(tmp_path)}])
+    assert messages[0]["event"] == "ready"
+    assert [m["step"] for m in messages if m.get("event") == "progress"] == [1, 2, 3]
+    result = messages[-1]
+    assert result["event"] == "result" and result["width"] == 16 and result["engine"] == "fake"
+    with Image.open(result["imagePath"]) as img:
+        assert img.mode == "RGBA" and img.getpixel((0, 0)) == (5, 100, 200, 255)
+    assert not (tmp_path / "result.png.partial").exists()
+
+
+def test_backend_exceptions_are_classified(tmp_path):
+    oom = FlatBackend(fail_with=RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    messages = _serve(oom, [{"id": "a", "op": "generate", "params": _params(tmp_path)}])
+    assert messages[-1]["code"] == "CUDA_OOM"
+    boom = FlatBackend(fail_with=RunnerError("MODEL_NOT_FOUND", "gone"))
+    assert _serve(boom, [{"id": "b", "op": "generate", "params": _params(tmp_path)}])[-1]["code"] == "MODEL_NOT_FOUND"
+    odd = FlatBackend(fail_with=KeyError("x"))
+    assert _serve(odd, [{"id": "c", "op": "generate", "params": _params(tmp_path)}])[-1]["code"] == "ENGINE_INTERNAL"
+
+
+def test_backend_that_probes_unavailable_refuses_generate(tmp_path):
+    messages = _serve(FlatBackend(available=False), [
+        {"id": "p", "op": "probe"},
+        {"id": "g", "op": "generate", "params": _params(tmp_path)},
+    ])
+    assert messages[0]["event"] == "ready"
+    assert messages[1]["available"] is False and messages[1]["reason"] == "no fake accelerator"
+    assert messages[2]["code"] == "ENGINE_UNAVAILABLE" and "no fake accelerator" in messages[2]["message"]
+
+
+def test_missing_ids_and_params(tmp_path):
+    messages = _serve(FlatBackend(), [
+        {"op": "probe"},
+        {"id": True, "op": "probe"},
+        {"id": "x", "op": "generate"},
+        {"id": "y", "op": "generate", "params": {"prompt": "no model"}},
+    ])
+    errors = messages[1:]
+    assert [m["id"] for m in errors] == [None, None, "x", "y"]
+    assert {m["code"] for m in errors} == {"INVALID_REQUEST"}
+
+
+def test_failed_engine_import_gives_an_unavailable_engine(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pixelai_runner.backends.mlx", None)  # makes the import raise ImportError
+    backend = load_backend("mlx")
+    assert isinstance(backend, UnavailableEngine)
+    info = backend.probe()
+    assert info["available"] is False and "mlx" in info["reason"]
+    assert info["features"] == {"lora": False, "sdxl": False, "backgroundRemoval": False, "img2img": False, "stepPreview": False}
+
+
+def test_python_m_entry_when_the_engine_library_is_missing(tmp_path):
+    # A package named `mlx` that refuses to import, placed first on the path: what a machine without MLX looks like.
+    fake = tmp_path / "site"
+    (fake / "mlx").mkdir(parents=True)
+    (fake / "mlx" / "__init__.py").write_text("raise ImportError('simulated: no mlx here')\n")
+    proc = RunnerProcess(["-m", "pixelai_runner", "--engine", "mlx"], tmp_path / "mlx.log",
+                         env={"PYTHONPATH": f"{fake}:{PYTHON_DIR}"})
+    try:
+        assert proc.next_message(lambda m: m.get("event") == "ready", 60)["engine"] == "mlx"
+        probe = proc.request({"id": "p", "op": "probe"})
+        assert probe["available"] is False and probe["reason"]
+        generate = proc.request({"id": "g", "op": "generate", "params": _params(tmp_path)})
+        assert generate["code"] == "ENGINE_UNAVAILABLE"
+        assert proc.request({"id": "s", "op": "shutdown"})["event"] == "result"
+        assert proc.proc.wait(30) == 0
+    finally:
+        proc.close()

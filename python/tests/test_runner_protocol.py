@@ -1,0 +1,237 @@
+"""The runner as Node sees it: a real subprocess speaking JSON lines, driving the tiny offline pipelines."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from runner_client import RunnerProcess
+
+HERE = Path(__file__).resolve().parent
+# Pinned so results are comparable everywhere (a Mac would otherwise pick mps/fp16); set to cuda/mps to test those.
+DEVICE = os.environ.get("PIXELAI_TEST_DEVICE", "cpu")
+DTYPE = "float32" if DEVICE == "cpu" else "float16"
+_ids = itertools.count(1)
+
+
+def _rid(prefix: str) -> str:
+    return f"{prefix}-{next(_ids)}"
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("runner-logs")
+    proc = RunnerProcess(
+        [str(HERE / "noisy_runner.py"), "--engine", "torch"], logs / "stderr.log", env={"PIXELAI_DEVICE": DEVICE}
+    )
+    ready = proc.next_message(lambda m: m.get("event") == "ready", timeout=120)
+    proc.ready = ready
+    yield proc
+    proc.close()
+
+
+@pytest.fixture
+def make_params(tmp_path, tiny_sd):
+    counter = itertools.count()
+
+    def make(**overrides) -> dict:
+        out = tmp_path / f"job-{next(counter)}"
+        out.mkdir()
+        params = {
+            "jobId": f"job-{out.name}",
+            "modelSource": str(tiny_sd),
+            "modelName": "tiny-sd",
+            "prompt": "a pixel art knight with a sword",
+            "negativePrompt": "blurry",
+            "width": 64,
+            "height": 64,
+            "steps": 4,
+            "guidanceScale": 5.0,
+            "seed": 42,
+            "scheduler": None,
+            "initNoise": "torch",
+            "pixel": {"width": 32, "height": 32, "colors": 16, "fitMode": "contain"},
+            "removeBackground": False,
+            "lora": None,
+            "outputDir": str(out),
+            "previewEvery": None,
+        }
+        params.update(overrides)
+        return params
+
+    return make
+
+
+def _generate(runner, params, timeout=120):
+    rid = _rid("gen")
+    runner.send({"id": rid, "op": "generate", "params": params})
+    return runner.events(rid, timeout)
+
+
+def _ok(final: dict) -> dict:
+    assert final["event"] == "result", final
+    return final
+
+
+def test_ready_line_and_native_noise_stays_off_the_protocol(runner):
+    assert runner.ready == {"event": "ready", "engine": "torch", "pid": runner.proc.pid}
+    assert json.loads(runner.raw_lines[0]) == runner.ready
+    runner.request({"id": _rid("probe"), "op": "probe"})  # make sure start-up noise has been flushed by now
+    stderr = runner.stderr_tail(200_000)
+    for noise in ("NOISE raw fd-1 write", "NOISE libc printf", "NOISE python print"):
+        assert noise in stderr
+    assert not any(b"NOISE" in line for line in runner.raw_lines)
+
+
+def test_probe_reports_engine_capabilities(runner):
+    rid = _rid("probe")
+    result = runner.request({"id": rid, "op": "probe"})
+    assert result["id"] == rid and result["event"] == "result"
+    assert result["engine"] == "torch" and result["available"] is True
+    assert result["device"] == DEVICE and result["chip"] and result["dtype"] == DTYPE
+    assert {"python", "torch", "diffusers"} <= set(result["versions"])
+    assert result["features"] == {"lora": True, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": False}
+    assert set(result["schedulers"]) == {"euler", "euler_a", "ddim", "dpmpp_2m"}
+
+
+def test_bad_lines_get_invalid_request_and_the_runner_keeps_going(runner):
+    runner.send("this is not json {")
+    error = runner.next_message(lambda m: m.get("event") == "error" and m.get("id") is None)
+    assert error["code"] == "INVALID_REQUEST"
+    runner.send(json.dumps([1, 2, 3]))
+    assert runner.next_message(lambda m: m.get("event") == "error" and m.get("id") is None)["code"] == "INVALID_REQUEST"
+    rid = _rid("weird")
+    assert runner.request({"id": rid, "op": "teleport"})["code"] == "INVALID_REQUEST"
+    assert runner.request({"id": _rid("probe"), "op": "probe"})["event"] == "result"
+
+
+def test_generate_invalid_params_are_rejected_at_once(runner, make_params, tmp_path):
+    params = make_params()
+    del params["prompt"]
+    _, final = _generate(runner, params)
+    assert final["code"] == "INVALID_REQUEST"
+    _, final = _generate(runner, make_params(outputDir=str(tmp_path / "missing")))
+    assert final["code"] == "INVALID_REQUEST"
+    _, final = _generate(runner, make_params(pixel={"width": 8, "height": 8, "colors": 4, "fitMode": "zoom"}))
+    assert final["code"] == "INVALID_REQUEST"
+    _, final = _generate(runner, make_params(scheduler="plms"))
+    assert final["code"] == "INVALID_REQUEST"
+
+
+def test_missing_model_is_model_not_found(runner, make_params, tmp_path):
+    progress, final = _generate(runner, make_params(modelSource=str(tmp_path / "no-such-model")))
+    assert progress == [] and final["code"] == "MODEL_NOT_FOUND"
+
+
+def test_generate_streams_progress_then_writes_the_png(runner, make_params):
+    params = make_params(removeBackground="color-key")
+    progress, final = _generate(runner, params)
+    assert [(p["step"], p["totalSteps"]) for p in progress] == [(k, 4) for k in range(1, 5)]
+    result = _ok(final)
+    path = Path(result["imagePath"])
+    assert path == Path(params["outputDir"]) / "result.png" and path.is_file()
+    assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.mode == "RGBA" and img.size == (32, 32)
+        assert len(set(img.get_flattened_data())) <= 16
+    assert (result["width"], result["height"]) == (32, 32)
+    assert result["seed"] == 42 and result["engine"] == "torch"
+    assert result["device"] == DEVICE and result["dtype"] == DTYPE
+    assert set(result["timings"]) == {"loadMs", "generateMs", "postprocessMs"}
+
+
+def test_without_pixel_spec_the_png_has_the_base_size(runner, make_params):
+    result = _ok(_generate(runner, make_params(pixel=None, width=64, height=48))[1])
+    with Image.open(result["imagePath"]) as img:
+        assert img.mode == "RGBA" and img.size == (64, 48)
+        assert len(set(img.get_flattened_data())) > 16, "random weights must still give a varied image"
+
+
+def test_same_seed_same_bytes_and_warm_cache(runner, make_params):
+    first = _ok(_generate(runner, make_params(seed=7))[1])
+    second = _ok(_generate(runner, make_params(seed=7))[1])
+    other = _ok(_generate(runner, make_params(seed=8))[1])
+    assert first["sha256"] == second["sha256"]
+    assert Path(first["imagePath"]).read_bytes() == Path(second["imagePath"]).read_bytes()
+    assert other["sha256"] != first["sha256"]
+    assert second["timings"]["loadMs"] == 0 and other["timings"]["loadMs"] == 0
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "ddim", "dpmpp_2m"])
+def test_every_scheduler_runs_deterministically(runner, make_params, scheduler):
+    a = _ok(_generate(runner, make_params(scheduler=scheduler, seed=3))[1])
+    b = _ok(_generate(runner, make_params(scheduler=scheduler, seed=3))[1])
+    assert a["sha256"] == b["sha256"]
+
+
+def test_cancel_mid_generation_then_next_job_works(runner, make_params):
+    rid = _rid("long")
+    runner.send({"id": rid, "op": "generate", "params": make_params(steps=400)})
+    runner.next_message(lambda m: m.get("id") == rid and m.get("event") == "progress" and m["step"] >= 2)
+    assert runner.request({"id": _rid("cancel"), "op": "cancel", "target": rid})["cancelled"] is True
+    progress, final = runner.events(rid)
+    assert final["event"] == "error" and final["code"] == "CANCELLED"
+    assert all(p["step"] < 400 for p in progress)
+    assert runner.request({"id": _rid("cancel"), "op": "cancel", "target": rid})["cancelled"] is False
+    _ok(_generate(runner, make_params())[1])
+
+
+def test_probe_and_cancel_of_a_queued_job_are_answered_while_generating(runner, make_params):
+    running, queued = _rid("running"), _rid("queued")
+    runner.send({"id": running, "op": "generate", "params": make_params(steps=400)})
+    runner.send({"id": queued, "op": "generate", "params": make_params()})
+    runner.next_message(lambda m: m.get("id") == running and m.get("event") == "progress")
+    assert runner.request({"id": _rid("probe"), "op": "probe"})["available"] is True
+    assert runner.request({"id": _rid("cancel"), "op": "cancel", "target": queued})["cancelled"] is True
+    assert runner.request({"id": _rid("cancel"), "op": "cancel", "target": running})["cancelled"] is True
+    assert runner.events(running)[1]["code"] == "CANCELLED"
+    progress, final = runner.events(queued)
+    assert progress == [] and final["code"] == "CANCELLED"
+
+
+def test_tiny_sdxl_generates(runner, make_params, tiny_sdxl):
+    params = make_params(modelSource=str(tiny_sdxl), modelName="tiny-sdxl", pixel=None)
+    progress, final = _generate(runner, params)
+    assert len(progress) == 4
+    with Image.open(_ok(final)["imagePath"]) as img:
+        assert img.size == (64, 64) and len(set(img.get_flattened_data())) > 16
+
+
+def test_lora_changes_the_image_and_unloads_cleanly(runner, make_params, tiny_sd, tmp_path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd), safety_checker=None, requires_safety_checker=False)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    lora_dir = tmp_path / "lora"
+    StableDiffusionPipeline.save_lora_weights(str(lora_dir), unet_lora_layers=get_peft_model_state_dict(pipe.unet))
+    lora_file = lora_dir / "pytorch_lora_weights.safetensors"
+    assert lora_file.is_file()
+
+    plain = _ok(_generate(runner, make_params(seed=11))[1])
+    with_lora = _ok(_generate(runner, make_params(seed=11, lora={"source": str(lora_file), "strength": 1.0}))[1])
+    again = _ok(_generate(runner, make_params(seed=11, lora={"source": str(lora_file), "strength": 1.0}))[1])
+    after = _ok(_generate(runner, make_params(seed=11))[1])
+    assert with_lora["sha256"] != plain["sha256"]
+    assert again["sha256"] == with_lora["sha256"]
+    assert after["sha256"] == plain["sha256"], "a job without LoRA must not inherit the previous job's LoRA"
+    _, missing = _generate(runner, make_params(lora={"source": str(tmp_path / "nope.safetensors"), "strength": 1.0}))
+    assert missing["code"] == "LORA_NOT_FOUND"
+
+
+def test_unload_then_shutdown(runner, tiny_sd):
+    result = runner.request({"id": _rid("unload"), "op": "unload", "model": str(tiny_sd)})
+    assert result["unloaded"] == [str(tiny_sd)]
+    assert str(tiny_sd) not in runner.request({"id": _rid("probe"), "op": "probe"})["loadedModels"]
+    rid = _rid("bye")
+    assert runner.request({"id": rid, "op": "shutdown"}) == {"id": rid, "event": "result"}
+    assert runner.proc.wait(30) == 0

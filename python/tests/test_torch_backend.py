@@ -1,0 +1,86 @@
+"""TorchBackend pieces that need no subprocess: LRU policy, schedulers, the shared initial noise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pixelai_runner.backends import torch_backend
+from pixelai_runner.backends.torch_backend import TorchBackend, _Loaded, initial_latents, make_scheduler
+from pixelai_runner.device import DeviceInfo
+from pixelai_runner.errors import RunnerError
+
+CPU = DeviceInfo("cpu", "test cpu", "float32")
+
+
+@pytest.fixture
+def counting_backend(monkeypatch):
+    loads: list[str] = []
+
+    def fake_load(self, source):
+        loads.append(source)
+        return _Loaded(pipe=object(), kind="sd", base_scheduler_config={})
+
+    monkeypatch.setattr(TorchBackend, "_load", fake_load)
+    monkeypatch.setenv("PIXELAI_PIPELINE_CACHE", "2")
+    return TorchBackend(device_info=CPU), loads
+
+
+def test_lru_keeps_the_most_recent_pipelines(counting_backend):
+    backend, loads = counting_backend
+    assert backend.cache_size == 2
+    for source in ("a", "b", "a", "c", "a", "b"):
+        backend.ensure_loaded(source)
+    # "a" stays warm because it was used again before "c" arrived; "b" was evicted by "c", then "c" by "b".
+    assert loads == ["a", "b", "c", "b"]
+    assert backend.probe()["loadedModels"] == ["a", "b"]
+    assert backend.unload("a") == ["a"] and backend.unload() == ["b"] and backend.unload() == []
+
+
+def test_cache_hit_reports_zero_load_time(counting_backend):
+    backend, _ = counting_backend
+    backend.ensure_loaded("a")
+    backend.ensure_loaded("a")
+    assert backend.last_load_ms == 0.0
+
+
+@pytest.mark.parametrize("raw, size", [("", 2), ("1", 1), ("5", 5), ("junk", 2), ("0", 1)])
+def test_cache_size_from_env(monkeypatch, raw, size):
+    monkeypatch.setenv("PIXELAI_PIPELINE_CACHE", raw)
+    assert torch_backend._cache_size_from_env() == size
+
+
+def test_schedulers_are_built_from_the_model_config(tiny_sd):
+    from diffusers import EulerDiscreteScheduler
+
+    base = EulerDiscreteScheduler.from_pretrained(str(tiny_sd), subfolder="scheduler").config
+    expected = {
+        None: "EulerDiscreteScheduler",
+        "euler": "EulerDiscreteScheduler",
+        "euler_a": "EulerAncestralDiscreteScheduler",
+        "ddim": "DDIMScheduler",
+        "dpmpp_2m": "DPMSolverMultistepScheduler",
+    }
+    for name, cls in expected.items():
+        scheduler = make_scheduler(name, base)
+        assert type(scheduler).__name__ == cls
+        assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.beta_end == pytest.approx(0.012)
+    assert make_scheduler("dpmpp_2m", base).config.algorithm_type == "dpmsolver++"
+    with pytest.raises(RunnerError):
+        make_scheduler("plms", base)
+
+
+def test_initial_latents_are_the_documented_cpu_randn():
+    latents = initial_latents(1234, 4, 64, 96)
+    expected = torch.randn((1, 4, 8, 12), generator=torch.Generator("cpu").manual_seed(1234), dtype=torch.float32)
+    assert latents.dtype == torch.float32 and latents.shape == (1, 4, 8, 12)
+    assert torch.equal(latents, expected)
+    assert not torch.equal(latents, initial_latents(1235, 4, 64, 96))
+
+
+def test_pixelai_device_override(monkeypatch):
+    monkeypatch.setenv("PIXELAI_DEVICE", "cpu")
+    assert TorchBackend().info.device == "cpu"
+    monkeypatch.setenv("PIXELAI_DEVICE", "tpu")
+    with pytest.raises(RunnerError):
+        TorchBackend()

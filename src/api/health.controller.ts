@@ -1,0 +1,57 @@
+import { Controller, Get, Route, Tags } from "tsoa";
+import type { ApiServices } from "./services";
+import type { EngineName } from "../jobs/jobs.dto";
+import type { EngineProbe } from "../backends/engine-status";
+
+export interface HealthResponse {
+  status: "healthy" | "degraded";
+  version: string;
+  /** The default engine (also the legacy `engine` field). */
+  engine: EngineName;
+  device: string | null;
+  chip: string | null;
+  model_loaded: boolean;
+  current_model: string;
+  redis: boolean;
+  engines: Record<string, { available: boolean; device?: string; reason?: string }>;
+}
+
+@Route("health")
+@Tags("Service")
+export class HealthController extends Controller {
+  constructor(private readonly services: ApiServices) {
+    super();
+  }
+
+  /** Liveness plus a device/engine summary. Keeps the seed server's fields (status, model_loaded, current_model, device, engine, version). */
+  @Get()
+  async health(): Promise<HealthResponse> {
+    const { engines, config, version } = this.services;
+    let redis = true;
+    const probes: Partial<Record<EngineName, EngineProbe | null>> = {};
+    for (const engine of ["torch", "mlx"] as const) {
+      probes[engine] = await engines.read(engine).catch(() => {
+        redis = false;
+        return null;
+      });
+    }
+    const defaultEngine = await engines.defaultEngine();
+    const main = probes[defaultEngine] ?? null;
+    return {
+      status: redis ? "healthy" : "degraded",
+      version,
+      engine: defaultEngine,
+      device: main?.device ?? null,
+      chip: main?.chip ?? null,
+      model_loaded: Boolean(main?.available),
+      current_model: config.defaultModel,
+      redis,
+      engines: Object.fromEntries(
+        Object.entries(probes).map(([name, p]) => [
+          name,
+          p ? { available: p.available, device: p.device, ...(p.reason ? { reason: p.reason } : {}) } : { available: false, reason: "no worker runs this engine" },
+        ]),
+      ),
+    };
+  }
+}

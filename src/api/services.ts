@@ -1,0 +1,31 @@
+import type { EngineStatusStore } from "../backends/engine-status";
+import type { Config } from "../config";
+import type { JobsService } from "../jobs/jobs.service";
+import type { ModelsService } from "../models/models.service";
+
+/** What controllers may call. Built once by the service composition (src/service.ts). */
+export interface ApiServices {
+  config: Config;
+  jobs: JobsService;
+  models: ModelsService;
+  engines: EngineStatusStore;
+  version: string;
+}
+
+let current: ApiServices | undefined;
+
+export function setApiServices(services: ApiServices): void {
+  current = services;
+}
+
+export function apiServices(): ApiServices {
+  if (!current) throw new Error("API services are not set up");
+  return current;
+}
+
+/** tsoa's IoC hook (tsoa.json iocModule): controllers receive the services in their constructor. */
+export const iocContainer = {
+  get<T>(controller: { prototype: T } & (new (services: ApiServices) => T)): T {
+    return new controller(apiServices());
+  },
+};

@@ -1,0 +1,45 @@
+/**
+ * The error taxonomy, shared with python/pixelai_runner/errors.py (error-codes.spec.ts checks they are equal).
+ * code → HTTP status the API answers with when the code surfaces in a request.
+ */
+export const ERROR_CODES = {
+  INVALID_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  MODEL_NOT_FOUND: 404,
+  LORA_NOT_FOUND: 404,
+  JOB_NOT_CANCELLABLE: 409,
+  MODEL_NOT_CONVERTED: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  LORA_UNSUPPORTED_ENGINE: 422,
+  RATE_LIMITED: 429,
+  ENGINE_INTERNAL: 500,
+  HASH_MISMATCH: 500,
+  CONVERSION_FAILED: 500,
+  CANCELLED: 409,
+  ENGINE_UNAVAILABLE: 503,
+  TIMEOUT: 504,
+  CUDA_OOM: 507,
+  MPS_OOM: 507,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === "string" && Object.prototype.hasOwnProperty.call(ERROR_CODES, value);
+}
+
+/** An error that carries a taxonomy code; the API's error mapper turns it into `{error:{code,message,details?}}`. */
+export class AppError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = "AppError";
+    this.status = ERROR_CODES[code];
+  }
+}

@@ -1,0 +1,88 @@
+import { Queue, QueueEvents } from "bullmq";
+import type IORedis from "ioredis";
+import type { ResolvedJob } from "./jobs.dto";
+
+export const GENERATE_QUEUE = "generate";
+
+/** What a BullMQ "generate" job carries. The database row stays the source of truth; this is the worker's copy. */
+export interface GeneratePayload {
+  jobId: string;
+  job: ResolvedJob;
+  submittedAt: number;
+}
+
+export interface LiveProgress {
+  step: number;
+  totalSteps: number;
+}
+
+/**
+ * The generation queue as the API sees it: add, remove a waiting job, read live progress, and signal cancellation of
+ * a running job to whichever worker holds it (a Redis key it checks + a pub/sub message it listens to).
+ */
+export class JobQueue {
+  readonly queue: Queue<GeneratePayload>;
+
+  constructor(
+    private readonly connection: IORedis,
+    private readonly prefix: string,
+    private readonly attempts: number,
+  ) {
+    this.queue = new Queue<GeneratePayload>(GENERATE_QUEUE, { connection, prefix });
+  }
+
+  static cancelChannel(prefix: string): string {
+    return `${prefix}:cancel`;
+  }
+
+  static cancelKey(prefix: string, jobId: string): string {
+    return `${prefix}:cancel:${jobId}`;
+  }
+
+  async add(payload: GeneratePayload): Promise<void> {
+    await this.queue.add("generate", payload, {
+      jobId: payload.jobId,
+      priority: payload.job.priority ?? undefined,
+      attempts: this.attempts,
+      backoff: { type: "fixed", delay: 500 },
+      removeOnComplete: { age: 3600, count: 1000 },
+      removeOnFail: { age: 24 * 3600 },
+    });
+  }
+
+  /** Removes a job that has not started; false when a worker already holds it. */
+  async removeWaiting(jobId: string): Promise<boolean> {
+    const job = await this.queue.getJob(jobId);
+    if (!job) return false;
+    const state = await job.getState();
+    if (state !== "waiting" && state !== "prioritized" && state !== "delayed" && state !== "waiting-children") return false;
+    try {
+      await job.remove();
+      return true;
+    } catch {
+      return false; // a worker took it between the check and the removal
+    }
+  }
+
+  async signalCancel(jobId: string): Promise<void> {
+    await this.connection.set(JobQueue.cancelKey(this.prefix, jobId), "1", "EX", 3600);
+    await this.connection.publish(JobQueue.cancelChannel(this.prefix), jobId);
+  }
+
+  async liveProgress(jobId: string): Promise<LiveProgress | null> {
+    const job = await this.queue.getJob(jobId);
+    const p = job?.progress as Partial<LiveProgress> | undefined;
+    if (p && typeof p === "object" && typeof p.step === "number" && typeof p.totalSteps === "number") {
+      return { step: p.step, totalSteps: p.totalSteps };
+    }
+    return null;
+  }
+
+  events(): QueueEvents {
+    return new QueueEvents(GENERATE_QUEUE, { connection: this.connection.duplicate({ maxRetriesPerRequest: null }), prefix: this.prefix });
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}

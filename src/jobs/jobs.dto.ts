@@ -1,0 +1,193 @@
+/**
+ * Request/response shapes of the jobs API. tsoa reads the JSDoc tags for both runtime validation and the OpenAPI spec
+ * (tags must be multi-line: the one-line form is silently ignored, see ENVIRONMENT.md).
+ */
+
+export type EngineName = "torch" | "mlx";
+export type JobStatus = "queued" | "active" | "completed" | "failed" | "cancelled";
+export type FitMode = "contain" | "cover" | "stretch";
+export type SchedulerName = "euler" | "euler_a" | "ddim" | "dpmpp_2m";
+
+export interface PixelOptions {
+  /**
+   * Width of the pixel grid the image is reduced to.
+   * @isInt
+   * @minimum 1
+   * @maximum 2048
+   */
+  width: number;
+  /**
+   * @isInt
+   * @minimum 1
+   * @maximum 2048
+   */
+  height: number;
+  /**
+   * Palette size; 0 = keep all colours. One slot is kept for transparency when the image has transparent pixels.
+   * @isInt
+   * @minimum 0
+   * @maximum 256
+   */
+  colors?: number;
+  fitMode?: FitMode;
+}
+
+export interface LoraOptions {
+  /**
+   * @minLength 1
+   * @maxLength 200
+   */
+  name: string;
+  /**
+   * @minimum -4
+   * @maximum 4
+   */
+  strength?: number;
+}
+
+export interface GenerateJobRequest {
+  /**
+   * @minLength 1
+   * @maxLength 2000
+   */
+  prompt: string;
+  /**
+   * @maxLength 2000
+   */
+  negativePrompt?: string;
+  /**
+   * Registry name of a base model (GET /models); the server's default when absent.
+   * @minLength 1
+   * @maxLength 200
+   */
+  model?: string;
+  engine?: EngineName;
+  /**
+   * Base resolution; a multiple of 8.
+   * @isInt
+   * @minimum 64
+   * @maximum 2048
+   */
+  width?: number;
+  /**
+   * @isInt
+   * @minimum 64
+   * @maximum 2048
+   */
+  height?: number;
+  /**
+   * @isInt
+   * @minimum 1
+   * @maximum 150
+   */
+  steps?: number;
+  /**
+   * @minimum 0
+   * @maximum 30
+   */
+  guidanceScale?: number;
+  /**
+   * Absent or -1 = random; the seed used is recorded on the job.
+   * @isInt
+   * @minimum -1
+   * @maximum 2147483647
+   */
+  seed?: number;
+  scheduler?: SchedulerName;
+  lora?: LoraOptions;
+  /** false, "color-key" (flood fill from the border colour) or "birefnet". */
+  removeBackground?: boolean | "birefnet" | "color-key";
+  pixel?: PixelOptions;
+  /**
+   * 1 = highest. Jobs without a priority run after prioritised ones.
+   * @isInt
+   * @minimum 1
+   * @maximum 1000
+   */
+  priority?: number;
+  /**
+   * A repeat of the same key returns the same job instead of queueing another.
+   * @minLength 1
+   * @maxLength 200
+   */
+  idempotencyKey?: string;
+  /** How initial latents are drawn: "torch" (torch CPU generator, identical on every engine) or "native". */
+  initNoise?: "torch" | "native";
+}
+
+export interface JobProgress {
+  step: number;
+  totalSteps: number;
+}
+
+export interface JobTimings {
+  queueMs: number | null;
+  loadMs: number | null;
+  generateMs: number | null;
+  postprocessMs: number | null;
+}
+
+export interface JobError {
+  code: string;
+  message: string;
+}
+
+export interface JobResult {
+  width: number;
+  height: number;
+  imageUrl: string;
+}
+
+export interface JobView {
+  id: string;
+  status: JobStatus;
+  engine: EngineName;
+  model: string;
+  prompt: string;
+  width: number;
+  height: number;
+  steps: number;
+  device: string | null;
+  seed: number;
+  progress: JobProgress;
+  attempts: number;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  timings: JobTimings;
+  error?: JobError;
+  result?: JobResult;
+}
+
+export interface SubmittedJob {
+  id: string;
+  status: JobStatus;
+  engine: EngineName;
+  model: string;
+  seed: number;
+}
+
+export interface JobPage {
+  items: JobView[];
+  /** Pass as `cursor` to get the next (older) page; null on the last page. */
+  nextCursor: string | null;
+}
+
+/** What the queue carries to a worker: the request with every default applied and the seed resolved. */
+export interface ResolvedJob {
+  prompt: string;
+  negativePrompt: string | null;
+  model: string;
+  engine: EngineName;
+  width: number;
+  height: number;
+  steps: number;
+  guidanceScale: number;
+  seed: number;
+  scheduler: SchedulerName;
+  lora: { name: string; strength: number } | null;
+  removeBackground: false | "birefnet" | "color-key";
+  pixel: { width: number; height: number; colors: number; fitMode: FitMode } | null;
+  priority: number | null;
+  initNoise: "torch" | "native" | null;
+}

@@ -1,0 +1,175 @@
+import { randomInt } from "node:crypto";
+import { AppError } from "../backends/error-codes";
+import type { Logger } from "../infra/logger";
+import type { ModelsService } from "../models/models.service";
+import { JobQueue } from "./job-queue";
+import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, ResolvedJob, SubmittedJob } from "./jobs.dto";
+import { JobRecord, JobsRepository } from "./jobs.repository";
+import { JOB_ID_PATTERN, newJobId } from "./ids";
+
+export const DEFAULTS = { width: 512, height: 512, steps: 20, guidanceScale: 7, scheduler: "euler", colors: 0, fitMode: "contain" } as const;
+
+export interface EngineDefaults {
+  /** The engine for requests that name none (PUT /engines/default changes it). */
+  defaultEngine(): Promise<EngineName>;
+}
+
+export class JobsService {
+  constructor(
+    private readonly repo: JobsRepository,
+    private readonly queue: JobQueue,
+    private readonly models: ModelsService,
+    private readonly engines: EngineDefaults,
+    private readonly defaultModel: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Validates beyond what the schema can say, records the job, queues it, and answers at once. */
+  async submit(req: GenerateJobRequest, source = "rest"): Promise<SubmittedJob> {
+    if (req.idempotencyKey) {
+      const existing = await this.repo.findByIdempotencyKey(req.idempotencyKey);
+      if (existing && Date.now() - existing.createdAt.getTime() < 24 * 3600_000) return submitted(existing);
+    }
+    const job = await this.resolve(req);
+    const id = newJobId();
+    let record: JobRecord;
+    try {
+      record = await this.repo.create(id, job, { idempotencyKey: req.idempotencyKey, source });
+    } catch (err) {
+      // two concurrent submits with one key: the loser answers with the winner's job
+      if (req.idempotencyKey && /Unique constraint/i.test(String(err))) {
+        const winner = await this.repo.findByIdempotencyKey(req.idempotencyKey);
+        if (winner) return submitted(winner);
+      }
+      throw err;
+    }
+    try {
+      await this.queue.add({ jobId: id, job, submittedAt: record.createdAt.getTime() });
+    } catch (err) {
+      await this.repo.finish(id, "failed", "ENGINE_UNAVAILABLE", `queue unavailable: ${(err as Error).message}`);
+      throw new AppError("ENGINE_UNAVAILABLE", "the job queue (Redis) is not reachable; try again shortly");
+    }
+    this.logger.info({ job: id, engine: job.engine, model: job.model, size: `${job.width}x${job.height}`, steps: job.steps }, "job queued");
+    return submitted(record);
+  }
+
+  async resolve(req: GenerateJobRequest): Promise<ResolvedJob> {
+    const width = req.width ?? DEFAULTS.width;
+    const height = req.height ?? DEFAULTS.height;
+    for (const [field, value] of [["width", width], ["height", height]] as const) {
+      if (value % 8 !== 0) throw new AppError("INVALID_REQUEST", `${field} must be a multiple of 8 (got ${value})`, { field });
+    }
+    if (req.removeBackground === true) {
+      throw new AppError("INVALID_REQUEST", 'removeBackground must be false, "color-key" or "birefnet"', { field: "removeBackground" });
+    }
+    if (!req.prompt.trim()) throw new AppError("INVALID_REQUEST", "prompt must not be blank", { field: "prompt" });
+    const engine = req.engine ?? (await this.engines.defaultEngine());
+    const model = req.model ?? this.defaultModel;
+    await this.models.resolve(model, engine);
+    if (req.lora) {
+      throw new AppError("LORA_NOT_FOUND", `no LoRA named ${JSON.stringify(req.lora.name)} is registered`);
+    }
+    const seed = req.seed === undefined || req.seed === -1 ? randomInt(0, 2 ** 31 - 1) : req.seed;
+    return {
+      prompt: req.prompt,
+      negativePrompt: req.negativePrompt ?? null,
+      model,
+      engine,
+      width,
+      height,
+      steps: req.steps ?? DEFAULTS.steps,
+      guidanceScale: req.guidanceScale ?? DEFAULTS.guidanceScale,
+      seed,
+      scheduler: req.scheduler ?? DEFAULTS.scheduler,
+      lora: null,
+      removeBackground: req.removeBackground || false,
+      pixel: req.pixel
+        ? { width: req.pixel.width, height: req.pixel.height, colors: req.pixel.colors ?? DEFAULTS.colors, fitMode: req.pixel.fitMode ?? DEFAULTS.fitMode }
+        : null,
+      priority: req.priority ?? null,
+      initNoise: req.initNoise ?? null,
+    };
+  }
+
+  async get(id: string): Promise<JobView> {
+    const record = await this.findOr404(id);
+    const view = toView(record);
+    if (record.status === "active") {
+      const live = await this.queue.liveProgress(id).catch(() => null);
+      if (live) view.progress = live;
+    }
+    return view;
+  }
+
+  async list(filter: { status?: JobStatus; engine?: EngineName; limit?: number; cursor?: string }): Promise<JobPage> {
+    if (filter.cursor !== undefined && !JOB_ID_PATTERN.test(filter.cursor)) {
+      throw new AppError("INVALID_REQUEST", "cursor is not a job id", { field: "cursor" });
+    }
+    const limit = filter.limit ?? 20;
+    const rows = await this.repo.list({ ...filter, limit: limit + 1 });
+    const items = rows.slice(0, limit).map(toView);
+    return { items, nextCursor: rows.length > limit ? items[items.length - 1].id : null };
+  }
+
+  async image(id: string): Promise<Buffer> {
+    const record = await this.findOr404(id);
+    if (record.status !== "completed") {
+      throw new AppError("NOT_FOUND", `job ${id} has no image (status ${record.status})`, { status: record.status });
+    }
+    const png = await this.repo.image(id);
+    if (!png) throw new AppError("NOT_FOUND", `the image of job ${id} was pruned`);
+    return png;
+  }
+
+  /** Queued: removed from the queue at once. Active: the worker stops it between steps. Final: JOB_NOT_CANCELLABLE. */
+  async cancel(id: string): Promise<JobView> {
+    const record = await this.findOr404(id);
+    if (record.status === "completed" || record.status === "failed" || record.status === "cancelled") {
+      throw new AppError("JOB_NOT_CANCELLABLE", `job ${id} is already ${record.status}`, { status: record.status });
+    }
+    if (record.status === "queued" && (await this.queue.removeWaiting(id))) {
+      await this.repo.finish(id, "cancelled", "CANCELLED", "cancelled before it started");
+    } else {
+      await this.queue.signalCancel(id);
+    }
+    return this.get(id);
+  }
+
+  private async findOr404(id: string): Promise<JobRecord> {
+    if (!JOB_ID_PATTERN.test(id)) throw new AppError("NOT_FOUND", `no job ${JSON.stringify(id)}`);
+    const record = await this.repo.find(id);
+    if (!record) throw new AppError("NOT_FOUND", `no job ${id}`);
+    return record;
+  }
+}
+
+function submitted(r: JobRecord): SubmittedJob {
+  return { id: r.id, status: r.status as JobStatus, engine: r.engine as EngineName, model: r.model, seed: r.seed };
+}
+
+export function toView(r: JobRecord): JobView {
+  const status = r.status as JobStatus;
+  const view: JobView = {
+    id: r.id,
+    status,
+    engine: r.engine as EngineName,
+    model: r.model,
+    prompt: r.prompt,
+    width: r.width,
+    height: r.height,
+    steps: r.steps,
+    device: r.device,
+    seed: r.seed,
+    progress: { step: status === "completed" ? r.progressTotal : r.progressStep, totalSteps: r.progressTotal },
+    attempts: r.attempts,
+    createdAt: r.createdAt.toISOString(),
+    startedAt: r.startedAt?.toISOString() ?? null,
+    finishedAt: r.finishedAt?.toISOString() ?? null,
+    timings: { queueMs: r.queueMs, loadMs: r.loadMs, generateMs: r.generateMs, postprocessMs: r.postprocessMs },
+  };
+  if (r.errorCode && (status === "failed" || status === "cancelled")) view.error = { code: r.errorCode, message: r.errorMessage ?? "" };
+  if (status === "completed" && r.resultWidth && r.resultHeight) {
+    view.result = { width: r.resultWidth, height: r.resultHeight, imageUrl: `/jobs/${r.id}/image` };
+  }
+  return view;
+}

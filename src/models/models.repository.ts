@@ -1,0 +1,36 @@
+import type { Db } from "../infra/prisma";
+import type { Model } from "../generated/prisma/client";
+
+export type ModelRecord = Model;
+
+export interface ModelInput {
+  name: string;
+  source: string;
+  kind: "base" | "lora";
+  architecture: "sd" | "sdxl";
+  revision?: string | null;
+  sizeBytes?: bigint | null;
+}
+
+export class ModelsRepository {
+  constructor(private readonly db: Db) {}
+
+  findByName(name: string): Promise<ModelRecord | null> {
+    return this.db.model.findUnique({ where: { name } });
+  }
+
+  list(kind?: "base" | "lora"): Promise<ModelRecord[]> {
+    return this.db.model.findMany({ where: kind ? { kind } : {}, orderBy: { name: "asc" } });
+  }
+
+  upsert(input: ModelInput): Promise<ModelRecord> {
+    const data = {
+      source: input.source,
+      kind: input.kind,
+      architecture: input.architecture,
+      revision: input.revision ?? null,
+      sizeBytes: input.sizeBytes ?? null,
+    };
+    return this.db.model.upsert({ where: { name: input.name }, create: { name: input.name, ...data }, update: data });
+  }
+}

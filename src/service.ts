@@ -1,0 +1,177 @@
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { promisify } from "node:util";
+import type IORedis from "ioredis";
+import { createApp } from "./api/app";
+import { EngineProbe, EngineStatusStore } from "./backends/engine-status";
+import { RunnerSupervisor } from "./backends/runner-supervisor";
+import type { Config } from "./config";
+import { Logger } from "./infra/logger";
+import { startManagedRedis, ManagedRedis } from "./infra/managed-redis";
+import { applyMigrations } from "./infra/migrate";
+import { Db, openDatabase } from "./infra/prisma";
+import { producerConnection, workerConnection } from "./infra/redis";
+import { JobQueue } from "./jobs/job-queue";
+import type { EngineName } from "./jobs/jobs.dto";
+import { JobsRepository } from "./jobs/jobs.repository";
+import { JobsService } from "./jobs/jobs.service";
+import { ModelsRepository } from "./models/models.repository";
+import { ModelsService } from "./models/models.service";
+import { GenerationWorker } from "./workers/generation.worker";
+
+const run = promisify(execFile);
+
+export interface ServiceOptions {
+  api: boolean;
+  worker: boolean;
+  /** Keep Redis data on disk (AOF) when we manage Redis ourselves; tests turn this off. */
+  durableRedis?: boolean;
+}
+
+export interface RunningService {
+  url: string | undefined;
+  redisUrl: string;
+  db: Db;
+  runners: Map<EngineName, RunnerSupervisor>;
+  worker: GenerationWorker | undefined;
+  queue: JobQueue;
+  close(): Promise<void>;
+}
+
+export function packageVersion(repoRoot: string): string {
+  return JSON.parse(fs.readFileSync(path.join(repoRoot, "package.json"), "utf8")).version as string;
+}
+
+/** Builds the offline tiny demo models when the configured default is one of them and it is missing. */
+async function ensureDemoModels(config: Config, logger: Logger): Promise<void> {
+  if (!config.defaultModel.startsWith("tiny-")) return;
+  if (fs.existsSync(path.join(config.modelsRoot, config.defaultModel, "model_index.json"))) return;
+  logger.info({ modelsRoot: config.modelsRoot }, "building the tiny demo models (offline, random weights)");
+  await run(config.python, [path.join(config.repoRoot, "scripts", "make_tiny_model.py"), "--out", config.modelsRoot], {
+    cwd: config.repoRoot,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+}
+
+/** Composes API and/or worker over one Redis and one database. Everything a second process must see lives in those. */
+export async function startService(config: Config, opts: ServiceOptions, logger: Logger): Promise<RunningService> {
+  const closers: Array<() => Promise<unknown>> = [];
+  let managed: ManagedRedis | undefined;
+  let redisUrl = config.redisUrl;
+  if (!redisUrl) {
+    managed = await startManagedRedis({ dataDir: config.redisDataDir, durable: opts.durableRedis ?? true, logger });
+    redisUrl = managed.url;
+    closers.push(() => managed!.stop());
+  }
+
+  await applyMigrations(config.repoRoot, config.databaseUrl);
+  const db = await openDatabase(config.databaseUrl);
+  closers.push(() => db.$disconnect());
+
+  const redis: IORedis = producerConnection(redisUrl);
+  closers.push(() => redis.quit().catch(() => undefined));
+  const queue = new JobQueue(redis, config.queuePrefix, config.jobAttempts);
+  closers.push(() => queue.close());
+  const engineStatus = new EngineStatusStore(redis, config.queuePrefix, config.defaultEngine);
+  const jobsRepo = new JobsRepository(db);
+  const modelsService = new ModelsService(new ModelsRepository(db), config.modelsRoot, logger);
+
+  await ensureDemoModels(config, logger);
+  await modelsService.scanLocal();
+
+  const runners = new Map<EngineName, RunnerSupervisor>();
+  let worker: GenerationWorker | undefined;
+  if (opts.worker) {
+    for (const engine of config.engines) {
+      runners.set(
+        engine,
+        new RunnerSupervisor({
+          engine,
+          python: config.python,
+          cwd: config.repoRoot,
+          silenceTimeoutMs: config.runnerTimeoutMs,
+          startTimeoutMs: config.runnerStartTimeoutMs,
+          maxRestarts: config.runnerMaxRestarts,
+          logger: logger.child({ component: `runner-${engine}` }),
+        }),
+      );
+    }
+    const workerRedis = workerConnection(redisUrl);
+    closers.unshift(() => workerRedis.quit().catch(() => undefined));
+    for (const [engine, runner] of runners) {
+      await runner.start();
+      const publish = async () => {
+        try {
+          const probe = (await runner.request("probe", {}, { timeoutMs: 30_000 })) as unknown as EngineProbe;
+          runner.readyInfo = { ...runner.readyInfo, ...probe, event: "ready" };
+          await engineStatus.publish({ ...probe, engine });
+        } catch (err) {
+          await engineStatus
+            .publish({ engine, available: false, reason: `runner not available: ${(err as Error).message}` })
+            .catch(() => undefined);
+        }
+      };
+      await publish();
+      logger.info({ engine, device: runner.readyInfo?.device, chip: runner.readyInfo?.chip }, `${engine} runner on ${runner.readyInfo?.device} (${runner.readyInfo?.chip})`);
+      runner.on("restarted", () => void publish());
+      runner.on("failed", () => void publish());
+      const timer = setInterval(() => void publish(), 20_000);
+      timer.unref();
+      closers.unshift(async () => clearInterval(timer));
+      closers.unshift(() => runner.stop());
+    }
+    worker = new GenerationWorker({
+      connection: workerRedis,
+      prefix: config.queuePrefix,
+      concurrency: config.workerConcurrency,
+      runners,
+      jobs: jobsRepo,
+      models: modelsService,
+      logger: logger.child({ component: "generation-worker" }),
+    });
+    await worker.start();
+    closers.unshift(() => worker!.close());
+  }
+
+  let url: string | undefined;
+  if (opts.api) {
+    const jobs = new JobsService(jobsRepo, queue, modelsService, engineStatus, config.defaultModel, logger.child({ component: "jobs" }));
+    const app = createApp({ config, jobs, models: modelsService, engines: engineStatus, version: packageVersion(config.repoRoot) }, logger);
+    const server = http.createServer(app);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+    const addr = server.address() as { port: number };
+    url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${addr.port}`;
+    logger.info({ url }, "API listening");
+    // API first to close: stop taking requests before the worker and runners go.
+    closers.unshift(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+  }
+
+  return {
+    url,
+    redisUrl,
+    db,
+    runners,
+    worker,
+    queue,
+    close: async () => {
+      for (const close of closers) {
+        try {
+          await close();
+        } catch (err) {
+          logger.warn({ err: (err as Error).message }, "error while shutting down");
+        }
+      }
+    },
+  };
+}
