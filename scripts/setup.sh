@@ -10,6 +10,9 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 apt_pkgs=()
 if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then apt_pkgs+=(redis-server); fi
+# MLX's Linux CPU wheel bundles a reference BLAS; with a system OpenBLAS present the MLX engine is ~16x faster
+# (python/pixelai_runner/backends/mlx/cpu_blas.py loads it).
+if [ "$(uname -s)" = "Linux" ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas'; then apt_pkgs+=(libopenblas0-pthread); fi
 if [ "$MODE" = "test" ]; then
   command -v lua5.4 >/dev/null 2>&1 || apt_pkgs+=(lua5.4)
   command -v busted >/dev/null 2>&1 || apt_pkgs+=(lua-busted)

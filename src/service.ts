@@ -5,6 +5,8 @@ import path from "node:path";
 import { promisify } from "node:util";
 import type IORedis from "ioredis";
 import { createApp } from "./api/app";
+import { JobEventsHub } from "./api/job-events";
+import { WsGateway } from "./api/ws/ws-gateway";
 import { EngineProbe, EngineStatusStore } from "./backends/engine-status";
 import { RunnerSupervisor } from "./backends/runner-supervisor";
 import type { Config } from "./config";
@@ -37,6 +39,9 @@ export interface RunningService {
   runners: Map<EngineName, RunnerSupervisor>;
   worker: GenerationWorker | undefined;
   queue: JobQueue;
+  /** The API's live job updates and WebSocket gateway (undefined without the API role). */
+  events: JobEventsHub | undefined;
+  ws: WsGateway | undefined;
   close(): Promise<void>;
 }
 
@@ -136,10 +141,26 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   }
 
   let url: string | undefined;
+  let events: JobEventsHub | undefined;
+  let ws: WsGateway | undefined;
   if (opts.api) {
     const jobs = new JobsService(jobsRepo, queue, modelsService, engineStatus, config.defaultModel, logger.child({ component: "jobs" }));
-    const app = createApp({ config, jobs, models: modelsService, engines: engineStatus, version: packageVersion(config.repoRoot) }, logger);
+    events = new JobEventsHub(queue, jobs, logger.child({ component: "job-events" }));
+    await events.start();
+    closers.unshift(() => events!.close());
+    const app = createApp({ config, jobs, models: modelsService, engines: engineStatus, version: packageVersion(config.repoRoot), events }, logger);
     const server = http.createServer(app);
+    ws = new WsGateway({
+      server,
+      jobs,
+      events,
+      engines: engineStatus,
+      models: modelsService,
+      allowedHosts: config.allowedHosts,
+      defaultModel: config.defaultModel,
+      logger: logger.child({ component: "ws" }),
+    });
+    ws.start();
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(config.port, config.host, () => resolve());
@@ -155,6 +176,8 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
           server.closeAllConnections();
         }),
     );
+    // WebSocket clients first: upgraded sockets are not the HTTP server's connections any more.
+    closers.unshift(() => ws!.close());
   }
 
   return {
@@ -164,6 +187,8 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     runners,
     worker,
     queue,
+    events,
+    ws,
     close: async () => {
       for (const close of closers) {
         try {

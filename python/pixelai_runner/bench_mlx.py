@@ -221,6 +221,9 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
             "mlxFloat32PeakRssOverTorch": _ratio(tiny["mlx_float32"]["peakRssMB"], tiny["torch"]["peakRssMB"]),
             "float16OverFloat32Bytes": _ratio(sizes["float16"], sizes["float32"]),
         }
+        if "mlx_float32_bundledBlas" in tiny:
+            tiny["ratios"]["bundledBlasOverOptimisedSeconds"] = _ratio(
+                tiny["mlx_float32_bundledBlas"]["secondsPerImage"], tiny["mlx_float32"]["secondsPerImage"])
         report["tiny"] = tiny
         if sd15:
             folder = workdir / "sd15"
@@ -237,6 +240,9 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
                 "mlxPeakRssOverTorch": _ratio(case["mlx_float32"]["peakRssMB"], case["torch"]["peakRssMB"]),
                 "float16OverFloat32Bytes": _ratio(prepared["mlxBytes"]["float16"], prepared["mlxBytes"]["float32"]),
             }
+            if "mlx_float32_bundledBlas" in case:
+                case["ratios"]["bundledBlasOverOptimisedSeconds"] = _ratio(
+                    case["mlx_float32_bundledBlas"]["secondsPerImage"], case["mlx_float32"]["secondsPerImage"])
             report["sd15Unet"] = case
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -4,6 +4,7 @@ import { RegisterRoutes } from "../generated/routes";
 import spec from "../generated/swagger.json";
 import { errorHandler, notFoundHandler } from "./error-handler";
 import { hostCheck } from "./host-check";
+import { createLegacyRouter } from "./legacy/legacy.router";
 import { ApiServices, setApiServices } from "./services";
 import type { Logger } from "../infra/logger";
 
@@ -16,6 +17,8 @@ export function createApp(services: ApiServices, logger: Logger): Express {
   app.disable("x-powered-by");
   app.set("query parser", "simple");
   app.use(hostCheck(services.config.allowedHosts));
+  // The seed server's routes, before the JSON parser: they parse their own bodies to answer errors in the old shape.
+  app.use(createLegacyRouter(services, logger));
   // Any content type is parsed as JSON: the seed's clients and curl users often omit the header.
   app.use(express.json({ limit: BODY_LIMIT, type: () => true, strict: true }));
   app.get("/openapi.json", (_req, res) => {

@@ -11,16 +11,29 @@ function hostnameOf(hostHeader: string): string {
  * listed host names may talk to us; a browser Origin must be listed too. Requests without Origin (curl, Aseprite) pass.
  */
 export function hostCheck(allowedHosts: string[]): RequestHandler {
-  const allowed = new Set(allowedHosts.map((h) => h.toLowerCase()));
-  const allowAll = allowed.has("*");
+  const check = hostChecker(allowedHosts);
   return (req, res, next) => {
-    if (allowAll) return next();
-    const host = req.headers.host;
-    if (!host || !allowed.has(hostnameOf(host))) {
-      res.status(403).json({ error: { code: "FORBIDDEN", message: `host ${JSON.stringify(host ?? "")} is not allowed (PIXELAI_ALLOWED_HOSTS)` } });
+    const rejection = check(req.headers.host, req.headers.origin);
+    if (rejection) {
+      res.status(403).json({ error: { code: "FORBIDDEN", message: rejection } });
       return;
     }
-    const origin = req.headers.origin;
+    next();
+  };
+}
+
+/**
+ * The same rule as a plain function of the two headers, for requests that never reach Express (the WebSocket
+ * upgrade): the reason for refusing, or null when allowed.
+ */
+export function hostChecker(allowedHosts: string[]): (host: string | undefined, origin: string | undefined) => string | null {
+  const allowed = new Set(allowedHosts.map((h) => h.toLowerCase()));
+  const allowAll = allowed.has("*");
+  return (host, origin) => {
+    if (allowAll) return null;
+    if (!host || !allowed.has(hostnameOf(host))) {
+      return `host ${JSON.stringify(host ?? "")} is not allowed (PIXELAI_ALLOWED_HOSTS)`;
+    }
     if (origin && origin !== "null") {
       let originHost = "";
       try {
@@ -28,11 +41,8 @@ export function hostCheck(allowedHosts: string[]): RequestHandler {
       } catch {
         originHost = "";
       }
-      if (!allowed.has(originHost)) {
-        res.status(403).json({ error: { code: "FORBIDDEN", message: `origin ${JSON.stringify(origin)} is not allowed` } });
-        return;
-      }
+      if (!allowed.has(originHost)) return `origin ${JSON.stringify(origin)} is not allowed`;
     }
-    next();
+    return null;
   };
 }

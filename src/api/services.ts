@@ -1,6 +1,7 @@
 import type { EngineStatusStore } from "../backends/engine-status";
 import type { Config } from "../config";
 import type { JobsService } from "../jobs/jobs.service";
+import type { JobEventsHub } from "./job-events";
 import type { ModelsService } from "../models/models.service";
 
 /** What controllers may call. Built once by the service composition (src/service.ts). */
@@ -10,6 +11,8 @@ export interface ApiServices {
   models: ModelsService;
   engines: EngineStatusStore;
   version: string;
+  /** Live job updates (BullMQ QueueEvents) for the legacy routes and the WebSocket gateway. */
+  events: JobEventsHub;
 }
 
 let current: ApiServices | undefined;

@@ -113,8 +113,14 @@ export class RunnerSupervisor extends EventEmitter {
         settle(new AppError("ENGINE_UNAVAILABLE", `${engine} runner did not start within ${this.opts.startTimeoutMs} ms`));
       }, this.opts.startTimeoutMs);
 
+      // EPIPE on a dying runner's stdin surfaces through "exit" below; without a listener it would crash the process.
+      child.stdin?.on("error", () => undefined);
       child.on("error", (err) => {
         this.lastFailure = err.message;
+        if (child.pid === undefined && child === this.child) {
+          this.child = undefined;
+          this.state = "failed";
+        }
         settle(new AppError("ENGINE_UNAVAILABLE", `cannot start ${engine} runner (${python}): ${err.message}`));
       });
 

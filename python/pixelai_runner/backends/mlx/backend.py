@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ...errors import RunnerError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 
 def read_json(path: str | Path) -> dict:
@@ -213,9 +213,3 @@ class CLIPTextConfig:
 def is_projection_encoder(c: dict) -> bool:
     return "CLIPTextModelWithProjection" in (c.get("architectures") or [])
 
-
-def first_existing(folder: Path, names: Sequence[str]) -> Optional[Path]:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    return None

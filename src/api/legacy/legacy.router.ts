@@ -1,0 +1,169 @@
+import express, { ErrorRequestHandler, Request, Response, Router } from "express";
+import { AppError, ERROR_CODES, isErrorCode } from "../../backends/error-codes";
+import type { Logger } from "../../infra/logger";
+import type { JobView } from "../../jobs/jobs.dto";
+import { expressAuthentication } from "../authentication";
+import { toErrorBody } from "../error-handler";
+import { pngToRgba } from "../job-validation";
+import type { ApiServices } from "../services";
+import { toLegacyJob } from "./legacy-request";
+
+/** The seed server's status words for GET /progress. */
+const LEGACY_STATUS: Record<JobView["status"], string> = {
+  queued: "generating",
+  active: "generating",
+  completed: "completed",
+  failed: "error",
+  cancelled: "canceled",
+};
+
+function bodyOf(req: Request): Record<string, unknown> {
+  const body: unknown = req.body;
+  if (body === undefined) return {};
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new AppError("INVALID_REQUEST", "the body must be a JSON object");
+  }
+  return body as Record<string, unknown>;
+}
+
+function sendFailure(res: Response, code: string, error: string, extra: Record<string, unknown> = {}): void {
+  const status = isErrorCode(code) ? ERROR_CODES[code] : 500;
+  res.status(status).json({ success: false, error, code, ...extra });
+}
+
+function round(n: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+/**
+ * The seed Flask server's routes, kept so its Aseprite extension works unchanged against http://127.0.0.1:5000
+ * (DESIGN.md "Legacy routes"). Jobs go through the normal queue (source "legacy", listed in GET /jobs); answers and
+ * errors keep the old shapes: `{success:true, …}` / `{success:false, error, code}`. GET /health and GET /models are
+ * v1 routes that carry the old fields too, so they are not here.
+ */
+export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
+  const router = Router();
+  // Own parser: a malformed body must be answered in the legacy shape, which the app-level parser cannot do.
+  const json = express.json({ limit: "64kb", type: () => true, strict: true });
+
+  router.post("/generate", json, async (req, res) => {
+    const started = Date.now();
+    const legacy = toLegacyJob(bodyOf(req));
+    const submitted = await deps.jobs.submit(legacy.job, "legacy");
+    // The old client blocks on this request; when it gives up, stop waiting (the job itself runs on, in history).
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableEnded) abort.abort();
+    };
+    res.on("close", onClose);
+    let view: JobView;
+    try {
+      view = await deps.events.waitForFinal(submitted.id, abort.signal);
+    } catch (err) {
+      if ((err as Error).name === "AbortError") return;
+      throw err;
+    } finally {
+      res.off("close", onClose);
+    }
+    if (view.status === "cancelled") {
+      return sendFailure(res, "CANCELLED", view.error?.message ?? "the generation was cancelled", { generation_id: view.id });
+    }
+    if (view.status !== "completed") {
+      return sendFailure(res, view.error?.code ?? "ENGINE_INTERNAL", view.error?.message ?? "the generation failed", { generation_id: view.id });
+    }
+    const { width, height, rgba } = pngToRgba(await deps.jobs.image(view.id));
+    res.json({
+      success: true,
+      image: { base64: rgba.toString("base64"), width, height, mode: "rgba", fit_mode: legacy.fitMode, preserve_aspect: legacy.preserveAspect },
+      seed: view.seed,
+      prompt: view.prompt,
+      generation_time: round((Date.now() - started) / 1000, 3),
+      generation_id: view.id,
+      engine: view.engine,
+      model: view.model,
+    });
+  });
+
+  router.get("/progress/:id", async (req, res) => {
+    const view = await deps.jobs.get(String(req.params.id));
+    const { step, totalSteps } = view.progress;
+    const done = view.status === "completed";
+    let secondsPerIt = 0;
+    let eta = 0;
+    if (view.status === "active" && view.startedAt && step > 0) {
+      // includes the model load of the first step, so early estimates run high and settle as steps accumulate
+      secondsPerIt = (Date.now() - Date.parse(view.startedAt)) / 1000 / step;
+      eta = secondsPerIt * Math.max(0, totalSteps - step);
+    }
+    res.json({
+      progress: done ? 100 : totalSteps > 0 ? Math.min(100, Math.round((step / totalSteps) * 100)) : 0,
+      status: LEGACY_STATUS[view.status],
+      current_step: done ? totalSteps : step,
+      total_steps: totalSteps,
+      eta_seconds: round(eta, 2),
+      seconds_per_it: round(secondsPerIt, 3),
+      job_status: view.status,
+      ...(view.error ? { error: view.error.message, code: view.error.code } : {}),
+    });
+  });
+
+  router.post("/cancel/:id", json, async (req, res) => {
+    const view = await deps.jobs.cancel(String(req.params.id));
+    res.status(202).json({ success: true, generation_id: view.id, status: LEGACY_STATUS[view.status], job_status: view.status });
+  });
+
+  router.post("/set_engine", json, async (req, res) => {
+    // Changing the default engine is an admin action in v1 (PUT /engines/default): same key rule when one is set.
+    await expressAuthentication(req, "apiKey");
+    const engine = bodyOf(req).engine;
+    if (engine !== "torch" && engine !== "mlx") {
+      throw new AppError("INVALID_REQUEST", `unknown engine ${JSON.stringify(engine ?? null)}; expected torch or mlx`, { field: "engine" });
+    }
+    const probe = await deps.engines.read(engine);
+    if (!probe?.available) {
+      throw new AppError("ENGINE_UNAVAILABLE", `engine ${engine} is not available: ${probe?.reason ?? "no worker runs it"}`);
+    }
+    await deps.engines.setDefaultEngine(engine);
+    res.json({ success: true, engine, device: probe.device ?? null, message: `default engine is now ${engine}` });
+  });
+
+  router.post("/load_model", json, async (req, res) => {
+    const body = bodyOf(req);
+    const name = body.model_name ?? body.model;
+    if (typeof name !== "string" || !name) throw new AppError("INVALID_REQUEST", "model_name is required", { field: "model_name" });
+    const model = (await deps.models.list()).find((m) => m.name === name && m.kind !== "lora");
+    if (!model) throw new AppError("MODEL_NOT_FOUND", `no base model named ${JSON.stringify(name)}; see GET /models`);
+    res.json({
+      success: true,
+      model_name: model.name,
+      current_model: deps.config.defaultModel,
+      message:
+        `${model.name} is registered. Models are loaded by the workers on the first job that names them and stay warm ` +
+        `there; the API process cannot preload one. Jobs without a model use ${deps.config.defaultModel}.`,
+    });
+  });
+
+  router.get("/loras", async (_req, res) => {
+    const rows = await deps.models.list();
+    const base = rows.find((m) => m.name === deps.config.defaultModel);
+    const loras = rows.filter((m) => m.kind === "lora");
+    const compatible = loras.filter((m) => base && m.architecture === base.architecture).map((m) => m.name);
+    res.json({
+      loras: loras.map((m) => m.name),
+      compatible_loras: compatible,
+      incompatible_loras: loras.map((m) => m.name).filter((n) => !compatible.includes(n)),
+      current_model: deps.config.defaultModel,
+      architecture: base?.architecture ?? null,
+    });
+  });
+
+  const legacyErrors: ErrorRequestHandler = (err, req, res, _next) => {
+    const { status, body } = toErrorBody(err);
+    if (status >= 500) logger.error({ err: err?.message, path: req.path }, "legacy request failed");
+    if (res.headersSent) return;
+    res.status(status).json({ success: false, error: body.error.message, code: body.error.code, ...(body.error.details ? { details: body.error.details } : {}) });
+  };
+  router.use(legacyErrors);
+  return router;
+}

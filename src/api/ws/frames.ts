@@ -1,0 +1,92 @@
+import { AppError } from "../../backends/error-codes";
+import type { GenerateJobRequest } from "../../jobs/jobs.dto";
+import { toErrorBody } from "../error-handler";
+import { validateJobRequest } from "../job-validation";
+
+/** Largest client frame we read; the extension's biggest frame (a submit with a 2 000-character prompt) is ~5 KiB. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+
+export type ClientFrame =
+  | { type: "submit"; requestId: string; job: GenerateJobRequest }
+  | { type: "cancel"; id: string }
+  | { type: "subscribe"; id: string }
+  | { type: "engines" };
+
+/** What an unusable frame is answered with (sent as `{type:"error", ...}`); the connection stays open. */
+export interface FrameError {
+  code: string;
+  message: string;
+  requestId?: string;
+  id?: string;
+}
+
+export type ParsedFrame = { ok: true; frame: ClientFrame } | { ok: false; error: FrameError };
+
+const TYPES = ["submit", "cancel", "subscribe", "engines"] as const;
+
+function invalid(message: string, extra: Partial<FrameError> = {}): ParsedFrame {
+  return { ok: false, error: { code: "INVALID_REQUEST", message, ...extra } };
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function stringField(obj: Record<string, unknown>, name: string, max: number): string | undefined {
+  const v = obj[name];
+  return typeof v === "string" && v.length >= 1 && v.length <= max ? v : undefined;
+}
+
+/**
+ * Turns one incoming WebSocket message into a frame, or into the error frame that answers it. The job of a submit is
+ * checked by the same tsoa validation as POST /jobs (unknown fields rejected); the envelope tolerates extra fields so a
+ * newer extension can add some without breaking against this server.
+ */
+export function parseClientFrame(data: Buffer, isBinary: boolean): ParsedFrame {
+  if (isBinary) return invalid("binary frames are not part of this protocol; send JSON text frames");
+  if (data.length > MAX_FRAME_BYTES) {
+    return { ok: false, error: { code: "PAYLOAD_TOO_LARGE", message: `frame is ${data.length} bytes; the limit is ${MAX_FRAME_BYTES}` } };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(data.toString("utf8"));
+  } catch (err) {
+    return invalid(`frame is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isPlainObject(value)) return invalid("frame must be a JSON object with a \"type\"");
+  const type = value.type;
+  if (typeof type !== "string" || !(TYPES as readonly string[]).includes(type)) {
+    return invalid(`unknown frame type ${JSON.stringify(type ?? null)}; expected one of ${TYPES.join(", ")}`);
+  }
+  switch (type as (typeof TYPES)[number]) {
+    case "submit": {
+      const rawRequestId = value.requestId;
+      const requestId = stringField(value, "requestId", 200);
+      // Echo a usable requestId even on failure, so the client can tell which submit was refused.
+      const echo = typeof rawRequestId === "string" && rawRequestId.length <= 200 && rawRequestId ? { requestId: rawRequestId } : {};
+      if (!requestId) return invalid("submit needs a requestId (a string of 1–200 characters)", echo);
+      if (!isPlainObject(value.job)) return invalid("submit needs a job object (the body of POST /jobs)", echo);
+      try {
+        return { ok: true, frame: { type: "submit", requestId, job: validateJobRequest(value.job) } };
+      } catch (err) {
+        const { body } = toErrorBody(err);
+        return { ok: false, error: { code: body.error.code, message: body.error.message, requestId } };
+      }
+    }
+    case "cancel":
+    case "subscribe": {
+      const id = stringField(value, "id", 100);
+      if (!id) return invalid(`${type} needs a job id (a string)`);
+      return { ok: true, frame: { type: type as "cancel" | "subscribe", id } };
+    }
+    case "engines":
+      return { ok: true, frame: { type: "engines" } };
+  }
+}
+
+/** An error thrown while handling a valid frame, as an error frame. */
+export function errorFrameOf(err: unknown, context: { requestId?: string; id?: string }): FrameError {
+  const { body } = toErrorBody(err);
+  const message = err instanceof AppError || body.error.code !== "ENGINE_INTERNAL" ? body.error.message : "internal error";
+  return { code: body.error.code, message, ...context };
+}

@@ -1,0 +1,249 @@
+import type http from "node:http";
+import type { Duplex } from "node:stream";
+import { RawData, WebSocket, WebSocketServer } from "ws";
+import type { EngineStatusStore } from "../../backends/engine-status";
+import type { Logger } from "../../infra/logger";
+import type { JobView } from "../../jobs/jobs.dto";
+import type { JobsService } from "../../jobs/jobs.service";
+import type { ModelsService } from "../../models/models.service";
+import { enginesSummary } from "../engines-summary";
+import { hostChecker } from "../host-check";
+import type { JobEventsHub } from "../job-events";
+import { pngToRgba } from "../job-validation";
+import { ClientFrame, errorFrameOf, FrameError, parseClientFrame } from "./frames";
+
+export const WS_PATH = "/ws";
+
+/**
+ * ws closes the connection (1009) above maxPayload before we could answer. Frames between frames.MAX_FRAME_BYTES and this
+ * get an error frame and the connection stays open; beyond it a client is not speaking our protocol and is dropped.
+ */
+const HARD_MAX_PAYLOAD = 1024 * 1024;
+
+export interface WsGatewayDeps {
+  server: http.Server;
+  jobs: JobsService;
+  events: JobEventsHub;
+  engines: EngineStatusStore;
+  models: ModelsService;
+  allowedHosts: string[];
+  defaultModel: string;
+  logger: Logger;
+  /** Ping interval; a client that has not answered the previous ping by the next one is dropped. */
+  heartbeatMs?: number;
+}
+
+/** One connection: the jobs it submitted or subscribed to, each watched through the shared JobEventsHub. */
+class Connection {
+  alive = true;
+  private readonly watches = new Map<string, () => void>();
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly ws: WebSocket,
+    private readonly gateway: WsGateway,
+  ) {}
+
+  send(frame: Record<string, unknown>): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  sendError(error: FrameError): void {
+    this.send({ type: "error", ...error });
+  }
+
+  /** Frames are handled one after another, so answers (and errors) come back in the order the frames were sent. */
+  enqueue(data: Buffer, isBinary: boolean): void {
+    this.chain = this.chain.then(() => this.handle(data, isBinary)).catch((err) => this.gateway.logFailure(err));
+  }
+
+  private async handle(data: Buffer, isBinary: boolean): Promise<void> {
+    const parsed = parseClientFrame(data, isBinary);
+    if (!parsed.ok) return this.sendError(parsed.error);
+    await this.gateway.handleFrame(this, parsed.frame);
+  }
+
+  /** Watches a job for this connection only: other connections never get its frames unless they subscribe. */
+  watch(jobId: string): void {
+    if (this.watches.has(jobId)) return;
+    const stop = this.gateway.deps.events.watch(jobId, {
+      progress: (p) => this.send({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps }),
+      final: (view) => {
+        this.watches.delete(jobId);
+        void this.gateway.sendFinal(this, view);
+      },
+    });
+    this.watches.set(jobId, stop);
+  }
+
+  dispose(): void {
+    for (const stop of this.watches.values()) stop();
+    this.watches.clear();
+  }
+}
+
+/**
+ * The /ws endpoint for Aseprite (DESIGN.md "WebSocket (/ws)"). Live updates come from BullMQ QueueEvents via the
+ * JobEventsHub, final states from the database, so it works with the worker in any process.
+ */
+export class WsGateway {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: HARD_MAX_PAYLOAD, perMessageDeflate: false });
+  private readonly connections = new Set<Connection>();
+  private readonly checkHost: ReturnType<typeof hostChecker>;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head);
+
+  constructor(readonly deps: WsGatewayDeps) {
+    this.checkHost = hostChecker(deps.allowedHosts);
+  }
+
+  start(): void {
+    this.deps.server.on("upgrade", this.onUpgrade);
+    this.heartbeat = setInterval(() => this.beat(), this.deps.heartbeatMs ?? 30_000);
+    this.heartbeat.unref();
+  }
+
+  clientCount(): number {
+    return this.connections.size;
+  }
+
+  private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const pathname = (req.url ?? "").split("?")[0];
+    if (pathname !== WS_PATH) return refuse(socket, 404, "NOT_FOUND", `no WebSocket endpoint at ${pathname}; use ${WS_PATH}`);
+    // Same DNS-rebinding guard as HTTP: the upgrade never passes through Express's middleware.
+    const rejection = this.checkHost(req.headers.host, req.headers.origin);
+    if (rejection) return refuse(socket, 403, "FORBIDDEN", rejection);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+  }
+
+  private accept(ws: WebSocket): void {
+    const conn = new Connection(ws, this);
+    this.connections.add(conn);
+    ws.on("pong", () => {
+      conn.alive = true;
+    });
+    ws.on("message", (data, isBinary) => conn.enqueue(toBuffer(data), isBinary));
+    ws.on("error", (err) => this.deps.logger.debug({ err: err.message }, "websocket error"));
+    ws.on("close", () => {
+      conn.dispose();
+      this.connections.delete(conn);
+    });
+  }
+
+  async handleFrame(conn: Connection, frame: ClientFrame): Promise<void> {
+    const { jobs } = this.deps;
+    switch (frame.type) {
+      case "submit": {
+        try {
+          const job = await jobs.submit(frame.job, "ws");
+          conn.send({ type: "accepted", requestId: frame.requestId, id: job.id });
+          conn.watch(job.id); // a repeated idempotencyKey may name a finished job: watch answers it at once
+        } catch (err) {
+          this.logFailure(err);
+          conn.sendError(errorFrameOf(err, { requestId: frame.requestId }));
+        }
+        return;
+      }
+      case "cancel": {
+        try {
+          await jobs.cancel(frame.id);
+          conn.watch(frame.id); // the `cancelled` frame (or the final state it raced with) follows
+        } catch (err) {
+          conn.sendError(errorFrameOf(err, { id: frame.id }));
+        }
+        return;
+      }
+      case "subscribe": {
+        try {
+          await jobs.get(frame.id); // unknown id → NOT_FOUND now, rather than a watch that never ends
+          conn.watch(frame.id);
+        } catch (err) {
+          conn.sendError(errorFrameOf(err, { id: frame.id }));
+        }
+        return;
+      }
+      case "engines": {
+        try {
+          const summary = await enginesSummary(this.deps.engines, this.deps.models, this.deps.defaultModel);
+          conn.send({ type: "engines", ...summary });
+        } catch (err) {
+          conn.sendError(errorFrameOf(err, {}));
+        }
+        return;
+      }
+    }
+  }
+
+  async sendFinal(conn: Connection, view: JobView): Promise<void> {
+    if (view.status === "completed") {
+      try {
+        const { width, height, rgba } = pngToRgba(await this.deps.jobs.image(view.id));
+        conn.send({ type: "completed", id: view.id, width, height, rgbaBase64: rgba.toString("base64"), seed: view.seed });
+      } catch (err) {
+        const e = errorFrameOf(err, {});
+        conn.send({ type: "failed", id: view.id, code: e.code, message: `the result could not be read: ${e.message}` });
+      }
+    } else if (view.status === "cancelled") {
+      conn.send({ type: "cancelled", id: view.id });
+    } else {
+      conn.send({ type: "failed", id: view.id, code: view.error?.code ?? "ENGINE_INTERNAL", message: view.error?.message ?? "the job failed" });
+    }
+  }
+
+  logFailure(err: unknown): void {
+    const status = (err as { status?: number })?.status;
+    if (typeof status !== "number" || status >= 500) this.deps.logger.warn({ err: (err as Error)?.message }, "websocket frame failed");
+  }
+
+  private beat(): void {
+    for (const conn of this.connections) {
+      if (!conn.alive) {
+        conn.ws.terminate(); // no pong since the last ping: a dead peer (sleeping laptop, killed Aseprite)
+        continue;
+      }
+      conn.alive = false;
+      try {
+        conn.ws.ping();
+      } catch {
+        conn.ws.terminate();
+      }
+    }
+  }
+
+  /** Stops taking upgrades and closes every connection (1001 "going away"); clients reconnect to the next server. */
+  async close(): Promise<void> {
+    this.deps.server.off("upgrade", this.onUpgrade);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    const closing = [...this.connections].map(
+      (conn) =>
+        new Promise<void>((resolve) => {
+          if (conn.ws.readyState === WebSocket.CLOSED) return resolve();
+          const timer = setTimeout(() => {
+            conn.ws.terminate();
+            resolve();
+          }, 1_000);
+          conn.ws.once("close", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          conn.ws.close(1001, "server shutting down");
+        }),
+    );
+    await Promise.all(closing);
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+function refuse(socket: Duplex, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  const reason = status === 403 ? "Forbidden" : "Not Found";
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,120 @@
+/**
+ * `npm run bench`: what the service costs on top of the model. Runs, in one process and one sitting:
+ *   (a) the full HTTP path on the tiny model at C=1 and C=8, (b) the same job called directly in Python,
+ *   (c) raw BullMQ no-op jobs on the same Redis, (d) optionally the MLX-vs-Torch engine bench;
+ * writes bench/results.json and prints a table. Env: BENCH_JOBS (100), BENCH_CONCURRENCY ("1,8"), BENCH_RAW_JOBS (2000),
+ * BENCH_RAW_CONCURRENCY (50), BENCH_MLX (tiny|full|off, default tiny), BENCH_OUT, BENCH_REDIS_URL, BENCH_LOG_LEVEL.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { startBenchStack } from "./bench-stack";
+import { CompletionTracker } from "./completions";
+import { runDirectPhase } from "./direct-path";
+import { runHttpPhase, TINY_JOB } from "./http-path";
+import { machineInfo } from "./machine";
+import { MlxMode, runMlxPhase } from "./mlx-engines";
+import { runRawPhase } from "./raw-bullmq";
+import { BenchResults, compare, formatTable } from "./report";
+import { round } from "./stats";
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (!raw) return fallback;
+  const n = Number.parseInt(raw, 10);
+  if (!Number.isFinite(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const jobs = envInt("BENCH_JOBS", 100);
+  const concurrencies = (process.env.BENCH_CONCURRENCY ?? "1,8").split(",").map((c) => envIntValue(c.trim()));
+  const rawJobs = envInt("BENCH_RAW_JOBS", 2000);
+  const rawConcurrency = envInt("BENCH_RAW_CONCURRENCY", 50);
+  const mlxMode = (process.env.BENCH_MLX ?? "tiny") as MlxMode;
+  if (!["tiny", "full", "off"].includes(mlxMode)) throw new Error(`BENCH_MLX must be tiny, full or off`);
+
+  log("starting the service (managed redis, temp SQLite, warm torch runner)…");
+  const stack = await startBenchStack();
+  const { config } = stack;
+  const outPath = path.resolve(config.repoRoot, process.env.BENCH_OUT ?? path.join("bench", "results.json"));
+  let results: BenchResults;
+  try {
+    const machine = await machineInfo(config.repoRoot, stack.service.redisUrl);
+
+    // (b) first, while the service sits idle (its runner only waits on stdin), so the two do not share the CPUs.
+    log(`(b) direct in-process: ${jobs} jobs…`);
+    const direct = await runDirectPhase({ python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, jobs, timeoutMs: 240_000 });
+    Object.assign(machine, { python: direct.versions.python, torch: direct.versions.torch, diffusers: direct.versions.diffusers });
+
+    const tracker = new CompletionTracker(stack.service.queue.events());
+    await tracker.ready();
+    try {
+      log("(a) warm-up: 3 jobs over HTTP (loads the pipeline in the runner)…");
+      await runHttpPhase({ url: stack.url, tracker, jobs: 3, concurrency: 1, seedBase: 0, jobTimeoutMs: 180_000 });
+      const http = [];
+      for (const c of concurrencies) {
+        log(`(a) HTTP: ${jobs} jobs, ${c} concurrent clients…`);
+        http.push(await runHttpPhase({ url: stack.url, tracker, jobs, concurrency: c, seedBase: 1000 * c, jobTimeoutMs: 120_000 }));
+      }
+
+      log(`(c) raw BullMQ: ${rawJobs} no-op jobs, concurrency ${rawConcurrency}…`);
+      const rawBullmq = await runRawPhase({ redisUrl: stack.service.redisUrl, prefix: `${config.queuePrefix}-raw`, jobs: rawJobs, concurrency: rawConcurrency, sequentialJobs: 200 });
+      results = {
+        timestamp: new Date().toISOString(),
+        machine,
+        settings: {
+          job: `${TINY_JOB.model} ${TINY_JOB.width}×${TINY_JOB.height}, ${TINY_JOB.steps} ${TINY_JOB.scheduler} steps, cfg ${TINY_JOB.guidanceScale} → ${TINY_JOB.pixel.width}×${TINY_JOB.pixel.height} px, ${TINY_JOB.pixel.colors} colours`,
+          jobs,
+          concurrencies,
+          workerConcurrency: config.workerConcurrency,
+          rawJobs,
+          rawConcurrency,
+          completionSignal: "BullMQ QueueEvents 'completed' (no polling)",
+          mlxMode,
+        },
+        http,
+        direct,
+        rawBullmq,
+        comparison: compare(http, direct),
+        mlx: { ran: false, reason: "not run yet" },
+        totalSeconds: 0,
+      };
+    } finally {
+      await tracker.close();
+    }
+  } finally {
+    await stack.close();
+  }
+
+  // (d) after the service is gone: it spawns its own processes and wants the CPUs to itself.
+  log(`(d) MLX vs Torch engine bench (${mlxMode})…`);
+  results.mlx = await runMlxPhase({ python: config.python, repoRoot: config.repoRoot, mode: mlxMode, timeoutMs: mlxMode === "full" ? 900_000 : 180_000 });
+  results.machine.loadAvgEnd = +os.loadavg()[0].toFixed(2);
+  results.totalSeconds = round((performance.now() - started) / 1000, 1);
+
+  fs.mkdirSync(path.dirname(outPath), { recursive: true });
+  fs.writeFileSync(outPath, JSON.stringify(results, null, 2) + "\n");
+  process.stdout.write(formatTable(results) + "\n");
+  log(`wrote ${path.relative(process.cwd(), outPath)}`);
+}
+
+function envIntValue(raw: string): number {
+  const n = Number.parseInt(raw, 10);
+  if (!Number.isFinite(n) || n < 1) throw new Error(`BENCH_CONCURRENCY must list positive integers, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+main().then(
+  // Explicit exit: ioredis/undici keep-alive handles would otherwise hold the process open for a while.
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`[bench] failed: ${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,111 @@
+import type { CompletionTracker } from "./completions";
+import { round, summarize, Summary } from "./stats";
+
+/** The tiny job every phase runs: tiny-sd, 64×64, 4 Euler steps, reduced to a 32×32 grid of 8 colours. */
+export const TINY_JOB = {
+  prompt: "a pixel art knight",
+  model: "tiny-sd",
+  engine: "torch",
+  width: 64,
+  height: 64,
+  steps: 4,
+  guidanceScale: 7,
+  scheduler: "euler",
+  pixel: { width: 32, height: 32, colors: 8, fitMode: "contain" },
+} as const;
+
+export interface HttpPhaseResult {
+  concurrency: number;
+  jobs: number;
+  wallSeconds: number;
+  jobsPerSecond: number;
+  /** POST /jobs start → BullMQ "completed" event for that job, ms. */
+  latencyMs: Summary;
+  /** POST /jobs round trip alone (validate, insert row, enqueue), ms. */
+  submitMs: Summary;
+  /** What the service recorded on each job (GET /jobs/{id} after the phase), ms. */
+  serviceTimings: { queueMs: Summary; generateMs: Summary; postprocessMs: Summary };
+}
+
+interface JobViewLite {
+  id: string;
+  status: string;
+  timings: { queueMs: number | null; loadMs: number | null; generateMs: number | null; postprocessMs: number | null };
+  result?: { imageUrl: string; width: number; height: number };
+}
+
+async function submit(url: string, seed: number): Promise<string> {
+  const res = await fetch(`${url}/jobs`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ ...TINY_JOB, seed }),
+  });
+  const body = (await res.json()) as { id?: string };
+  if (res.status !== 202 || !body.id) throw new Error(`POST /jobs answered ${res.status}: ${JSON.stringify(body)}`);
+  return body.id;
+}
+
+async function view(url: string, id: string): Promise<JobViewLite> {
+  const res = await fetch(`${url}/jobs/${id}`);
+  if (!res.ok) throw new Error(`GET /jobs/${id} answered ${res.status}`);
+  return (await res.json()) as JobViewLite;
+}
+
+/** Reads width/height from the PNG's IHDR chunk: enough to check the result without a PNG decoder in src/. */
+export async function checkImage(url: string, id: string, expect: { width: number; height: number }): Promise<void> {
+  const res = await fetch(`${url}/jobs/${id}/image`);
+  const png = Buffer.from(await res.arrayBuffer());
+  if (!res.ok || png.length < 24 || png.toString("ascii", 12, 16) !== "IHDR") throw new Error(`job ${id}: no PNG (${res.status})`);
+  const [w, h] = [png.readUInt32BE(16), png.readUInt32BE(20)];
+  if (w !== expect.width || h !== expect.height) throw new Error(`job ${id}: PNG is ${w}×${h}, expected ${expect.width}×${expect.height}`);
+}
+
+/**
+ * Submits `jobs` tiny jobs from `concurrency` closed-loop clients: each client POSTs, waits for its job to complete,
+ * then POSTs the next. With one warm runner, concurrency > 1 measures queueing, not parallel speed-up.
+ */
+export async function runHttpPhase(opts: {
+  url: string;
+  tracker: CompletionTracker;
+  jobs: number;
+  concurrency: number;
+  seedBase: number;
+  jobTimeoutMs: number;
+}): Promise<HttpPhaseResult> {
+  const { url, tracker, jobs, concurrency } = opts;
+  const latencies: number[] = [];
+  const submits: number[] = [];
+  const ids: string[] = [];
+  let next = 0;
+  const client = async () => {
+    for (let i = next++; i < jobs; i = next++) {
+      const started = performance.now();
+      const id = await submit(url, opts.seedBase + i);
+      submits.push(performance.now() - started);
+      ids.push(id);
+      const done = await tracker.wait(id, opts.jobTimeoutMs);
+      if (!done.ok) throw new Error(`job ${id} failed: ${done.detail}`);
+      latencies.push(done.at - started);
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: Math.min(concurrency, jobs) }, client));
+  const wallMs = performance.now() - started;
+
+  // Outside the timed window: confirm every job really completed and collect what the service itself measured.
+  const views: JobViewLite[] = [];
+  for (const id of ids) views.push(await view(url, id));
+  const notDone = views.filter((v) => v.status !== "completed");
+  if (notDone.length) throw new Error(`${notDone.length} jobs did not complete: ${notDone.map((v) => `${v.id}=${v.status}`).join(", ")}`);
+  await checkImage(url, ids[0], TINY_JOB.pixel);
+  const timing = (key: keyof JobViewLite["timings"]) => summarize(views.map((v) => v.timings[key] ?? Number.NaN).filter(Number.isFinite), 1);
+  return {
+    concurrency,
+    jobs,
+    wallSeconds: round(wallMs / 1000, 3),
+    jobsPerSecond: round(jobs / (wallMs / 1000), 2),
+    latencyMs: summarize(latencies, 1),
+    submitMs: summarize(submits, 2),
+    serviceTimings: { queueMs: timing("queueMs"), generateMs: timing("generateMs"), postprocessMs: timing("postprocessMs") },
+  };
+}

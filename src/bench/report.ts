@@ -1,0 +1,74 @@
+import type { DirectPhaseResult } from "./direct-path";
+import type { HttpPhaseResult } from "./http-path";
+import type { MachineInfo } from "./machine";
+import type { MlxPhaseResult } from "./mlx-engines";
+import type { RawPhaseResult } from "./raw-bullmq";
+import { round } from "./stats";
+
+export interface BenchResults {
+  timestamp: string;
+  machine: MachineInfo;
+  settings: Record<string, unknown>;
+  http: HttpPhaseResult[];
+  direct: DirectPhaseResult;
+  rawBullmq: RawPhaseResult;
+  comparison: Comparison;
+  mlx: MlxPhaseResult;
+  totalSeconds: number;
+}
+
+export interface Comparison {
+  /** (a) p50 at C=1 − (b) p50: what API + queue + DB + runner protocol add to one job, ms. */
+  serviceOverheadMsP50: number;
+  /** Per concurrency: (a)/(b) for p50 and p99 latency, and (b)'s jobs/s ÷ (a)'s. */
+  ratios: Array<{ concurrency: number; p50: number; p99: number; throughput: number }>;
+}
+
+export function compare(http: HttpPhaseResult[], direct: DirectPhaseResult): Comparison {
+  const one = http.find((h) => h.concurrency === 1) ?? http[0];
+  const directJobsPerSecond = 1000 / direct.latencyMs.mean;
+  return {
+    serviceOverheadMsP50: round(one.latencyMs.p50 - direct.latencyMs.p50, 1),
+    ratios: http.map((h) => ({
+      concurrency: h.concurrency,
+      p50: round(h.latencyMs.p50 / direct.latencyMs.p50, 2),
+      p99: round(h.latencyMs.p99 / direct.latencyMs.p99, 2),
+      throughput: round(directJobsPerSecond / h.jobsPerSecond, 2),
+    })),
+  };
+}
+
+const pad = (s: string | number, w: number) => String(s).padStart(w);
+
+export function formatTable(r: BenchResults): string {
+  const m = r.machine;
+  const rows: Array<[string, number | string, number | string, number | string]> = [
+    ...r.http.map((h): [string, number, number, number] => [`(a) HTTP submit→completed, C=${h.concurrency}`, h.jobsPerSecond, h.latencyMs.p50, h.latencyMs.p99]),
+    ["(b) direct in-process (no service)", round(1000 / r.direct.latencyMs.mean, 2), r.direct.latencyMs.p50, r.direct.latencyMs.p99],
+    [`(c) raw BullMQ no-op, ${r.rawBullmq.loaded.inFlight} in flight`, r.rawBullmq.loaded.jobsPerSecond, r.rawBullmq.loaded.roundTripMs.p50, r.rawBullmq.loaded.roundTripMs.p99],
+    ["(c) raw BullMQ no-op, 1 in flight", r.rawBullmq.sequential.jobsPerSecond, r.rawBullmq.sequential.roundTripMs.p50, r.rawBullmq.sequential.roundTripMs.p99],
+  ];
+  const lines = [
+    `PixelAI bench ${r.timestamp}`,
+    `machine: ${m.cpuModel} × ${m.cores} cores, ${m.memoryGiB} GiB, ${m.platform}; node ${m.node}, python ${m.python}, torch ${m.torch}, diffusers ${m.diffusers}, bullmq ${m.bullmq}, redis ${m.redis}; load avg ${m.loadAvgStart} → ${m.loadAvgEnd}`,
+    `job: ${r.settings.job}; ${r.settings.jobs} jobs per row after warm-up; completion seen via ${r.settings.completionSignal}`,
+    "",
+    `${"path".padEnd(44)}${pad("jobs/s", 9)}${pad("p50 ms", 10)}${pad("p99 ms", 10)}`,
+    ...rows.map(([name, tps, p50, p99]) => `${name.padEnd(44)}${pad(tps, 9)}${pad(p50, 10)}${pad(p99, 10)}`),
+    "",
+    `service overhead per job, p50 (a C=1 − b): ${r.comparison.serviceOverheadMsP50} ms`,
+    ...r.comparison.ratios.map((x) => `a/b at C=${x.concurrency}: p50 ×${x.p50}, p99 ×${x.p99}, throughput b/a ×${x.throughput}`),
+    ...r.http.map(
+      (h) =>
+        `  C=${h.concurrency} as the service recorded it (p50): queue ${h.serviceTimings.queueMs.p50} ms, runner generate ${h.serviceTimings.generateMs.p50} ms, post-process ${h.serviceTimings.postprocessMs.p50} ms; POST /jobs ${h.submitMs.p50} ms`,
+    ),
+    `  direct: generate p50 ${r.direct.generateMs.p50} ms (torch threads ${r.direct.torchThreads}, device ${r.direct.device}; cold first job ${r.direct.coldFirstJobSeconds} s)`,
+    "",
+    r.mlx.ran
+      ? `(d) MLX vs Torch, tiny pipeline s/img: torch ${r.mlx.tiny?.torch}, mlx fp32 ${r.mlx.tiny?.mlxFloat32}, mlx fp16 ${r.mlx.tiny?.mlxFloat16}; ratios ${JSON.stringify(r.mlx.tiny?.ratios ?? {})}` +
+        (r.mlx.sd15UnetRatios ? `; SD-1.5 UNet ratios ${JSON.stringify(r.mlx.sd15UnetRatios)}` : "")
+      : `(d) MLX vs Torch skipped: ${r.mlx.reason}`,
+    `total ${r.totalSeconds} s`,
+  ];
+  return lines.join("\n");
+}
