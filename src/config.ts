@@ -44,7 +44,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const dataDir = path.resolve(repoRoot, env.PIXELAI_DATA_DIR ?? "data");
   const port = int(env.PORT, 5000);
   const host = env.HOST ?? "127.0.0.1";
-  const engines = (env.PIXELAI_ENGINES ?? "torch")
+  const engines = (env.PIXELAI_ENGINES ?? "torch,mlx")
     .split(",")
     .map((e) => e.trim())
     .filter(Boolean)

@@ -22,6 +22,10 @@ import { JobsService } from "./jobs/jobs.service";
 import { ModelsRepository } from "./models/models.repository";
 import { ModelsService } from "./models/models.service";
 import { GenerationWorker } from "./workers/generation.worker";
+import { ConversionWorker } from "./workers/conversion.worker";
+import { ConversionQueue } from "./conversions/conversion-queue";
+import { ConversionsRepository } from "./conversions/conversions.repository";
+import { ConversionsService } from "./conversions/conversions.service";
 
 const run = promisify(execFile);
 
@@ -68,7 +72,6 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   if (!redisUrl) {
     managed = await startManagedRedis({ dataDir: config.redisDataDir, durable: opts.durableRedis ?? true, logger });
     redisUrl = managed.url;
-    closers.push(() => managed!.stop());
   }
 
   await applyMigrations(config.repoRoot, config.databaseUrl);
@@ -81,7 +84,10 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   closers.push(() => queue.close());
   const engineStatus = new EngineStatusStore(redis, config.queuePrefix, config.defaultEngine);
   const jobsRepo = new JobsRepository(db);
-  const modelsService = new ModelsService(new ModelsRepository(db), config.modelsRoot, logger);
+  const modelsService = new ModelsService(new ModelsRepository(db), config.modelsRoot, config.lorasRoot, logger);
+  const conversionsRepo = new ConversionsRepository(db);
+  const conversionQueue = new ConversionQueue(redis, config.queuePrefix);
+  closers.push(() => conversionQueue.close());
 
   await ensureDemoModels(config, logger);
   await modelsService.scanLocal();
@@ -138,6 +144,17 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     });
     await worker.start();
     closers.unshift(() => worker!.close());
+    const conversionWorker = new ConversionWorker({
+      connection: workerRedis,
+      prefix: config.queuePrefix,
+      python: config.python,
+      repoRoot: config.repoRoot,
+      conversions: conversionsRepo,
+      models: modelsService,
+      logger: logger.child({ component: "conversion-worker" }),
+    });
+    await conversionWorker.start();
+    closers.unshift(() => conversionWorker.close());
   }
 
   let url: string | undefined;
@@ -148,7 +165,7 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     events = new JobEventsHub(queue, jobs, logger.child({ component: "job-events" }));
     await events.start();
     closers.unshift(() => events!.close());
-    const app = createApp({ config, jobs, models: modelsService, engines: engineStatus, version: packageVersion(config.repoRoot), events }, logger);
+    const app = createApp({ config, jobs, models: modelsService, conversions: new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" })), engines: engineStatus, version: packageVersion(config.repoRoot), events }, logger);
     const server = http.createServer(app);
     ws = new WsGateway({
       server,
@@ -197,6 +214,8 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
           logger.warn({ err: (err as Error).message }, "error while shutting down");
         }
       }
+      // Redis goes last: a connection still open when it stops would retry (ECONNREFUSED) until the process exits.
+      await managed?.stop();
     },
   };
 }

@@ -58,10 +58,73 @@ def load_backend(engine: str) -> Backend | UnavailableEngine:
         if engine == "mlx":
             from .backends.mlx import MLXBackend
 
-            return MLXBackend()
+            try:
+                return MLXBackend()
+            except ImportError as exc:
+                if _mlx_importable():
+                    raise  # something else is missing: the generic reason below says what
+                return _install_mlx_or_explain(MLXBackend, exc)
     except Exception as exc:  # an engine that cannot start must not take the runner down with it
         return UnavailableEngine(engine, f"{engine} engine unavailable: {type(exc).__name__}: {exc}")
     return UnavailableEngine(engine, f"unknown engine {engine!r}")
+
+
+AUTO_INSTALL_ENV = "ALLOW_AUTO_INSTALL"
+# Test hook: replaces `<python> -m pip` (shlex-split), so a test can point it at a harmless fake installer.
+PIP_COMMAND_ENV = "PIXELAI_PIP_COMMAND"
+PIP_TIMEOUT_S = 900.0
+
+
+def _mlx_importable() -> bool:
+    import importlib
+
+    try:
+        importlib.import_module("mlx.core")
+        return True
+    except ImportError:
+        return False
+
+
+def _mlx_requirement() -> str:
+    # Linux needs the CPU extra (the plain wheel has no CPU backend there); macOS wheels carry Metal and CPU.
+    return "mlx" if sys.platform == "darwin" else "mlx[cpu]"
+
+
+def _install_mlx_or_explain(factory: Callable[[], Backend], error: ImportError) -> Backend | UnavailableEngine:
+    """mlx is missing: with ALLOW_AUTO_INSTALL=1 pip-install it into this interpreter and retry once; otherwise say
+    exactly which command installs it. Opt-in because installing packages is not something a server should do
+    silently."""
+    import importlib
+    import shlex
+    import subprocess
+
+    requirement = _mlx_requirement()
+    manual = f'{shlex.quote(sys.executable)} -m pip install "{requirement}"'
+    if os.environ.get(AUTO_INSTALL_ENV, "").strip() != "1":
+        return UnavailableEngine(
+            "mlx",
+            f"mlx is not installed ({type(error).__name__}: {error}): run {manual} "
+            f"or set {AUTO_INSTALL_ENV}=1 to let the runner install it",
+        )
+    pip = shlex.split(os.environ.get(PIP_COMMAND_ENV, "")) or [sys.executable, "-m", "pip"]
+    command = [*pip, "install", requirement]
+    log(f"[RUNNER][mlx] mlx is not installed; {AUTO_INSTALL_ENV}=1, running: {shlex.join(command)}")
+    try:
+        # pip's output goes to stderr (fd 2): stdout belongs to the protocol.
+        code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=2, stderr=2, timeout=PIP_TIMEOUT_S).returncode
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return UnavailableEngine("mlx", f"automatic mlx install failed ({type(exc).__name__}: {exc}): run {manual}")
+    if code != 0:
+        return UnavailableEngine("mlx", f"automatic mlx install failed (pip exit {code}, see the runner log): run {manual}")
+    importlib.invalidate_caches()  # the path finders cached the site-packages listing from before the install
+    try:
+        backend = factory()
+    except ImportError as exc:
+        return UnavailableEngine(
+            "mlx", f"mlx was installed but still cannot be imported ({type(exc).__name__}: {exc}): run {manual}"
+        )
+    log("[RUNNER][mlx] mlx installed")
+    return backend
 
 
 def _sha256(path: str) -> str:

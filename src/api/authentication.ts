@@ -1,11 +1,12 @@
 import type { Request } from "express";
 import { timingSafeEqual } from "node:crypto";
 import { AppError } from "../backends/error-codes";
+import { apiServices } from "./services";
 
 /** tsoa calls this for routes marked @Security("apiKey"): admin routes need X-API-Key when PIXELAI_API_KEY is set. */
 export async function expressAuthentication(req: Request, securityName: string): Promise<unknown> {
   if (securityName !== "apiKey") throw new AppError("UNAUTHORIZED", `unknown security scheme ${securityName}`);
-  const expected = process.env.PIXELAI_API_KEY;
+  const expected = apiServices().config.apiKey;
   if (!expected) return { admin: true };
   const given = req.header("x-api-key") ?? "";
   const a = Buffer.from(given);

@@ -1,20 +1,13 @@
-import { Controller, Get, Path, Response, Route, Tags } from "tsoa";
-import { AppError } from "../backends/error-codes";
+import { Body, Controller, Get, Path, Post, Response, Route, Security, SuccessResponse, Tags } from "tsoa";
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";
-
-export interface ModelView {
-  name: string;
-  kind: "base" | "lora";
-  architecture: "sd" | "sdxl";
-  source: string;
-  sizeBytes: number | null;
-}
+import type { ModelDetail, RegisterModelRequest } from "../models/models.dto";
+import type { ConversionRequest, ConversionView, MlxModelSummary } from "../conversions/conversions.dto";
 
 export interface ModelList {
-  /** Names only: the seed server's shape, kept for its Aseprite extension. */
+  /** Base model names only: the seed server's shape, kept for its Aseprite extension. */
   models: string[];
-  items: ModelView[];
+  items: ModelDetail[];
 }
 
 @Route("models")
@@ -24,28 +17,70 @@ export class ModelsController extends Controller {
     super();
   }
 
+  /** Registered base models and LoRAs, with the engines each can run on now. */
   @Get()
   async list(): Promise<ModelList> {
     const rows = await this.services.models.list();
-    const items = rows.map(toModelView);
+    const items = rows.map((m) => this.services.models.detail(m));
     return { models: items.filter((m) => m.kind === "base").map((m) => m.name), items };
+  }
+
+  /** Register a base model or LoRA: a path under models/ or loras/, or a hub id. */
+  @Post()
+  @Security("apiKey")
+  @SuccessResponse(201, "Registered")
+  @Response<ErrorBody>(400, "Bad name or path")
+  @Response<ErrorBody>(401, "Admin key missing or wrong")
+  async register(@Body() body: RegisterModelRequest): Promise<ModelDetail> {
+    this.setStatus(201);
+    return this.services.models.register(body);
   }
 
   @Get("{name}")
   @Response<ErrorBody>(404, "No such model")
-  async get(@Path() name: string): Promise<ModelView> {
-    const row = (await this.services.models.list()).find((m) => m.name === name);
-    if (!row) throw new AppError("MODEL_NOT_FOUND", `no model named ${JSON.stringify(name)}`);
-    return toModelView(row);
+  async get(@Path() name: string): Promise<ModelDetail> {
+    return this.services.models.describe(name);
+  }
+
+  /** Queue a diffusers → MLX conversion; an unchanged source answers 200 with the earlier conversion. */
+  @Post("{name}/conversions")
+  @Security("apiKey")
+  @SuccessResponse(202, "Queued")
+  @Response<ConversionView>(200, "Unchanged source: the existing conversion")
+  @Response<ErrorBody>(401, "Admin key missing or wrong")
+  @Response<ErrorBody>(404, "No such model")
+  async convert(@Path() name: string, @Body() body?: ConversionRequest): Promise<ConversionView> {
+    const { view, created } = await this.services.conversions.request(name, body?.dtype ?? "float16");
+    this.setStatus(created ? 202 : 200);
+    return view;
   }
 }
 
-function toModelView(m: { name: string; kind: string; architecture: string; source: string; sizeBytes: bigint | null }): ModelView {
-  return {
-    name: m.name,
-    kind: m.kind === "lora" ? "lora" : "base",
-    architecture: m.architecture === "sdxl" ? "sdxl" : "sd",
-    source: m.source,
-    sizeBytes: m.sizeBytes === null ? null : Number(m.sizeBytes),
-  };
+@Route("conversions")
+@Tags("Models")
+export class ConversionsController extends Controller {
+  constructor(private readonly services: ApiServices) {
+    super();
+  }
+
+  /** Status, progress (0–100) and, when done, the manifest with per-file sha256. */
+  @Get("{id}")
+  @Response<ErrorBody>(404, "No such conversion")
+  async get(@Path() id: string): Promise<ConversionView> {
+    return this.services.conversions.get(id);
+  }
+}
+
+@Route("mlx_models")
+@Tags("Models")
+export class MlxModelsController extends Controller {
+  constructor(private readonly services: ApiServices) {
+    super();
+  }
+
+  /** Converted MLX models (latest conversion of each) with a manifest summary and whether the files still verify. */
+  @Get()
+  async list(): Promise<MlxModelSummary[]> {
+    return this.services.conversions.listMlx();
+  }
 }

@@ -3,12 +3,14 @@ import type { Config } from "../config";
 import type { JobsService } from "../jobs/jobs.service";
 import type { JobEventsHub } from "./job-events";
 import type { ModelsService } from "../models/models.service";
+import type { ConversionsService } from "../conversions/conversions.service";
 
 /** What controllers may call. Built once by the service composition (src/service.ts). */
 export interface ApiServices {
   config: Config;
   jobs: JobsService;
   models: ModelsService;
+  conversions: ConversionsService;
   engines: EngineStatusStore;
   version: string;
   /** Live job updates (BullMQ QueueEvents) for the legacy routes and the WebSocket gateway. */

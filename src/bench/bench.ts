@@ -9,6 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { startBenchStack } from "./bench-stack";
+import { GENERATE_QUEUE } from "../jobs/job-queue";
 import { CompletionTracker } from "./completions";
 import { runDirectPhase } from "./direct-path";
 import { runHttpPhase, TINY_JOB } from "./http-path";
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
     const direct = await runDirectPhase({ python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, jobs, timeoutMs: 240_000 });
     Object.assign(machine, { python: direct.versions.python, torch: direct.versions.torch, diffusers: direct.versions.diffusers });
 
-    const tracker = new CompletionTracker(stack.service.queue.events());
+    const tracker = new CompletionTracker({ queueName: GENERATE_QUEUE, redisUrl: stack.service.redisUrl, prefix: config.queuePrefix });
     await tracker.ready();
     try {
       log("(a) warm-up: 3 jobs over HTTP (loads the pipeline in the runner)…");

@@ -1,4 +1,4 @@
-import { Queue, QueueEvents, Worker } from "bullmq";
+import { Queue, Worker } from "bullmq";
 import { workerConnection } from "../infra/redis";
 import { CompletionTracker } from "./completions";
 import { round, summarize, Summary } from "./stats";
@@ -25,11 +25,13 @@ export interface RawPhaseResult {
  */
 export async function runRawPhase(opts: { redisUrl: string; prefix: string; jobs: number; concurrency: number; sequentialJobs: number }): Promise<RawPhaseResult> {
   const name = "noop";
+  // Our own connections, closed at the end: BullMQ leaves connections it was handed open.
   const conn = workerConnection(opts.redisUrl);
+  const workerConn = workerConnection(opts.redisUrl);
   // A larger events stream than the 10 000 default, so no completed event is trimmed before QueueEvents reads it.
   const queue = new Queue(name, { connection: conn, prefix: opts.prefix, streams: { events: { maxLen: 100_000 } } });
-  const worker = new Worker(name, async () => null, { connection: conn.duplicate(), prefix: opts.prefix, concurrency: opts.concurrency });
-  const tracker = new CompletionTracker(new QueueEvents(name, { connection: conn.duplicate(), prefix: opts.prefix }));
+  const worker = new Worker(name, async () => null, { connection: workerConn, prefix: opts.prefix, concurrency: opts.concurrency });
+  const tracker = new CompletionTracker({ queueName: name, redisUrl: opts.redisUrl, prefix: opts.prefix });
   try {
     await Promise.all([queue.waitUntilReady(), worker.waitUntilReady(), tracker.ready()]);
     // Warm-up: first commands load BullMQ's Lua scripts into Redis.
@@ -43,6 +45,7 @@ export async function runRawPhase(opts: { redisUrl: string; prefix: string; jobs
     await queue.obliterate({ force: true }).catch(() => undefined);
     await queue.close();
     await conn.quit().catch(() => undefined);
+    await workerConn.quit().catch(() => undefined);
   }
 }
 

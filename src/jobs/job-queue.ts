@@ -79,7 +79,9 @@ export class JobQueue {
   }
 
   events(): QueueEvents {
-    return new QueueEvents(GENERATE_QUEUE, { connection: this.connection.duplicate({ maxRetriesPerRequest: null }), prefix: this.prefix });
+    // Connection options, not an instance: BullMQ then owns the connection and closes it with the QueueEvents
+    // (a handed-in instance would outlive close() and keep reconnecting).
+    return new QueueEvents(GENERATE_QUEUE, { connection: { ...this.connection.options, maxRetriesPerRequest: null }, prefix: this.prefix });
   }
 
   async close(): Promise<void> {

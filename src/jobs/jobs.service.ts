@@ -2,6 +2,7 @@ import { randomInt } from "node:crypto";
 import { AppError } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import type { ModelsService } from "../models/models.service";
+import type { EngineProbe } from "../backends/engine-status";
 import { JobQueue } from "./job-queue";
 import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, ResolvedJob, SubmittedJob } from "./jobs.dto";
 import { JobRecord, JobsRepository } from "./jobs.repository";
@@ -9,9 +10,11 @@ import { JOB_ID_PATTERN, newJobId } from "./ids";
 
 export const DEFAULTS = { width: 512, height: 512, steps: 20, guidanceScale: 7, scheduler: "euler", colors: 0, fitMode: "contain" } as const;
 
-export interface EngineDefaults {
+export interface EngineDirectory {
   /** The engine for requests that name none (PUT /engines/default changes it). */
   defaultEngine(): Promise<EngineName>;
+  /** What the workers last published about an engine; null when no worker runs it (yet). */
+  read(engine: EngineName): Promise<EngineProbe | null>;
 }
 
 export class JobsService {
@@ -19,7 +22,7 @@ export class JobsService {
     private readonly repo: JobsRepository,
     private readonly queue: JobQueue,
     private readonly models: ModelsService,
-    private readonly engines: EngineDefaults,
+    private readonly engines: EngineDirectory,
     private readonly defaultModel: string,
     private readonly logger: Logger,
   ) {}
@@ -66,8 +69,26 @@ export class JobsService {
     const engine = req.engine ?? (await this.engines.defaultEngine());
     const model = req.model ?? this.defaultModel;
     await this.models.resolve(model, engine);
+    // No probe means no worker has published yet: queue anyway (a worker may come); a probe that says no is final.
+    const probe = await this.engines.read(engine).catch(() => null);
+    if (probe && !probe.available) {
+      throw new AppError("ENGINE_UNAVAILABLE", `engine ${engine} is not available: ${probe.reason ?? "unknown reason"}`, { engine });
+    }
+    let lora: ResolvedJob["lora"] = null;
     if (req.lora) {
-      throw new AppError("LORA_NOT_FOUND", `no LoRA named ${JSON.stringify(req.lora.name)} is registered`);
+      const supportsLora = probe ? probe.features?.lora === true : engine === "torch";
+      if (!supportsLora) {
+        throw new AppError("LORA_UNSUPPORTED_ENGINE", `engine ${engine} cannot apply LoRAs yet; use engine "torch"`, { engine });
+      }
+      const resolved = await this.models.resolveLora(req.lora, model);
+      lora = { name: resolved.name, strength: resolved.strength };
+    }
+    if (req.removeBackground === "birefnet" && probe && !probe.features?.backgroundRemoval) {
+      throw new AppError(
+        "ENGINE_UNAVAILABLE",
+        `background removal "birefnet" needs BiRefNet weights registered on the ${engine} engine; none are present. Use "color-key", or register BiRefNet weights under models/birefnet`,
+        { engine },
+      );
     }
     const seed = req.seed === undefined || req.seed === -1 ? randomInt(0, 2 ** 31 - 1) : req.seed;
     return {
@@ -81,7 +102,7 @@ export class JobsService {
       guidanceScale: req.guidanceScale ?? DEFAULTS.guidanceScale,
       seed,
       scheduler: req.scheduler ?? DEFAULTS.scheduler,
-      lora: null,
+      lora,
       removeBackground: req.removeBackground || false,
       pixel: req.pixel
         ? { width: req.pixel.width, height: req.pixel.height, colors: req.pixel.colors ?? DEFAULTS.colors, fitMode: req.pixel.fitMode ?? DEFAULTS.fitMode }

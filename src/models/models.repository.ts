@@ -10,6 +10,8 @@ export interface ModelInput {
   architecture: "sd" | "sdxl";
   revision?: string | null;
   sizeBytes?: bigint | null;
+  sha256?: string | null;
+  crossAttentionDim?: number | null;
 }
 
 export class ModelsRepository {
@@ -30,6 +32,8 @@ export class ModelsRepository {
       architecture: input.architecture,
       revision: input.revision ?? null,
       sizeBytes: input.sizeBytes ?? null,
+      sha256: input.sha256 ?? null,
+      crossAttentionDim: input.crossAttentionDim ?? null,
     };
     return this.db.model.upsert({ where: { name: input.name }, create: { name: input.name, ...data }, update: data });
   }

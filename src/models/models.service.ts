@@ -3,7 +3,10 @@ import path from "node:path";
 import { AppError } from "../backends/error-codes";
 import type { EngineName } from "../jobs/jobs.dto";
 import type { Logger } from "../infra/logger";
+import { checkMlxFolder, fileSha256 } from "./mlx-manifest";
 import { ModelRecord, ModelsRepository } from "./models.repository";
+import type { ModelDetail, RegisterModelRequest } from "./models.dto";
+import { inspectLora } from "./safetensors-header";
 import { HUB_ID_PATTERN, MODEL_NAME_PATTERN, assertSafeName, resolveUnder } from "./safe-paths";
 
 export interface ResolvedModel {
@@ -13,12 +16,26 @@ export interface ResolvedModel {
   source: string;
 }
 
+export interface ResolvedLora {
+  name: string;
+  /** Absolute path of the .safetensors file, or a hub id. */
+  source: string;
+  strength: number;
+}
+
 /** Reads `_class_name` of a diffusers folder: SDXL pipelines carry "XL" in their class name. */
 export function architectureOf(modelDir: string): "sd" | "sdxl" | null {
   const indexFile = path.join(modelDir, "model_index.json");
   if (!fs.existsSync(indexFile)) return null;
   const index = JSON.parse(fs.readFileSync(indexFile, "utf8")) as { _class_name?: string };
   return /XL/.test(index._class_name ?? "") ? "sdxl" : "sd";
+}
+
+function unetCrossAttentionDim(modelDir: string): number | null {
+  const file = path.join(modelDir, "unet", "config.json");
+  if (!fs.existsSync(file)) return null;
+  const dim = (JSON.parse(fs.readFileSync(file, "utf8")) as { cross_attention_dim?: number | number[] }).cross_attention_dim;
+  return typeof dim === "number" ? dim : Array.isArray(dim) ? dim[0] : null;
 }
 
 function folderSize(dir: string): bigint {
@@ -31,31 +48,135 @@ function folderSize(dir: string): bigint {
   return total;
 }
 
+/** The model registry: base models and LoRAs, local (under their root) or hub ids, and where each can run. */
 export class ModelsService {
   constructor(
     private readonly repo: ModelsRepository,
-    private readonly modelsRoot: string,
+    readonly modelsRoot: string,
+    readonly lorasRoot: string,
     private readonly logger: Logger,
   ) {}
 
-  /** Registers every diffusers folder found directly under the models root (start-up). */
+  get mlxRoot(): string {
+    return path.join(this.modelsRoot, "mlx");
+  }
+
+  /** Registers every diffusers folder under models/ and every .safetensors under loras/ (start-up). */
   async scanLocal(): Promise<string[]> {
-    if (!fs.existsSync(this.modelsRoot)) return [];
     const found: string[] = [];
-    for (const entry of fs.readdirSync(this.modelsRoot, { withFileTypes: true })) {
-      if (!entry.isDirectory() || !MODEL_NAME_PATTERN.test(entry.name) || entry.name === "mlx") continue;
-      const dir = path.join(this.modelsRoot, entry.name);
-      const architecture = architectureOf(dir);
-      if (!architecture) continue;
-      await this.repo.upsert({ name: entry.name, source: entry.name, kind: "base", architecture, sizeBytes: folderSize(dir) });
-      found.push(entry.name);
+    if (fs.existsSync(this.modelsRoot)) {
+      for (const entry of fs.readdirSync(this.modelsRoot, { withFileTypes: true })) {
+        if (!entry.isDirectory() || !MODEL_NAME_PATTERN.test(entry.name) || entry.name === "mlx") continue;
+        if (!architectureOf(path.join(this.modelsRoot, entry.name))) continue;
+        await this.registerLocal(entry.name, entry.name, "base");
+        found.push(entry.name);
+      }
+    }
+    if (fs.existsSync(this.lorasRoot)) {
+      for (const entry of fs.readdirSync(this.lorasRoot, { withFileTypes: true })) {
+        const name = entry.name.replace(/\.safetensors$/, "");
+        if (!entry.isFile() || name === entry.name || !MODEL_NAME_PATTERN.test(name)) continue;
+        try {
+          await this.registerLocal(name, entry.name, "lora");
+          found.push(name);
+        } catch (err) {
+          this.logger.warn({ file: entry.name, err: (err as Error).message }, "skipping unreadable LoRA");
+        }
+      }
     }
     this.logger.info({ models: found }, "registered local models");
     return found;
   }
 
+  private async registerLocal(name: string, relative: string, kind: "base" | "lora"): Promise<ModelRecord> {
+    const root = kind === "base" ? this.modelsRoot : this.lorasRoot;
+    const full = resolveUnder(root, relative, "model path");
+    if (!fs.existsSync(full)) throw new AppError("INVALID_REQUEST", `${relative} does not exist under ${kind === "base" ? "models/" : "loras/"}`);
+    if (kind === "base") {
+      const architecture = architectureOf(full);
+      if (!architecture) throw new AppError("INVALID_REQUEST", `${relative} is not a diffusers folder (no model_index.json)`);
+      return this.repo.upsert({ name, source: relative, kind, architecture, sizeBytes: folderSize(full), crossAttentionDim: unetCrossAttentionDim(full) });
+    }
+    if (!fs.statSync(full).isFile() || !full.endsWith(".safetensors")) {
+      throw new AppError("INVALID_REQUEST", `a LoRA must be a .safetensors file under loras/`);
+    }
+    let info;
+    try {
+      info = inspectLora(full);
+    } catch (err) {
+      throw new AppError("INVALID_REQUEST", `${relative} is not a readable safetensors file: ${(err as Error).message}`);
+    }
+    return this.repo.upsert({
+      name,
+      source: relative,
+      kind,
+      architecture: info.architecture,
+      sizeBytes: BigInt(fs.statSync(full).size),
+      sha256: fileSha256(full),
+      crossAttentionDim: info.crossAttentionDim,
+    });
+  }
+
+  /** POST /models: a local path under its root (checked, inspected) or a hub id (architecture as given). */
+  async register(req: RegisterModelRequest): Promise<ModelDetail> {
+    assertSafeName(req.name);
+    const root = req.kind === "base" ? this.modelsRoot : this.lorasRoot;
+    const local = !HUB_ID_PATTERN.test(req.source) || fs.existsSync(resolveUnder(root, req.source, "source"));
+    if (local) {
+      await this.registerLocal(req.name, req.source, req.kind);
+    } else {
+      await this.repo.upsert({ name: req.name, source: req.source, kind: req.kind, architecture: req.architecture ?? "sd", revision: req.revision ?? null });
+    }
+    this.logger.info({ name: req.name, kind: req.kind, source: req.source }, "model registered");
+    return this.describe(req.name);
+  }
+
   list(): Promise<ModelRecord[]> {
     return this.repo.list();
+  }
+
+  async find(name: string): Promise<ModelRecord> {
+    if (!MODEL_NAME_PATTERN.test(name) || name.includes("..")) throw new AppError("MODEL_NOT_FOUND", `no model named ${JSON.stringify(name)}`);
+    const model = await this.repo.findByName(name);
+    if (!model) throw new AppError("MODEL_NOT_FOUND", `no model named ${JSON.stringify(name)}; see GET /models`);
+    return model;
+  }
+
+  /** Details, including the engines a model can run on: MLX only when converted and the manifest verifies. */
+  async describe(name: string): Promise<ModelDetail> {
+    return this.detail(await this.find(name));
+  }
+
+  detail(m: ModelRecord): ModelDetail {
+    const kind = m.kind === "lora" ? "lora" : "base";
+    const detail: ModelDetail = {
+      name: m.name,
+      kind,
+      architecture: m.architecture === "sdxl" ? "sdxl" : "sd",
+      source: m.source,
+      sizeBytes: m.sizeBytes === null ? null : Number(m.sizeBytes),
+      sha256: m.sha256,
+      crossAttentionDim: m.crossAttentionDim,
+      engines: ["torch"],
+    };
+    if (kind === "base") {
+      const check = checkMlxFolder(path.join(this.mlxRoot, m.name));
+      detail.mlx = {
+        converted: check.manifest !== null,
+        verified: check.verified,
+        ...(check.problem ? { problem: check.problem } : {}),
+        ...(check.manifest
+          ? {
+              dtype: check.manifest.dtype,
+              sourceRevision: check.manifest.sourceRevision,
+              converterVersion: check.manifest.converterVersion,
+              files: Object.fromEntries(Object.entries(check.manifest.files).map(([k, v]) => [k, v.sha256])),
+            }
+          : {}),
+      };
+      if (check.verified) detail.engines.push("mlx");
+    }
+    return detail;
   }
 
   /** Maps a registry name to what a runner loads; unknown names → MODEL_NOT_FOUND, unconverted MLX → MODEL_NOT_CONVERTED. */
@@ -67,18 +188,43 @@ export class ModelsService {
     }
     const architecture = model.architecture === "sdxl" ? "sdxl" : "sd";
     if (engine === "mlx") {
-      const dir = resolveUnder(path.join(this.modelsRoot, "mlx"), name, "MLX model");
+      const dir = resolveUnder(this.mlxRoot, name, "MLX model");
       if (!fs.existsSync(path.join(dir, "manifest.json"))) {
         throw new AppError(
           "MODEL_NOT_CONVERTED",
-          `model ${name} has no MLX conversion: POST /models/${name}/conversions, or run python scripts/convert_to_mlx.py ${model.source} --name ${name}`,
+          `model ${name} has no MLX conversion: POST /models/${name}/conversions, or run python scripts/convert_to_mlx.py models/${model.source} --name ${name}`,
+          { model: name },
         );
       }
       return { name, architecture, source: dir };
     }
-    if (HUB_ID_PATTERN.test(model.source) && !fs.existsSync(path.join(this.modelsRoot, model.source))) {
-      return { name, architecture, source: model.source };
+    return { name, architecture, source: this.sourcePath(model, this.modelsRoot) };
+  }
+
+  /**
+   * A LoRA for a job: registered (LORA_NOT_FOUND), and made for the base model's text-embedding width — an SD LoRA on
+   * SDXL cannot load, so that is refused before queueing (INVALID_REQUEST).
+   */
+  async resolveLora(lora: { name: string; strength?: number }, baseName: string): Promise<ResolvedLora> {
+    const found = MODEL_NAME_PATTERN.test(lora.name) && !lora.name.includes("..") ? await this.repo.findByName(lora.name) : null;
+    if (!found || found.kind !== "lora") throw new AppError("LORA_NOT_FOUND", `no LoRA named ${JSON.stringify(lora.name)}; see GET /models`);
+    const base = await this.repo.findByName(baseName);
+    if (base) {
+      const dimsKnown = base.crossAttentionDim !== null && found.crossAttentionDim !== null;
+      const mismatch = dimsKnown ? base.crossAttentionDim !== found.crossAttentionDim : base.architecture !== found.architecture;
+      if (mismatch) {
+        throw new AppError(
+          "INVALID_REQUEST",
+          `LoRA ${found.name} (${found.architecture}, text width ${found.crossAttentionDim ?? "?"}) does not fit model ${base.name} (${base.architecture}, text width ${base.crossAttentionDim ?? "?"})`,
+          { field: "lora.name" },
+        );
+      }
     }
-    return { name, architecture, source: resolveUnder(this.modelsRoot, model.source, "model path") };
+    return { name: found.name, source: this.sourcePath(found, this.lorasRoot), strength: lora.strength ?? 1 };
+  }
+
+  private sourcePath(model: ModelRecord, root: string): string {
+    if (HUB_ID_PATTERN.test(model.source) && !fs.existsSync(path.join(root, model.source))) return model.source;
+    return resolveUnder(root, model.source, "model path");
   }
 }

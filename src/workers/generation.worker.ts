@@ -37,6 +37,8 @@ interface Running {
 export class GenerationWorker {
   private worker: Worker<GeneratePayload> | undefined;
   private subscriber: IORedis | undefined;
+  /** The Worker's own connection: BullMQ never closes a connection it was handed, so close() must. */
+  private workerConnection: IORedis | undefined;
   private readonly running = new Map<string, Running>();
 
   constructor(private readonly deps: GenerationWorkerDeps) {}
@@ -46,8 +48,9 @@ export class GenerationWorker {
     this.subscriber = connection.duplicate();
     await this.subscriber.subscribe(JobQueue.cancelChannel(prefix));
     this.subscriber.on("message", (_channel, jobId: string) => void this.cancelRunning(jobId));
+    this.workerConnection = connection.duplicate({ maxRetriesPerRequest: null });
     this.worker = new Worker<GeneratePayload>(GENERATE_QUEUE, (job) => this.process(job), {
-      connection: connection.duplicate({ maxRetriesPerRequest: null }),
+      connection: this.workerConnection,
       prefix,
       concurrency,
       lockDuration: this.deps.lockDurationMs ?? 30_000,
@@ -95,6 +98,7 @@ export class GenerationWorker {
       const runner = this.deps.runners.get(request.engine);
       if (!runner) throw new AppError("ENGINE_UNAVAILABLE", `this worker runs no ${request.engine} runner`);
       const model = await this.deps.models.resolve(request.model, request.engine);
+      const lora = request.lora ? await this.deps.models.resolveLora(request.lora, request.model) : null;
       const device = (runner.readyInfo?.device as string | undefined) ?? null;
       if (device) await jobs.setDevice(jobId, device);
       this.running.set(jobId, { runner, requestId });
@@ -119,7 +123,7 @@ export class GenerationWorker {
             initNoise: request.initNoise,
             pixel: request.pixel,
             removeBackground: request.removeBackground,
-            lora: null,
+            lora: lora ? { source: lora.source, strength: lora.strength } : null,
             outputDir,
           },
         },
@@ -177,6 +181,7 @@ export class GenerationWorker {
 
   async close(): Promise<void> {
     await this.worker?.close();
+    await this.workerConnection?.quit().catch(() => undefined);
     await this.subscriber?.quit().catch(() => undefined);
   }
 }

@@ -267,8 +267,16 @@ class TorchBackend(Backend):
                     )
                 else:
                     loaded.pipe.load_lora_weights(source, adapter_name=LORA_ADAPTER)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RuntimeError) as exc:
                 self._drop_partial_adapter(loaded)
+                mismatch = _lora_mismatch(exc)
+                if mismatch:
+                    raise RunnerError(
+                        "INVALID_REQUEST",
+                        f"LoRA {os.path.basename(source)!r} does not fit the {loaded.kind} model it was used with: {mismatch}",
+                    ) from None
+                if isinstance(exc, RuntimeError):
+                    raise
                 raise RunnerError("LORA_NOT_FOUND", f"cannot load LoRA {source!r}: {exc}") from None
         loaded.pipe.set_adapters([LORA_ADAPTER], adapter_weights=[wanted[1]])
         loaded.lora = wanted
@@ -280,6 +288,25 @@ class TorchBackend(Backend):
             loaded.pipe.delete_adapters(LORA_ADAPTER)
         except Exception:  # nothing was registered: the usual case
             pass
+
+
+def _lora_mismatch(exc: BaseException) -> Optional[str]:
+    """A short reason when `exc` says the LoRA was made for another architecture, else None.
+
+    peft injects the adapter and then loads its tensors: a LoRA for another model either names modules this UNet lacks
+    (peft's NoMatchingPeftModuleError, a ValueError) or has other shapes (torch's load_state_dict "size mismatch"
+    RuntimeError, one line per tensor). Both mean "wrong base model", not "file missing".
+    """
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and "size mismatch" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip().startswith("size mismatch")]
+        more = f" (and {len(lines) - 1} more tensors)" if len(lines) > 1 else ""
+        return (lines[0] if lines else text.splitlines()[0]) + more
+    if isinstance(exc, ValueError) and (
+        type(exc).__name__ == "NoMatchingPeftModuleError" or "not found in the base model" in text
+    ):
+        return text.splitlines()[0] if text else type(exc).__name__
+    return None
 
 
 __all__ = ["TorchBackend", "SCHEDULERS", "initial_latents", "make_scheduler"]

@@ -68,6 +68,14 @@ function given(body: Record<string, unknown>, key: string): unknown {
   return v === null ? undefined : v;
 }
 
+const NUMERIC = /^\s*-?\d+(\.\d+)?\s*$/;
+
+/** The seed server read numbers with int()/float(), so "512" worked there; v1 wants JSON numbers. */
+function givenNumber(body: Record<string, unknown>, key: string): unknown {
+  const v = given(body, key);
+  return typeof v === "string" && NUMERIC.test(v) ? Number(v) : v;
+}
+
 /**
  * Builds the v1 job from an old-client body and validates it with the POST /jobs rules (so every limit is the same).
  * Decisions for fields v1 spells differently:
@@ -76,27 +84,28 @@ function given(body: Record<string, unknown>, key: string): unknown {
  * - preserve_aspect: true → fitMode "contain", false → "stretch"; an explicit fit_mode wins.
  * - pixel_width/pixel_height: both set (and not 0) → the pixel-art step; both absent or 0 → the raw image (colors is
  *   then ignored: v1 only quantises inside the pixel step).
+ * - numbers sent as numeric strings ("512") are read as numbers, as the seed server's int()/float() did.
  */
 export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
   const job: Record<string, unknown> = {};
-  const copy = (from: string, to: string) => {
-    const v = given(body, from);
+  const copy = (from: string, to: string, read = given) => {
+    const v = read(body, from);
     if (v !== undefined) job[to] = v;
   };
   copy("prompt", "prompt");
   copy("negative_prompt", "negativePrompt");
-  copy("width", "width");
-  copy("height", "height");
-  copy("steps", "steps");
-  copy("guidance_scale", "guidanceScale");
-  copy("seed", "seed");
+  copy("width", "width", givenNumber);
+  copy("height", "height", givenNumber);
+  copy("steps", "steps", givenNumber);
+  copy("guidance_scale", "guidanceScale", givenNumber);
+  copy("seed", "seed", givenNumber);
 
   const lora = given(body, "lora_model");
   if (lora !== undefined) {
     if (typeof lora !== "string") throw new AppError("INVALID_REQUEST", "lora_model must be a string (\"None\" for no LoRA)", { field: "lora_model" });
     const name = legacyLoraName(lora);
     if (name) {
-      const strength = given(body, "lora_strength");
+      const strength = givenNumber(body, "lora_strength");
       job.lora = strength === undefined ? { name } : { name, strength };
     }
   }
@@ -111,15 +120,15 @@ export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
   }
   const fitMode = fitGiven !== undefined ? fitGiven : preserve === false ? "stretch" : preserve === true ? "contain" : undefined;
 
-  const pw = given(body, "pixel_width");
-  const ph = given(body, "pixel_height");
+  const pw = givenNumber(body, "pixel_width");
+  const ph = givenNumber(body, "pixel_height");
   const off = (v: unknown) => v === undefined || v === 0;
   if (!(off(pw) && off(ph))) {
     if (off(pw) || off(ph)) {
       throw new AppError("INVALID_REQUEST", "pixel_width and pixel_height go together (both set, or both 0/absent)", { field: off(pw) ? "pixel_width" : "pixel_height" });
     }
     const pixel: Record<string, unknown> = { width: pw, height: ph };
-    const colors = given(body, "colors");
+    const colors = givenNumber(body, "colors");
     if (colors !== undefined) pixel.colors = colors;
     if (fitMode !== undefined) pixel.fitMode = fitMode;
     job.pixel = pixel;
