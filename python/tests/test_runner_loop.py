@@ -147,10 +147,69 @@ def test_python_m_entry_when_the_engine_library_is_missing(tmp_path):
     try:
         assert proc.next_message(lambda m: m.get("event") == "ready", 60)["engine"] == "mlx"
         probe = proc.request({"id": "p", "op": "probe"})
-        assert probe["available"] is False and probe["reason"]
+        assert probe["available"] is False
+        # The reason is actionable: the exact command for this interpreter, and the opt-in that lets the runner do it.
+        requirement = "mlx" if sys.platform == "darwin" else "mlx[cpu]"
+        assert probe["reason"].startswith("mlx is not installed")
+        assert f'{sys.executable} -m pip install "{requirement}"' in probe["reason"]
+        assert "ALLOW_AUTO_INSTALL=1" in probe["reason"]
         generate = proc.request({"id": "g", "op": "generate", "params": _params(tmp_path)})
         assert generate["code"] == "ENGINE_UNAVAILABLE"
         assert proc.request({"id": "s", "op": "shutdown"})["event"] == "result"
         assert proc.proc.wait(30) == 0
     finally:
         proc.close()
+
+
+def _hidden_mlx(tmp_path: Path) -> Path:
+    """A site dir whose `mlx` package refuses to import, shadowing the venv's real mlx."""
+    site = tmp_path / "site"
+    (site / "mlx").mkdir(parents=True)
+    (site / "mlx" / "__init__.py").write_text("raise ImportError('simulated: no mlx here')\n")
+    return site
+
+
+def test_auto_install_runs_pip_and_retries_the_import(tmp_path):
+    # The fake pip records its arguments and "installs" mlx by removing the shadowing package, so the retried
+    # import finds the venv's real mlx: the runner must come up with a working engine, without a restart.
+    site = _hidden_mlx(tmp_path)
+    record = tmp_path / "pip-args.json"
+    fake_pip = tmp_path / "fake_pip.py"
+    fake_pip.write_text(
+        "import json, shutil, sys\n"
+        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+        f"shutil.rmtree({str(site / 'mlx')!r})\n"
+        "print('fake pip: installed mlx')\n"
+    )
+    proc = RunnerProcess(["-m", "pixelai_runner", "--engine", "mlx"], tmp_path / "mlx.log", env={
+        "PYTHONPATH": f"{site}:{PYTHON_DIR}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "ALLOW_AUTO_INSTALL": "1",
+        "PIXELAI_PIP_COMMAND": f"{sys.executable} {fake_pip}",
+    })
+    try:
+        assert proc.next_message(lambda m: m.get("event") == "ready", 120)["engine"] == "mlx"
+        probe = proc.request({"id": "p", "op": "probe"})
+        assert probe["available"] is True, probe.get("reason")
+        requirement = "mlx" if sys.platform == "darwin" else "mlx[cpu]"
+        assert json.loads(record.read_text()) == ["install", requirement]
+        log = proc.stderr_tail()
+        assert "ALLOW_AUTO_INSTALL=1, running:" in log and "fake pip: installed mlx" in log  # pip output on stderr
+        assert proc.request({"id": "s", "op": "shutdown"})["event"] == "result"
+    finally:
+        proc.close()
+
+
+def test_auto_install_failure_names_the_manual_command(tmp_path, monkeypatch):
+    # In-process: hide mlx (and any already-imported mlx.core) from the import system, and make "pip" fail.
+    monkeypatch.setitem(sys.modules, "mlx", None)
+    monkeypatch.setitem(sys.modules, "mlx.core", None)
+    monkeypatch.setenv("ALLOW_AUTO_INSTALL", "1")
+    monkeypatch.setenv("PIXELAI_PIP_COMMAND", f"{sys.executable} -c 'import sys; sys.exit(3)'")
+    backend = load_backend("mlx")
+    assert isinstance(backend, UnavailableEngine)
+    assert "pip exit 3" in backend.reason and "-m pip install" in backend.reason
+
+    monkeypatch.delenv("ALLOW_AUTO_INSTALL")
+    backend = load_backend("mlx")
+    assert isinstance(backend, UnavailableEngine) and "ALLOW_AUTO_INSTALL=1" in backend.reason

@@ -11,7 +11,9 @@ export interface ErrorBody {
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const { status, body } = toErrorBody(err);
-    if (status >= 500) logger.error({ err: err?.message, stack: err?.stack, path: req.path }, "request failed");
+    // A taxonomy error is an expected answer (e.g. an engine that is down); anything else is a bug worth a stack.
+    if (status >= 500 && !(err instanceof AppError)) logger.error({ err: err?.message, stack: err?.stack, path: req.path }, "request failed");
+    else if (status >= 500) logger.warn({ code: body.error.code, err: err.message, path: req.path }, "request refused");
     if (res.headersSent) return;
     res.status(status).json(body);
   };

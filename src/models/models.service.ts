@@ -206,7 +206,8 @@ export class ModelsService {
    * SDXL cannot load, so that is refused before queueing (INVALID_REQUEST).
    */
   async resolveLora(lora: { name: string; strength?: number }, baseName: string): Promise<ResolvedLora> {
-    const found = MODEL_NAME_PATTERN.test(lora.name) && !lora.name.includes("..") ? await this.repo.findByName(lora.name) : null;
+    assertSafeName(lora.name, "LoRA name");
+    const found = await this.repo.findByName(lora.name);
     if (!found || found.kind !== "lora") throw new AppError("LORA_NOT_FOUND", `no LoRA named ${JSON.stringify(lora.name)}; see GET /models`);
     const base = await this.repo.findByName(baseName);
     if (base) {

@@ -1,0 +1,201 @@
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import request from "supertest";
+import { startTestStack, TestStack, waitFor, decodePng } from "../support/stack";
+
+const repo = path.resolve(__dirname, "../..");
+const KEY = "test-admin-key";
+let stack: TestStack;
+let modelsDir: string;
+let lorasDir: string;
+let fixtures: string;
+
+beforeAll(async () => {
+  // A private model store: this file converts, tampers with and adds to it, which must never touch the repo's models/.
+  fixtures = fs.mkdtempSync(path.join(os.tmpdir(), "pixelai-models-"));
+  modelsDir = path.join(fixtures, "models");
+  lorasDir = path.join(fixtures, "loras");
+  for (const name of ["tiny-sd", "tiny-sdxl"]) fs.cpSync(path.join(repo, "models", name), path.join(modelsDir, name), { recursive: true });
+  execFileSync(path.join(repo, ".venv/bin/python"), [path.join(repo, "scripts/make_tiny_lora.py"), "--models", modelsDir, "--out", lorasDir]);
+  stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir, PIXELAI_API_KEY: KEY });
+});
+
+afterAll(async () => {
+  await stack?.close();
+  fs.rmSync(fixtures, { recursive: true, force: true });
+});
+
+const admin = (req: request.Test) => req.set("X-API-Key", KEY);
+
+async function run(body: Record<string, unknown>) {
+  const submit = await request(stack.url).post("/jobs").send(body);
+  expect(submit.status).toBe(202);
+  const job = await waitFor(async () => {
+    const res = await request(stack.url).get(`/jobs/${submit.body.id}`);
+    return ["completed", "failed", "cancelled"].includes(res.body.status) ? res.body : undefined;
+  });
+  return job;
+}
+
+async function image(id: string): Promise<Buffer> {
+  const res = await request(stack.url)
+    .get(`/jobs/${id}/image`)
+    .buffer(true)
+    .parse((r, cb) => {
+      const chunks: Buffer[] = [];
+      r.on("data", (c: Buffer) => chunks.push(c));
+      r.on("end", () => cb(null, Buffer.concat(chunks)));
+    });
+  expect(res.status).toBe(200);
+  return res.body as Buffer;
+}
+
+function maxChannelDiff(a: Buffer, b: Buffer): number {
+  const pa = decodePng(a).data;
+  const pb = decodePng(b).data;
+  expect(pa.length).toBe(pb.length);
+  let max = 0;
+  for (let i = 0; i < pa.length; i++) max = Math.max(max, Math.abs(pa[i] - pb[i]));
+  return max;
+}
+
+const base = { prompt: "a knight", width: 64, height: 64, steps: 4, seed: 11, initNoise: "torch" };
+
+describe("GET /engines", () => {
+  it("shows both warm runners with device, versions and features", async () => {
+    const res = await request(stack.url).get("/engines");
+    expect(res.status).toBe(200);
+    expect(res.body.default).toBe("torch");
+    const { torch, mlx } = res.body.engines;
+    expect(torch).toMatchObject({ available: true, device: "cpu", features: { lora: true, sdxl: true } });
+    expect(mlx).toMatchObject({ available: true, features: { lora: false, sdxl: true } });
+    expect(torch.versions.torch).toMatch(/^\d/);
+    expect(mlx.versions.mlx).toMatch(/^\d/);
+    expect(torch.schedulers).toEqual(expect.arrayContaining(["euler", "ddim"]));
+    expect(mlx.schedulers).toEqual(expect.arrayContaining(["euler", "ddim"]));
+  });
+});
+
+describe("MLX conversion through the API", () => {
+  it("refuses an MLX job on an unconverted model with 409 MODEL_NOT_CONVERTED naming the fix", async () => {
+    const res = await request(stack.url).post("/jobs").send({ ...base, engine: "mlx" });
+    expect(res.status).toBe(409);
+    expect(res.body.error.code).toBe("MODEL_NOT_CONVERTED");
+    expect(res.body.error.message).toContain("/models/tiny-sd/conversions");
+  });
+
+  let conversionId: string;
+  it("queues a conversion (admin), reports progress and completes with a hashed manifest", async () => {
+    expect((await request(stack.url).post("/models/tiny-sd/conversions").send({ dtype: "float32" })).status).toBe(401);
+    const res = await admin(request(stack.url).post("/models/tiny-sd/conversions")).send({ dtype: "float32" });
+    expect(res.status).toBe(202);
+    expect(res.body.status).toBe("queued");
+    conversionId = res.body.id;
+    const done = await waitFor(async () => {
+      const r = await request(stack.url).get(`/conversions/${conversionId}`);
+      return ["completed", "failed"].includes(r.body.status) ? r.body : undefined;
+    });
+    expect(done).toMatchObject({ status: "completed", progress: 100, model: "tiny-sd", dtype: "float32" });
+    expect(done.manifest.architecture).toBe("sd");
+    const files = Object.entries(done.manifest.files as Record<string, { sha256: string; size: number }>);
+    expect(files.length).toBeGreaterThan(3);
+    for (const [, f] of files) expect(f.sha256).toMatch(/^[0-9a-f]{64}$/);
+
+    const model = await request(stack.url).get("/models/tiny-sd");
+    expect(model.body.engines).toEqual(["torch", "mlx"]);
+    expect(model.body.mlx).toMatchObject({ converted: true, verified: true, dtype: "float32" });
+    const mlxModels = await request(stack.url).get("/mlx_models");
+    expect(mlxModels.body).toEqual([expect.objectContaining({ name: "tiny-sd", conversionId, verified: true, fileCount: files.length })]);
+  });
+
+  it("answers a re-conversion of the unchanged source with the existing conversion", async () => {
+    const res = await admin(request(stack.url).post("/models/tiny-sd/conversions")).send({ dtype: "float32" });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ id: conversionId, status: "completed", reused: true });
+  });
+
+  it("runs the same request on both engines; with shared initial latents the images agree within 2/255", async () => {
+    const torchJob = await run({ ...base, engine: "torch" });
+    const mlxJob = await run({ ...base, engine: "mlx" });
+    expect(torchJob).toMatchObject({ status: "completed", engine: "torch" });
+    expect(mlxJob).toMatchObject({ status: "completed", engine: "mlx" });
+    expect(maxChannelDiff(await image(torchJob.id), await image(mlxJob.id))).toBeLessThanOrEqual(2);
+  });
+
+  it("follows PUT /engines/default (admin) for requests that name no engine", async () => {
+    expect((await request(stack.url).put("/engines/default").send({ engine: "mlx" })).status).toBe(401);
+    const set = await admin(request(stack.url).put("/engines/default")).send({ engine: "mlx" });
+    expect(set.status).toBe(200);
+    const job = await run({ prompt: "default engine", width: 64, height: 64, steps: 2, seed: 1 });
+    expect(job.engine).toBe("mlx");
+    await admin(request(stack.url).put("/engines/default")).send({ engine: "torch" });
+    expect((await request(stack.url).get("/engines")).body.default).toBe("torch");
+  });
+
+  it("fails the next MLX job with HASH_MISMATCH after a weight file is tampered with", async () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(modelsDir, "mlx/tiny-sd/manifest.json"), "utf8"));
+    const weights = Object.keys(manifest.files).find((f) => f.startsWith("unet/") && f.endsWith(".safetensors"))!;
+    const file = path.join(modelsDir, "mlx/tiny-sd", weights);
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 10] ^= 0xff;
+    fs.writeFileSync(file, bytes);
+    const job = await run({ ...base, engine: "mlx" });
+    expect(job.status).toBe("failed");
+    expect(job.error.code).toBe("HASH_MISMATCH");
+    const model = await request(stack.url).get("/models/tiny-sd");
+    expect(model.body.engines).toEqual(["torch"]);
+    expect(model.body.mlx.verified).toBe(false);
+  });
+});
+
+describe("LoRA on Torch", () => {
+  let baseline: Buffer;
+  beforeAll(async () => {
+    const job = await run(base);
+    baseline = await image(job.id);
+  });
+
+  it("registers the LoRAs found under loras/ at start-up with their fit", async () => {
+    const res = await request(stack.url).get("/models");
+    const loras = res.body.items.filter((m: { kind: string }) => m.kind === "lora").map((m: { name: string }) => m.name);
+    expect(loras).toEqual(expect.arrayContaining(["tiny-sd-lora", "tiny-sd-lora-kohya", "tiny-sdxl-lora"]));
+    expect(res.body.models).not.toContain("tiny-sd-lora");
+    const detail = await request(stack.url).get("/models/tiny-sd-lora");
+    expect(detail.body).toMatchObject({ kind: "lora", architecture: "sd", crossAttentionDim: 32 });
+    expect(detail.body.sha256).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it.each(["tiny-sd-lora", "tiny-sd-lora-kohya"])("%s changes the image; strength 0 does not; the next plain job is unchanged", async (name) => {
+    const withLora = await run({ ...base, lora: { name, strength: 1 } });
+    expect(withLora.status).toBe("completed");
+    expect((await image(withLora.id)).equals(baseline)).toBe(false);
+    const zero = await run({ ...base, lora: { name, strength: 0 } });
+    expect((await image(zero.id)).equals(baseline)).toBe(true);
+    const after = await run(base);
+    expect((await image(after.id)).equals(baseline)).toBe(true);
+  });
+
+  it("refuses LoRA on MLX (422), an unknown LoRA (404) and an SD LoRA on SDXL (400) before queueing", async () => {
+    const mlx = await request(stack.url).post("/jobs").send({ ...base, engine: "mlx", lora: { name: "tiny-sd-lora" } });
+    expect([mlx.status, mlx.body.error.code]).toEqual([422, "LORA_UNSUPPORTED_ENGINE"]);
+    const unknown = await request(stack.url).post("/jobs").send({ ...base, lora: { name: "nope" } });
+    expect([unknown.status, unknown.body.error.code]).toEqual([404, "LORA_NOT_FOUND"]);
+    const mismatch = await request(stack.url).post("/jobs").send({ ...base, model: "tiny-sdxl", lora: { name: "tiny-sd-lora" } });
+    expect([mismatch.status, mismatch.body.error.code]).toEqual([400, "INVALID_REQUEST"]);
+    expect(mismatch.body.error.message).toMatch(/does not fit/);
+  });
+
+  it("runs an SDXL LoRA on tiny-sdxl", async () => {
+    const job = await run({ ...base, model: "tiny-sdxl", lora: { name: "tiny-sdxl-lora", strength: 0.8 } });
+    expect(job.status).toBe("completed");
+  });
+
+  it("refuses birefnet while no BiRefNet weights are present, naming what is missing", async () => {
+    const res = await request(stack.url).post("/jobs").send({ ...base, removeBackground: "birefnet" });
+    expect(res.status).toBe(503);
+    expect(res.body.error.code).toBe("ENGINE_UNAVAILABLE");
+    expect(res.body.error.message).toMatch(/BiRefNet/);
+  });
+});
