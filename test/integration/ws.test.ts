@@ -320,8 +320,6 @@ describe("upgrade checks and lifecycle", () => {
     const { id } = await c.next((f) => f.type === "accepted");
     await c.close();
     await waitFor(async () => stack.service.ws!.clientCount() === 0, 5_000);
-    const keys = [...((stack.service.events as any).watchers as Map<string, Set<unknown>>).entries()];
-    for (const [k, set] of keys) console.log("DEBUG", k, set.size, (await request(stack.url).get(`/jobs/${k}`)).body.status, k === id);
     await waitFor(async () => stack.service.events!.watchedJobs() === 0, 5_000);
     await waitFor(async () => ((await request(stack.url).get(`/jobs/${id}`)).body.status === "completed" ? true : undefined));
   });

@@ -36,6 +36,7 @@ export interface WsGatewayDeps {
 /** One connection: the jobs it submitted or subscribed to, each watched through the shared JobEventsHub. */
 class Connection {
   alive = true;
+  private disposed = false;
   private readonly watches = new Map<string, () => void>();
   private chain: Promise<void> = Promise.resolve();
 
@@ -65,7 +66,8 @@ class Connection {
 
   /** Watches a job for this connection only: other connections never get its frames unless they subscribe. */
   watch(jobId: string): void {
-    if (this.watches.has(jobId)) return;
+    // a frame still being handled when the socket closed must not leave a watch behind
+    if (this.disposed || this.watches.has(jobId)) return;
     const stop = this.gateway.deps.events.watch(jobId, {
       progress: (p) => this.send({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps }),
       final: (view) => {
@@ -77,6 +79,7 @@ class Connection {
   }
 
   dispose(): void {
+    this.disposed = true;
     for (const stop of this.watches.values()) stop();
     this.watches.clear();
   }
