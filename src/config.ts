@@ -22,6 +22,22 @@ export interface Config {
   runnerStartTimeoutMs: number;
   runnerMaxRestarts: number;
   jobAttempts: number;
+  /** BullMQ job lock: a worker that stops renewing it (killed, frozen) loses the job after this long. */
+  lockDurationMs: number;
+  /** How often live workers look for jobs whose lock expired and hand them back to the queue. */
+  stalledIntervalMs: number;
+  /** Stalls (worker lost mid-job) a job survives before BullMQ fails it; not an attempt, as it is not the job's fault. */
+  maxStalledCount: number;
+  /** Wall-clock budget of one attempt on a runner; past it the job fails with TIMEOUT and the runner is freed. */
+  jobTimeoutMs: number;
+  /** After a cancel (timeout, shutdown) the runner has this long to stop before it is killed and restarted. */
+  cancelGraceMs: number;
+  /** SIGTERM: how long an active job may run on before it is handed back to the queue. */
+  shutdownGraceMs: number;
+  /** A worker idle while jobs wait, with Redis connected, for this long is recreated (see worker-watchdog.ts). */
+  workerWatchdogMs: number;
+  /** Submissions (POST /jobs, POST /generate, WS submit) per client IP per minute; 0 turns the limit off. */
+  rateLimitPerMin: number;
   logLevel: string;
   queuePrefix: string;
 }
@@ -73,6 +89,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     runnerStartTimeoutMs: int(env.PIXELAI_RUNNER_START_TIMEOUT_MS, 120_000),
     runnerMaxRestarts: int(env.PIXELAI_RUNNER_MAX_RESTARTS, 5),
     jobAttempts: int(env.PIXELAI_JOB_ATTEMPTS, 2),
+    lockDurationMs: int(env.PIXELAI_LOCK_DURATION_MS, 30_000),
+    stalledIntervalMs: int(env.PIXELAI_STALLED_INTERVAL_MS, 30_000),
+    maxStalledCount: int(env.PIXELAI_MAX_STALLED_COUNT, 5),
+    jobTimeoutMs: int(env.PIXELAI_JOB_TIMEOUT_MS, 600_000),
+    cancelGraceMs: int(env.PIXELAI_CANCEL_GRACE_MS, 10_000),
+    shutdownGraceMs: int(env.PIXELAI_SHUTDOWN_GRACE_MS, 30_000),
+    workerWatchdogMs: int(env.PIXELAI_WORKER_WATCHDOG_MS, 15_000),
+    rateLimitPerMin: int(env.PIXELAI_RATE_LIMIT_PER_MIN, 600),
     logLevel: env.LOG_LEVEL ?? "info",
     queuePrefix: env.PIXELAI_QUEUE_PREFIX ?? "pixelai",
   };

@@ -26,6 +26,7 @@ import { ConversionWorker } from "./workers/conversion.worker";
 import { ConversionQueue } from "./conversions/conversion-queue";
 import { ConversionsRepository } from "./conversions/conversions.repository";
 import { ConversionsService } from "./conversions/conversions.service";
+import { SubmitRateLimiter } from "./api/rate-limit";
 
 const run = promisify(execFile);
 
@@ -112,7 +113,9 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     const workerRedis = workerConnection(redisUrl);
     closers.unshift(() => workerRedis.quit().catch(() => undefined));
     for (const [engine, runner] of runners) {
-      await runner.start();
+      // A runner that cannot start must not take the worker down: it stays "failed", its engine is published as
+      // unavailable (submits get 503) and a job that reaches it fails at once with ENGINE_UNAVAILABLE.
+      await runner.start().catch((err) => logger.error({ engine, err: (err as Error).message }, `${engine} runner failed to start`));
       const publish = async () => {
         try {
           const probe = (await runner.request("probe", {}, { timeoutMs: 30_000 })) as unknown as EngineProbe;
@@ -141,6 +144,14 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
       jobs: jobsRepo,
       models: modelsService,
       logger: logger.child({ component: "generation-worker" }),
+      lockDurationMs: config.lockDurationMs,
+      stalledIntervalMs: config.stalledIntervalMs,
+      maxStalledCount: config.maxStalledCount,
+      jobTimeoutMs: config.jobTimeoutMs,
+      cancelGraceMs: config.cancelGraceMs,
+      shutdownGraceMs: config.shutdownGraceMs,
+      watchdogMs: config.workerWatchdogMs,
+      queue,
     });
     await worker.start();
     closers.unshift(() => worker!.close());
@@ -165,7 +176,8 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     events = new JobEventsHub(queue, jobs, logger.child({ component: "job-events" }));
     await events.start();
     closers.unshift(() => events!.close());
-    const app = createApp({ config, jobs, models: modelsService, conversions: new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" })), engines: engineStatus, version: packageVersion(config.repoRoot), events }, logger);
+    const rateLimiter = new SubmitRateLimiter(redis, config.queuePrefix, config.rateLimitPerMin, logger.child({ component: "rate-limit" }));
+    const app = createApp({ config, jobs, models: modelsService, conversions: new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" })), engines: engineStatus, version: packageVersion(config.repoRoot), events, rateLimiter }, logger);
     const server = http.createServer(app);
     ws = new WsGateway({
       server,
@@ -175,6 +187,7 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
       models: modelsService,
       allowedHosts: config.allowedHosts,
       defaultModel: config.defaultModel,
+      rateLimiter,
       logger: logger.child({ component: "ws" }),
     });
     ws.start();

@@ -4,6 +4,7 @@ import { RegisterRoutes } from "../generated/routes";
 import spec from "../generated/swagger.json";
 import { errorHandler, notFoundHandler } from "./error-handler";
 import { hostCheck } from "./host-check";
+import { rateLimitSubmit } from "./rate-limit";
 import { createLegacyRouter } from "./legacy/legacy.router";
 import { ApiServices, setApiServices } from "./services";
 import type { Logger } from "../infra/logger";
@@ -17,6 +18,11 @@ export function createApp(services: ApiServices, logger: Logger): Express {
   app.disable("x-powered-by");
   app.set("query parser", "simple");
   app.use(hostCheck(services.config.allowedHosts));
+  // Submissions only, ahead of the legacy router so POST /generate is covered too (rate-limit.ts).
+  if (services.rateLimiter) {
+    app.post("/jobs", rateLimitSubmit(services.rateLimiter, "v1"));
+    app.post("/generate", rateLimitSubmit(services.rateLimiter, "legacy"));
+  }
   // The seed server's routes, before the JSON parser: they parse their own bodies to answer errors in the old shape.
   app.use(createLegacyRouter(services, logger));
   // Any content type is parsed as JSON: the seed's clients and curl users often omit the header.

@@ -4,6 +4,7 @@ import type { JobsService } from "../jobs/jobs.service";
 import type { JobEventsHub } from "./job-events";
 import type { ModelsService } from "../models/models.service";
 import type { ConversionsService } from "../conversions/conversions.service";
+import type { SubmitRateLimiter } from "./rate-limit";
 
 /** What controllers may call. Built once by the service composition (src/service.ts). */
 export interface ApiServices {
@@ -15,6 +16,8 @@ export interface ApiServices {
   version: string;
   /** Live job updates (BullMQ QueueEvents) for the legacy routes and the WebSocket gateway. */
   events: JobEventsHub;
+  /** Per-client budget for submissions (POST /jobs, POST /generate); absent: no limit. */
+  rateLimiter?: SubmitRateLimiter;
 }
 
 let current: ApiServices | undefined;

@@ -107,6 +107,20 @@ describe("RunnerSupervisor", () => {
     expect(await codeOf(sup.request("echo"))).toBe("ENGINE_UNAVAILABLE");
   });
 
+  it("gives up on a runner that never becomes ready: killed at the start-up timeout, not restarted, not reused", async () => {
+    sup = fake("never-ready", { startTimeoutMs: 300 });
+    const restarted = jest.fn();
+    sup.on("restarted", restarted);
+    expect(await codeOf(sup.start())).toBe("ENGINE_UNAVAILABLE");
+    await new Promise((r) => setTimeout(r, 300)); // longer than a restart backoff (20 ms here)
+    expect(sup.state).toBe("failed");
+    expect(sup.pid).toBeUndefined();
+    expect(restarted).not.toHaveBeenCalled();
+    const started = Date.now();
+    expect(await codeOf(sup.request("generate", { params: {} }))).toBe("ENGINE_UNAVAILABLE");
+    expect(Date.now() - started).toBeLessThan(100);
+  });
+
   it("reports a missing interpreter as ENGINE_UNAVAILABLE", async () => {
     sup = fake("ok", { python: "/nonexistent/python" });
     expect(await codeOf(sup.start())).toBe("ENGINE_UNAVAILABLE");

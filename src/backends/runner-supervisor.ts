@@ -100,6 +100,8 @@ export class RunnerSupervisor extends EventEmitter {
 
     return new Promise<void>((resolve, reject) => {
       let settled = false;
+      // Not `settled`: a start-up timeout settles too, and a runner that never became ready must not be restarted.
+      let becameReady = false;
       const settle = (err?: Error) => {
         if (settled) return;
         settled = true;
@@ -140,6 +142,7 @@ export class RunnerSupervisor extends EventEmitter {
         if (event.event === "ready" && child === this.child) {
           this.state = "ready";
           this.readyInfo = event;
+          becameReady = true;
           logger.info({ engine, pid: child.pid, ready: event }, "runner ready");
           this.emit("ready", event);
           settle();
@@ -149,7 +152,7 @@ export class RunnerSupervisor extends EventEmitter {
       });
 
       child.on("exit", (code, signal) => {
-        const wasReady = settled;
+        const wasReady = becameReady;
         settle(new AppError("ENGINE_UNAVAILABLE", `${engine} runner exited during start-up (code ${code}, signal ${signal}): ${this.lastFailure}`));
         if (child !== this.child) return;
         this.child = undefined;

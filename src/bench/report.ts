@@ -51,6 +51,9 @@ export function formatTable(r: BenchResults): string {
   const lines = [
     `PixelAI bench ${r.timestamp}`,
     `machine: ${m.cpuModel} × ${m.cores} cores, ${m.memoryGiB} GiB, ${m.platform}; node ${m.node}, python ${m.python}, torch ${m.torch}, diffusers ${m.diffusers}, bullmq ${m.bullmq}, redis ${m.redis}; load avg ${m.loadAvgStart} → ${m.loadAvgEnd}`,
+    ...(Math.max(m.loadAvgStart, m.loadAvgEnd ?? 0) > m.cores
+      ? [`warning: load average above the core count: other processes shared the CPUs, tails (p99) are noisy`]
+      : []),
     `job: ${r.settings.job}; ${r.settings.jobs} jobs per row after warm-up; completion seen via ${r.settings.completionSignal}`,
     "",
     `${"path".padEnd(44)}${pad("jobs/s", 9)}${pad("p50 ms", 10)}${pad("p99 ms", 10)}`,

@@ -4,6 +4,12 @@ import type { ResolvedJob } from "./jobs.dto";
 
 export const GENERATE_QUEUE = "generate";
 
+/**
+ * BullMQ runs jobs without a priority before prioritised ones; the API promises the opposite ("1 = highest, jobs without
+ * a priority run after prioritised ones"), so those get one step below the lowest a request may ask for (1000).
+ */
+export const UNPRIORITISED = 1_001;
+
 /** What a BullMQ "generate" job carries. The database row stays the source of truth; this is the worker's copy. */
 export interface GeneratePayload {
   jobId: string;
@@ -42,7 +48,7 @@ export class JobQueue {
   async add(payload: GeneratePayload): Promise<void> {
     await this.queue.add("generate", payload, {
       jobId: payload.jobId,
-      priority: payload.job.priority ?? undefined,
+      priority: payload.job.priority ?? UNPRIORITISED,
       attempts: this.attempts,
       backoff: { type: "fixed", delay: 500 },
       removeOnComplete: { age: 3600, count: 1000 },
@@ -62,6 +68,13 @@ export class JobQueue {
     } catch {
       return false; // a worker took it between the check and the removal
     }
+  }
+
+  /** BullMQ's state of a job ("missing" when Redis has no such job, e.g. after losing its data). */
+  async state(jobId: string): Promise<{ state: string; failedReason?: string }> {
+    const job = await this.queue.getJob(jobId);
+    if (!job) return { state: "missing" };
+    return { state: await job.getState(), failedReason: job.failedReason };
   }
 
   async signalCancel(jobId: string): Promise<void> {

@@ -148,6 +148,8 @@ export interface JobView {
   height: number;
   steps: number;
   device: string | null;
+  /** The worker process (hostname:pid) that ran the latest attempt; null until a worker picks the job up. */
+  worker: string | null;
   seed: number;
   progress: JobProgress;
   attempts: number;

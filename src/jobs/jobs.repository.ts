@@ -68,10 +68,11 @@ export class JobsRepository {
     }) as Promise<JobRecord[]>;
   }
 
-  async markActive(id: string, attempt: number, queueMs: number): Promise<boolean> {
+  /** `worker` (hostname:pid) records which process runs this attempt: with many workers, where a job went. */
+  async markActive(id: string, attempt: number, queueMs: number, worker: string | null = null): Promise<boolean> {
     const res = await this.db.job.updateMany({
       where: { id, status: { in: ["queued", "active"] } },
-      data: { status: "active", startedAt: new Date(), attempts: attempt, queueMs, errorCode: null, errorMessage: null },
+      data: { status: "active", startedAt: new Date(), attempts: attempt, queueMs, worker, errorCode: null, errorMessage: null },
     });
     return res.count === 1;
   }
@@ -110,6 +111,33 @@ export class JobsRepository {
       data: { status, errorCode: code, errorMessage: message.slice(0, 2000), finishedAt: new Date() },
     });
     return res.count === 1;
+  }
+
+  /** Unfinished rows, oldest first, for the worker's reconciliation with the queue (job-reconciler.ts). */
+  unfinished(status: "queued" | "active", limit: number, olderThan: Date): Promise<Array<Pick<JobRecord, "id" | "status" | "startedAt" | "createdAt" | "request">>> {
+    return this.db.job.findMany({
+      where: { status, createdAt: { lt: olderThan } },
+      orderBy: { createdAt: "asc" },
+      take: limit,
+      select: { id: true, status: true, startedAt: true, createdAt: true, request: true },
+    });
+  }
+
+  /**
+   * Back to queued, but only if the row is still the attempt that was looked at (same status and startedAt): a worker
+   * that picked the job up again in the meantime set a new startedAt, and its "active" must stand.
+   */
+  async requeueIfUnchanged(id: string, seen: { status: string; startedAt: Date | null }, code: string, message: string): Promise<boolean> {
+    const res = await this.db.job.updateMany({
+      where: { id, status: seen.status, startedAt: seen.startedAt },
+      data: { status: "queued", errorCode: code, errorMessage: message.slice(0, 2000), progressStep: 0 },
+    });
+    return res.count === 1;
+  }
+
+  /** Frees a job's idempotency key (expired, or the job never reached the queue) so a new job may take it. */
+  async releaseIdempotencyKey(id: string): Promise<void> {
+    await this.db.job.updateMany({ where: { id }, data: { idempotencyKey: null } });
   }
 
   /** A failed attempt that BullMQ will retry: back to queued, keeping the error for the record. */

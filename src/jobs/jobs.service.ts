@@ -32,6 +32,8 @@ export class JobsService {
     if (req.idempotencyKey) {
       const existing = await this.repo.findByIdempotencyKey(req.idempotencyKey);
       if (existing && Date.now() - existing.createdAt.getTime() < 24 * 3600_000) return submitted(existing);
+      // expired: the key is free again (the unique index would otherwise hand back the old job forever)
+      if (existing) await this.repo.releaseIdempotencyKey(existing.id);
     }
     const job = await this.resolve(req);
     const id = newJobId();
@@ -50,6 +52,8 @@ export class JobsService {
       await this.queue.add({ jobId: id, job, submittedAt: record.createdAt.getTime() });
     } catch (err) {
       await this.repo.finish(id, "failed", "ENGINE_UNAVAILABLE", `queue unavailable: ${(err as Error).message}`);
+      // a client retrying the 503 with the same key must get a new job, not this one that never ran
+      if (req.idempotencyKey) await this.repo.releaseIdempotencyKey(id);
       throw new AppError("ENGINE_UNAVAILABLE", "the job queue (Redis) is not reachable; try again shortly");
     }
     this.logger.info({ job: id, engine: job.engine, model: job.model, size: `${job.width}x${job.height}`, steps: job.steps }, "job queued");
@@ -180,6 +184,7 @@ export function toView(r: JobRecord): JobView {
     height: r.height,
     steps: r.steps,
     device: r.device,
+    worker: r.worker,
     seed: r.seed,
     progress: { step: status === "completed" ? r.progressTotal : r.progressStep, totalSteps: r.progressTotal },
     attempts: r.attempts,

@@ -124,6 +124,9 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     if (!probe?.available) {
       throw new AppError("ENGINE_UNAVAILABLE", `engine ${engine} is not available: ${probe?.reason ?? "no worker runs it"}`);
     }
+    // The old client never names a model, so every job it sends uses the default one: refuse an engine that cannot
+    // run it (MODEL_NOT_CONVERTED for MLX without a conversion) instead of failing each later /generate.
+    await deps.models.resolve(deps.config.defaultModel, engine);
     await deps.engines.setDefaultEngine(engine);
     res.json({ success: true, engine, device: probe.device ?? null, message: `default engine is now ${engine}` });
   });

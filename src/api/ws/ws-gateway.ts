@@ -11,6 +11,7 @@ import { hostChecker } from "../host-check";
 import type { JobEventsHub } from "../job-events";
 import { pngToRgba } from "../job-validation";
 import { ClientFrame, errorFrameOf, FrameError, parseClientFrame } from "./frames";
+import type { SubmitRateLimiter } from "../rate-limit";
 
 export const WS_PATH = "/ws";
 
@@ -29,6 +30,8 @@ export interface WsGatewayDeps {
   allowedHosts: string[];
   defaultModel: string;
   logger: Logger;
+  /** Same per-client submission budget as POST /jobs (shared through Redis). */
+  rateLimiter?: SubmitRateLimiter;
   /** Ping interval; a client that has not answered the previous ping by the next one is dropped. */
   heartbeatMs?: number;
 }
@@ -43,6 +46,8 @@ class Connection {
   constructor(
     readonly ws: WebSocket,
     private readonly gateway: WsGateway,
+    /** The peer's address: the rate limiter's key. */
+    readonly client = "unknown",
   ) {}
 
   send(frame: Record<string, unknown>): void {
@@ -116,11 +121,11 @@ export class WsGateway {
     // Same DNS-rebinding guard as HTTP: the upgrade never passes through Express's middleware.
     const rejection = this.checkHost(req.headers.host, req.headers.origin);
     if (rejection) return refuse(socket, 403, "FORBIDDEN", rejection);
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress));
   }
 
-  private accept(ws: WebSocket): void {
-    const conn = new Connection(ws, this);
+  private accept(ws: WebSocket, client?: string): void {
+    const conn = new Connection(ws, this, client);
     this.connections.add(conn);
     ws.on("pong", () => {
       conn.alive = true;
@@ -137,6 +142,11 @@ export class WsGateway {
     const { jobs } = this.deps;
     switch (frame.type) {
       case "submit": {
+        const decision = await this.deps.rateLimiter?.take(conn.client);
+        if (decision && !decision.allowed) {
+          conn.sendError({ code: "RATE_LIMITED", message: this.deps.rateLimiter!.message(decision), requestId: frame.requestId });
+          return;
+        }
         try {
           const job = await jobs.submit(frame.job, "ws");
           conn.send({ type: "accepted", requestId: frame.requestId, id: job.id });

@@ -9,6 +9,10 @@ mode = os.environ.get("FAKE_RUNNER_MODE", "ok")
 if mode == "crash-on-start":
     sys.stderr.write("fake runner: cannot start\n")
     sys.exit(3)
+if mode == "never-ready":
+    import time
+
+    time.sleep(3600)  # alive but silent: the supervisor's start-up timeout must fire
 
 
 def emit(obj):
