@@ -19,3 +19,7 @@ bench: setup
 
 extension:
 	bash scripts/build-extension.sh
+
+# The long reliability runs (README "Reliability"): 20 worker SIGKILLs over >= 200 jobs, 20 runner kills.
+chaos: setup
+	CHAOS_FULL=1 npx jest --runInBand --forceExit test/integration/reliability-

@@ -40,6 +40,12 @@ export interface Config {
   rateLimitPerMin: number;
   logLevel: string;
   queuePrefix: string;
+  /** GET /jobs/{id}/events: a comment line this often keeps proxies and idle timeouts from closing the stream. */
+  sseHeartbeatMs: number;
+  /** Retention (src/jobs/retention.ts): completed jobs' images older than this many hours are pruned; 0 = no limit. */
+  retentionMaxAgeHours: number;
+  /** Retention: only the newest this many completed images are kept; 0 = no limit. Job records always stay. */
+  retentionMaxImages: number;
 }
 
 function int(value: string | undefined, fallback: number): number {
@@ -99,5 +105,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitPerMin: int(env.PIXELAI_RATE_LIMIT_PER_MIN, 600),
     logLevel: env.LOG_LEVEL ?? "info",
     queuePrefix: env.PIXELAI_QUEUE_PREFIX ?? "pixelai",
+    sseHeartbeatMs: int(env.PIXELAI_SSE_HEARTBEAT_MS, 15_000),
+    retentionMaxAgeHours: int(env.PIXELAI_RETENTION_MAX_AGE_HOURS, 0),
+    retentionMaxImages: int(env.PIXELAI_RETENTION_MAX_IMAGES, 0),
   };
 }

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Callable, Optional, TextIO
 
-from . import postprocess
+from . import postprocess, preview
 from .backends.base import FEATURES, Backend, GenerateRequest
 from .errors import RunnerError, classify_exception
 from .protocol import ProtocolError, ProtocolWriter, parse_request
@@ -283,8 +283,17 @@ class Runner:
             if rid in self._cancelled:
                 raise RunnerError("CANCELLED", f"job {req.job_id} was cancelled")
 
-        def on_step(step: int, total: int) -> None:
-            self.out.event(rid, "progress", step=step, totalSteps=total)
+        def on_step(step: int, total: int, preview_image: Any = None) -> None:
+            fields: dict[str, Any] = {"step": step, "totalSteps": total}
+            if preview_image is not None:
+                # Bytes travel as files (protocol rule); a preview that cannot be written is skipped, never fatal.
+                try:
+                    path, digest = preview.write_preview(preview_image, req.output_dir, step)
+                    fields.update(previewPath=path, previewSha256=digest,
+                                  previewWidth=preview_image.width, previewHeight=preview_image.height)
+                except OSError as exc:
+                    log(f"[GEN][{self.engine}] job={req.job_id} preview at step {step} not written: {exc}")
+            self.out.event(rid, "progress", **fields)
 
         tag = f"[GEN][{self.engine}] job={req.job_id} {req.width}x{req.height} steps={req.steps}"
         try:

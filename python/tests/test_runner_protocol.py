@@ -96,7 +96,7 @@ def test_probe_reports_engine_capabilities(runner):
     assert result["engine"] == "torch" and result["available"] is True
     assert result["device"] == DEVICE and result["chip"] and result["dtype"] == DTYPE
     assert {"python", "torch", "diffusers"} <= set(result["versions"])
-    assert result["features"] == {"lora": True, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": False}
+    assert result["features"] == {"lora": True, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
     assert set(result["schedulers"]) == {"euler", "euler_a", "ddim", "dpmpp_2m"}
 
 

@@ -1,6 +1,6 @@
 import type { QueueEvents } from "bullmq";
 import type { Logger } from "../infra/logger";
-import type { JobQueue, LiveProgress } from "../jobs/job-queue";
+import type { JobQueue, LiveProgress, StepPreview } from "../jobs/job-queue";
 import type { JobView } from "../jobs/jobs.dto";
 import type { JobsService } from "../jobs/jobs.service";
 
@@ -107,9 +107,11 @@ export class JobEventsHub {
     if (!set) return;
     const p = data as Partial<LiveProgress> | null;
     if (!p || typeof p !== "object" || typeof p.step !== "number" || typeof p.totalSteps !== "number") return;
+    const progress: LiveProgress = { step: p.step, totalSteps: p.totalSteps };
+    if (isStepPreview(p.preview)) progress.preview = p.preview;
     for (const w of [...set]) {
       try {
-        w.progress?.({ step: p.step, totalSteps: p.totalSteps });
+        w.progress?.(progress);
       } catch (err) {
         this.logger.warn({ job: jobId, err: (err as Error).message }, "job watcher failed on progress");
       }
@@ -149,6 +151,11 @@ export class JobEventsHub {
       }
     }
   }
+}
+
+function isStepPreview(v: unknown): v is StepPreview {
+  const p = v as Partial<StepPreview> | undefined;
+  return !!p && typeof p === "object" && typeof p.pngBase64 === "string" && Number.isInteger(p.width) && Number.isInteger(p.height);
 }
 
 function abortError(): Error {

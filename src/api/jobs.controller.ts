@@ -1,5 +1,7 @@
 import { Readable } from "node:stream";
-import { Body, Controller, Get, Path, Post, Produces, Query, Response, Route, SuccessResponse, Tags } from "tsoa";
+import type { Request as ExpressRequest } from "express";
+import { Body, Controller, Get, Path, Post, Produces, Query, Request, Response, Route, SuccessResponse, Tags } from "tsoa";
+import { streamJobEvents } from "./job-event-stream";
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";
 import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, SubmittedJob } from "../jobs/jobs.dto";
@@ -56,6 +58,25 @@ export class JobsController extends Controller {
     this.setHeader("Content-Length", String(png.length));
     this.setHeader("Cache-Control", "private, max-age=86400, immutable");
     return Readable.from(png);
+  }
+
+  /**
+   * Server-Sent Events for one job: `progress` {step, totalSteps} per step; with `preview=true`, `preview`
+   * {step, width, height, pngBase64} on the steps the job makes previews for (submit it with `preview: true`); then one
+   * event named after the final state (`completed`, `failed` or `cancelled`) whose data is the job as GET /jobs/{id}
+   * returns it, and the stream ends (close your EventSource then, or it reconnects). A finished job answers with its
+   * final event at once. Comment lines (`: heartbeat`) keep the connection alive.
+   * @param preview Also stream step previews (small approximate images, base64 PNG).
+   */
+  @Get("{id}/events")
+  @Produces("text/event-stream")
+  @SuccessResponse(200, "An event stream (text/event-stream)")
+  @Response<ErrorBody>(404, "No such job")
+  async events(@Path() id: string, @Request() req: ExpressRequest, @Query() preview?: boolean): Promise<void> {
+    const view = await this.services.jobs.get(id); // unknown id: a JSON 404 before any stream starts
+    const { events, config } = this.services;
+    // The stream owns the response from here; tsoa leaves a response whose headers were sent alone.
+    streamJobEvents(req, req.res!, events, view, { heartbeatMs: config.sseHeartbeatMs, previews: preview === true });
   }
 
   /** Cancel a queued job (removed at once) or a running one (stops between steps). */

@@ -1,11 +1,10 @@
-import { execFile } from "node:child_process";
+import { spawn } from "node:child_process";
 import path from "node:path";
-import { promisify } from "node:util";
 import fs from "node:fs";
 import { databaseKind, SCHEMA_PATH } from "./database-kind";
-import { sqliteMigrationsApplied } from "./sqlite-migrations";
 
-const run = promisify(execFile);
+/** What `migrate deploy` prints once everything is applied (or nothing was pending). */
+const DEPLOYED = /All migrations have been successfully applied|No pending migrations to apply/;
 
 /**
  * Applies the migrations of the provider DATABASE_URL names (prisma/migrations for SQLite, prisma/postgres/migrations for
@@ -17,12 +16,30 @@ export async function applyMigrations(repoRoot: string, databaseUrl: string): Pr
   if (kind === "sqlite") {
     const file = databaseUrl.slice("file:".length);
     fs.mkdirSync(path.dirname(path.resolve(repoRoot, file)), { recursive: true });
-    // the CLI fails on a SQLite file another process has open, even with nothing to apply: skip it then
-    if (sqliteMigrationsApplied(path.resolve(repoRoot, file), path.join(repoRoot, path.dirname(SCHEMA_PATH[kind]), "migrations"))) return;
   }
   const cli = path.join(repoRoot, "node_modules", "prisma", "build", "index.js");
-  await run(process.execPath, [cli, "migrate", "deploy", "--schema", SCHEMA_PATH[kind]], {
+  const child = spawn(process.execPath, [cli, "migrate", "deploy", "--schema", SCHEMA_PATH[kind]], {
     cwd: repoRoot,
     env: { ...process.env, DATABASE_URL: databaseUrl, PRISMA_HIDE_UPDATE_MESSAGE: "1" },
+    stdio: ["ignore", "pipe", "pipe"],
   });
+  let output = "";
+  let deployed = false;
+  const onData = (d: Buffer) => {
+    output += d.toString();
+    // On PostgreSQL the CLI's wasm schema engine leaves a 10 s timer (its advisory-lock timeout) running after the work
+    // is done, so the process would linger 10 s on every start. Once it reports success the migrations are committed;
+    // ending it then only closes its idle connection.
+    if (!deployed && DEPLOYED.test(output)) {
+      deployed = true;
+      child.kill("SIGTERM");
+    }
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (c) => resolve(c));
+  });
+  if (!deployed && code !== 0) throw new Error(`prisma migrate deploy failed (exit ${code}):\n${output.slice(-4000)}`);
 }

@@ -70,7 +70,7 @@ class MigratePg extends PrismaPg {
  * connections would keep every `migrate deploy` (each service start) alive for pg's 10 s idle timeout.
  */
 function cliPool(fields: pg.PoolConfig): pg.PoolConfig {
-  return { ...fields, Client: NameAsTextClient, allowExitOnIdle: true, idleTimeoutMillis: 200 };
+  return { ...fields, Client: NameAsTextClient, allowExitOnIdle: true };
 }
 
 export function migrateAdapterForPostgres(connectionString: string): PrismaPg {

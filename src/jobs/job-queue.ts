@@ -17,9 +17,18 @@ export interface GeneratePayload {
   submittedAt: number;
 }
 
+/** An approximate image of the latents at one step (a job asked with `preview`): latent-sized PNG, base64. */
+export interface StepPreview {
+  width: number;
+  height: number;
+  pngBase64: string;
+}
+
 export interface LiveProgress {
   step: number;
   totalSteps: number;
+  /** Only on the steps a preview was made for; the live channel carries it, the database never does. */
+  preview?: StepPreview;
 }
 
 /**

@@ -113,6 +113,18 @@ export interface GenerateJobRequest {
   idempotencyKey?: string;
   /** How initial latents are drawn: "torch" (torch CPU generator, identical on every engine) or "native". */
   initNoise?: "torch" | "native";
+  /**
+   * Ask for step previews: a small approximate image of the latents (no VAE decode) every `previewEvery` steps,
+   * streamed by GET /jobs/{id}/events?preview=true and the /ws `progress` frames.
+   */
+  preview?: boolean;
+  /**
+   * Steps between previews (implies `preview`); default: about ten previews per job.
+   * @isInt
+   * @minimum 1
+   * @maximum 150
+   */
+  previewEvery?: number;
 }
 
 export interface JobProgress {
@@ -136,6 +148,8 @@ export interface JobResult {
   width: number;
   height: number;
   imageUrl: string;
+  /** True once retention removed the image (the job's record stays); imageUrl then answers 404 NOT_FOUND. */
+  pruned?: boolean;
 }
 
 export interface JobView {
@@ -192,4 +206,6 @@ export interface ResolvedJob {
   pixel: { width: number; height: number; colors: number; fitMode: FitMode } | null;
   priority: number | null;
   initNoise: "torch" | "native" | null;
+  /** Steps between step previews; null/absent: none (jobs queued before previews existed have no such field). */
+  previewEvery?: number | null;
 }

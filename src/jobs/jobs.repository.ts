@@ -140,6 +140,42 @@ export class JobsRepository {
     await this.db.job.updateMany({ where: { id }, data: { idempotencyKey: null } });
   }
 
+  /**
+   * Retention: drops the stored image of completed jobs finished before `before`, keeping the record. resultSha256 is
+   * cleared with it (it describes stored bytes, and there are none): a completed row without one is "pruned".
+   */
+  async pruneImagesFinishedBefore(before: Date): Promise<number> {
+    const res = await this.db.job.updateMany({
+      where: { status: "completed", resultSha256: { not: null }, finishedAt: { lt: before } },
+      data: { resultPng: null, resultSha256: null },
+    });
+    return res.count;
+  }
+
+  /** Retention: ids of completed jobs that still hold an image, past the newest `keep` of them (oldest last). */
+  async imagesBeyondNewest(keep: number, limit: number): Promise<string[]> {
+    const rows = await this.db.job.findMany({
+      where: { status: "completed", resultSha256: { not: null } },
+      orderBy: { createdAt: "desc" },
+      skip: keep,
+      take: limit,
+      select: { id: true },
+    });
+    return rows.map((r) => r.id);
+  }
+
+  async pruneImages(ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const res = await this.db.job.updateMany({ where: { id: { in: ids }, status: "completed" }, data: { resultPng: null, resultSha256: null } });
+    return res.count;
+  }
+
+  /** Deletes a finished job's record; false when it is not (or no longer) final, so a running job is never removed. */
+  async deleteFinished(id: string): Promise<boolean> {
+    const res = await this.db.job.deleteMany({ where: { id, status: { in: TERMINAL } } });
+    return res.count === 1;
+  }
+
   /** A failed attempt that BullMQ will retry: back to queued, keeping the error for the record. */
   async requeue(id: string, code: string, message: string): Promise<void> {
     await this.db.job.updateMany({

@@ -113,6 +113,7 @@ export class JobsService {
         : null,
       priority: req.priority ?? null,
       initNoise: req.initNoise ?? null,
+      previewEvery: previewEveryOf(req),
     };
   }
 
@@ -166,6 +167,13 @@ export class JobsService {
     if (!record) throw new AppError("NOT_FOUND", `no job ${id}`);
     return record;
   }
+}
+
+/** Previews cost a little per step (latent → RGB, a small PNG); by default about ten per job, whatever its length. */
+function previewEveryOf(req: GenerateJobRequest): number | null {
+  if (req.previewEvery !== undefined) return req.previewEvery;
+  if (req.preview !== true) return null;
+  return Math.max(1, Math.round((req.steps ?? DEFAULTS.steps) / 10));
 }
 
 function submitted(r: JobRecord): SubmittedJob {

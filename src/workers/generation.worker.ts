@@ -12,6 +12,7 @@ import type { EngineName } from "../jobs/jobs.dto";
 import type { JobsRepository } from "../jobs/jobs.repository";
 import type { ModelsService } from "../models/models.service";
 import { withDeadline } from "./job-deadline";
+import { ProgressRelay } from "./step-preview";
 import { reconcileJobs, reconcileRow, ReconcileDeps } from "./job-reconciler";
 import { WorkerWatchdog } from "./worker-watchdog";
 
@@ -201,6 +202,8 @@ export class GenerationWorker {
       if (await this.cancelRequested(jobId)) throw new AppError("CANCELLED", "cancelled before it started");
 
       let lastPersist = 0;
+      // Step order kept even when a step's preview file must be read first (step-preview.ts).
+      const relay = new ProgressRelay(outputDir, (live) => job.updateProgress({ ...live }));
       const generation = runner.request(
         "generate",
         {
@@ -217,6 +220,7 @@ export class GenerationWorker {
             seed: request.seed,
             scheduler: request.scheduler,
             initNoise: request.initNoise,
+            previewEvery: request.previewEvery ?? null,
             pixel: request.pixel,
             removeBackground: request.removeBackground,
             lora: lora ? { source: lora.source, strength: lora.strength } : null,
@@ -226,7 +230,7 @@ export class GenerationWorker {
         {
           id: requestId,
           onProgress: (p) => {
-            void job.updateProgress({ step: p.step, totalSteps: p.totalSteps }).catch(() => undefined);
+            relay.push(p);
             const now = Date.now();
             if (now - lastPersist >= PROGRESS_PERSIST_MS || p.step === p.totalSteps) {
               lastPersist = now;

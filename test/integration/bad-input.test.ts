@@ -57,7 +57,7 @@ const bodies: Array<[string, unknown, number, string]> = [
 ];
 
 describe("bad input on POST /jobs", () => {
-  it.each(bodies)("%s → %i %s", async (_name, body, status, code) => {
+  it.each(bodies)("%s", async (_name, body, status, code) => {
     const res = await request(stack.url).post("/jobs").set("Content-Type", "application/json").send(JSON.stringify(body));
     expect(res.status).toBe(status);
     expect(res.headers["content-type"]).toMatch(/application\/json/);
@@ -99,7 +99,7 @@ describe("bad ids and queries", () => {
     ["unknown route", "get", "/nope", 404, "NOT_FOUND"],
     ["unknown model", "get", "/models/unknown", 404, "MODEL_NOT_FOUND"],
   ];
-  it.each(cases)("%s → %i %s", async (_name, method, url, status, code) => {
+  it.each(cases)("%s", async (_name, method, url, status, code) => {
     const res = await (method === "get" ? request(stack.url).get(url) : request(stack.url).post(url));
     expect(res.status).toBe(status);
     expect(res.body.error.code).toBe(code);

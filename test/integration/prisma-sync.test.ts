@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { applyMigrations } from "../../src/infra/migrate";
 import { prisma } from "../support/prisma-cli";
 import { startTestPostgres, TestPostgres } from "../support/postgres";
 
@@ -40,11 +41,9 @@ afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-/** migrate deploy into an empty database, introspect it, and diff the result against the schema file. */
+/** The service's migration step (migrate deploy) on an empty database, introspect it, and diff the result against the schema file. */
 async function historyBuildsSchema(databaseUrl: string, schema: string): Promise<string> {
-  const deploy = await prisma(["migrate", "deploy", "--schema", schema], databaseUrl);
-  expect(deploy.stderr + deploy.stdout).toMatch(/successfully applied|No pending migrations/);
-  expect(deploy.code).toBe(0);
+  await applyMigrations(repoRoot, databaseUrl);
   const pulled = await prisma(["db", "pull", "--print", "--schema", schema], databaseUrl);
   expect(pulled.code).toBe(0);
   // The CLI prints its driver-adapter warning on stdout too; the schema starts at its first block.

@@ -69,7 +69,7 @@ class GenerateRequest:
             remove_background=p.get("removeBackground") or False,
             lora=p.get("lora"),
             output_dir=str(p["outputDir"]),
-            preview_every=p.get("previewEvery"),
+            preview_every=int(p["previewEvery"]) if p.get("previewEvery") else None,
         )
 
 
@@ -83,8 +83,9 @@ class GenerateOutput:
     extra: dict = field(default_factory=dict)
 
 
-# on_step(step, total_steps) is called after every denoising step; check_cancel() raises RunnerError("CANCELLED").
-StepCallback = Callable[[int, int], None]
+# on_step(step, total_steps, preview_image=None) is called after every denoising step; a backend passes a small PIL
+# preview (preview.latents_to_rgb) on the steps `preview_every` asks for. check_cancel() raises RunnerError("CANCELLED").
+StepCallback = Callable[..., None]
 CancelCheck = Callable[[], None]
 
 

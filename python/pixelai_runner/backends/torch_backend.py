@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 
 from .. import device as devices
+from .. import preview
 from ..errors import RunnerError
 from ..versions import package_versions
 from .base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
@@ -101,7 +102,7 @@ class TorchBackend(Backend):
                 # birefnet comes later; color-key is post-processing and works on every engine.
                 "backgroundRemoval": False,
                 "img2img": False,
-                "stepPreview": False,
+                "stepPreview": True,
             },
             "schedulers": list(SCHEDULERS),
             "loadedModels": list(self._loaded_names),
@@ -159,7 +160,16 @@ class TorchBackend(Backend):
             total = req.steps
 
             def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
-                on_step(step_index + 1, total)
+                step = step_index + 1
+                image = None
+                if preview.preview_due(step, req.preview_every):
+                    # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
+                    latents_now = callback_kwargs["latents"].detach().float().cpu().numpy()
+                    image = preview.latents_to_rgb(latents_now, loaded.kind, "nchw")
+                if image is None:
+                    on_step(step, total)  # callers that never ask for previews take two arguments
+                else:
+                    on_step(step, total, image)
                 check_cancel()  # raising here aborts the denoising loop between steps
                 return callback_kwargs
 

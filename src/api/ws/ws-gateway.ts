@@ -3,6 +3,7 @@ import type { Duplex } from "node:stream";
 import { RawData, WebSocket, WebSocketServer } from "ws";
 import type { EngineStatusStore } from "../../backends/engine-status";
 import type { Logger } from "../../infra/logger";
+import type { StepPreview } from "../../jobs/job-queue";
 import type { JobView } from "../../jobs/jobs.dto";
 import type { JobsService } from "../../jobs/jobs.service";
 import type { ModelsService } from "../../models/models.service";
@@ -74,7 +75,7 @@ class Connection {
     // a frame still being handled when the socket closed must not leave a watch behind
     if (this.disposed || this.watches.has(jobId)) return;
     const stop = this.gateway.deps.events.watch(jobId, {
-      progress: (p) => this.send({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps }),
+      progress: (p) => this.send({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps, ...previewField(p.preview) }),
       final: (view) => {
         this.watches.delete(jobId);
         void this.gateway.sendFinal(this, view);
@@ -244,6 +245,20 @@ export class WsGateway {
     );
     await Promise.all(closing);
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}
+
+/**
+ * A step preview for the extension: the PNG as sent everywhere else, plus its raw RGBA, because decoding a PNG in
+ * Aseprite's Lua would cost more than the preview is worth while `Image.bytes` takes raw RGBA as is.
+ */
+function previewField(preview: StepPreview | undefined): { preview?: Record<string, unknown> } {
+  if (!preview) return {};
+  try {
+    const { width, height, rgba } = pngToRgba(Buffer.from(preview.pngBase64, "base64"));
+    return { preview: { width, height, pngBase64: preview.pngBase64, rgbaBase64: rgba.toString("base64") } };
+  } catch {
+    return {}; // an undecodable preview is dropped; the step's progress still goes out
   }
 }
 

@@ -21,7 +21,7 @@ from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCa
 from .manifest import ManifestVerifier
 
 SCHEDULERS = ["euler", "euler_a", "ddim"]
-FEATURES = {"lora": False, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": False}
+FEATURES = {"lora": False, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
 DTYPE_ENV = "PIXELAI_MLX_DTYPE"
 CACHE_ENV = "PIXELAI_MLX_CACHE_SIZE"
 _DTYPE_NAMES = ("float16", "float32", "bfloat16")
@@ -203,7 +203,7 @@ class MLXBackend(Backend):
         # zeroed unconditional embedding, so normalise the same way to keep the engines' images equal.
         return model.generate(
             req.prompt, req.negative_prompt or None, req.width, req.height, req.steps, req.guidance_scale, req.scheduler,
-            initial, noise_fn=draw, on_step=on_step, check_cancel=check_cancel,
+            initial, noise_fn=draw, on_step=on_step, check_cancel=check_cancel, preview_every=req.preview_every,
         )
 
     def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
+from ... import preview
 from .clip import CLIPTextModel
 from .config import CLIPTextConfig, UNetConfig, VAEConfig, is_projection_encoder, read_json
 from .manifest import WEIGHTS_NAME, architecture_of
@@ -136,8 +137,9 @@ class StableDiffusion:
     def denoise(self, latents: mx.array, cond: Conditioning, steps: int, guidance_scale: float,
                 scheduler: Optional[str], noise_fn: Optional[Callable[[tuple], mx.array]] = None,
                 on_step: Optional[Callable[[int, int], None]] = None,
-                check_cancel: Optional[Callable[[], None]] = None) -> mx.array:
-        """latents: NHWC standard-normal noise. Returns the final latents (float32, diffusion-space scaled)."""
+                check_cancel: Optional[Callable[[], None]] = None, preview_every: Optional[int] = None) -> mx.array:
+        """latents: NHWC standard-normal noise. Returns the final latents (float32, diffusion-space scaled).
+        Every `preview_every` steps on_step also gets an approximate RGB preview (preview.py)."""
         sampler = make_sampler(scheduler, self.scheduler_config, steps, noise_fn)
         guided = cond.context.shape[0] == 2
         latents = latents.astype(mx.float32) * sampler.init_noise_sigma
@@ -155,7 +157,14 @@ class StableDiffusion:
             if self.dtype != mx.float32 and not bool(mx.all(mx.isfinite(latents))):
                 raise NonFiniteError(f"non-finite latents at step {index + 1}/{steps} in {self.dtype}")
             if on_step is not None:
-                on_step(index + 1, steps)
+                image = None
+                if preview.preview_due(index + 1, preview_every):
+                    # NHWC latents straight from the sampler; the same approximate map as the torch engine
+                    image = preview.latents_to_rgb(np.array(latents.astype(mx.float32)), self.architecture, "nhwc")
+                if image is None:
+                    on_step(index + 1, steps)  # callers that never ask for previews take two arguments
+                else:
+                    on_step(index + 1, steps, image)
         return latents
 
     def decode(self, latents: mx.array) -> np.ndarray:
@@ -171,10 +180,12 @@ class StableDiffusion:
                  guidance_scale: float, scheduler: Optional[str], initial_noise: mx.array,
                  noise_fn: Optional[Callable[[tuple], mx.array]] = None,
                  on_step: Optional[Callable[[int, int], None]] = None,
-                 check_cancel: Optional[Callable[[], None]] = None) -> Image.Image:
+                 check_cancel: Optional[Callable[[], None]] = None,
+                 preview_every: Optional[int] = None) -> Image.Image:
         """initial_noise: standard-normal latents, NHWC (1, H/f, W/f, C)."""
         cond = self.encode(prompt, negative_prompt, guidance_scale > 1.0, height, width)
-        latents = self.denoise(initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel)
+        latents = self.denoise(initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel,
+                               preview_every)
         return Image.fromarray(self.decode(latents))
 
 

@@ -1,0 +1,68 @@
+import type { Request, Response } from "express";
+import type { LiveProgress } from "../jobs/job-queue";
+import type { JobView } from "../jobs/jobs.dto";
+import { FINAL_STATUSES, JobEventsHub } from "./job-events";
+
+export interface JobEventStreamOptions {
+  /** A comment line this often, so proxies and idle-connection timeouts keep the stream open. */
+  heartbeatMs: number;
+  /** Forward `preview` events (the job must have been submitted with `preview`). */
+  previews: boolean;
+}
+
+/**
+ * Past this much unsent output (a client that reads slowly) previews are dropped: progress and the final event still
+ * go out, previews are only worth having while they are current.
+ */
+const PREVIEW_BACKLOG_BYTES = 512 * 1024;
+
+/**
+ * GET /jobs/{id}/events as Server-Sent Events: `progress {step,totalSteps}`, optionally `preview {step,width,height,
+ * pngBase64}`, then one event named after the final state (`completed` | `failed` | `cancelled`) carrying the job
+ * (as GET /jobs/{id}), and the stream ends. Live updates come from the process-wide JobEventsHub (BullMQ QueueEvents),
+ * so the worker may run anywhere; a job that already ended gets its final event at once. EventSource reconnects when a
+ * stream ends: a client closes it on the final event.
+ */
+export function streamJobEvents(req: Request, res: Response, hub: JobEventsHub, current: JobView, opts: JobEventStreamOptions): void {
+  res.status(200);
+  res.set({
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-transform",
+    Connection: "keep-alive",
+    "X-Accel-Buffering": "no", // nginx would otherwise hold events back in its buffer
+  });
+  res.flushHeaders();
+  res.socket?.setNoDelay(true);
+
+  let open = true;
+  const send = (event: string, data: unknown) => {
+    if (open) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  const heartbeat = setInterval(() => open && res.write(": heartbeat\n\n"), opts.heartbeatMs);
+  heartbeat.unref();
+  let stop = () => {};
+  const end = () => {
+    if (!open) return;
+    open = false;
+    clearInterval(heartbeat);
+    stop();
+    res.end();
+  };
+  req.on("close", end);
+
+  // Where the job is now, so a late subscriber does not wait for the next step to learn it.
+  if (!FINAL_STATUSES.has(current.status)) send("progress", current.progress);
+  stop = hub.watch(current.id, {
+    progress: (p: LiveProgress) => {
+      send("progress", { step: p.step, totalSteps: p.totalSteps });
+      if (opts.previews && p.preview && res.writableLength < PREVIEW_BACKLOG_BYTES) {
+        send("preview", { step: p.step, width: p.preview.width, height: p.preview.height, pngBase64: p.preview.pngBase64 });
+      }
+    },
+    final: (view) => {
+      send(view.status, view);
+      end();
+    },
+  });
+  if (!open) stop(); // the client left (or the job ended) while the watch was being set up
+}

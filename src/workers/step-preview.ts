@@ -1,0 +1,73 @@
+import { createHash } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { ProgressEvent } from "../backends/runner-supervisor";
+import type { LiveProgress, StepPreview } from "../jobs/job-queue";
+
+/**
+ * A preview is the latent resolution (≤ 128 px a side, a few KiB); anything much bigger is not one of ours and would
+ * bloat every Redis event and WebSocket frame it rides on.
+ */
+export const MAX_PREVIEW_BYTES = 256 * 1024;
+
+/**
+ * Reads the preview file a runner named on a progress line (docs/runner-protocol.md: bytes travel as files, path +
+ * sha256 on the line), checks it, and deletes it. Null when the line has none or it is unusable: a preview is a
+ * nicety and must never fail the job.
+ */
+export async function readStepPreview(outputDir: string, event: ProgressEvent): Promise<StepPreview | null> {
+  const file = event.previewPath;
+  const sha256 = event.previewSha256;
+  if (typeof file !== "string" || typeof sha256 !== "string") return null;
+  // Only files in this job's own temp dir: the line comes from a child process, not from a trusted source of paths.
+  const resolved = path.resolve(file);
+  if (path.dirname(resolved) !== path.resolve(outputDir)) return null;
+  try {
+    const stat = await fs.stat(resolved);
+    if (!stat.isFile() || stat.size > MAX_PREVIEW_BYTES) return null;
+    const png = await fs.readFile(resolved);
+    if (createHash("sha256").update(png).digest("hex") !== sha256) return null;
+    const size = pngSize(png);
+    return size ? { ...size, pngBase64: png.toString("base64") } : null;
+  } catch {
+    return null; // gone already (the job ended and its temp dir was removed)
+  } finally {
+    await fs.rm(resolved, { force: true }).catch(() => undefined);
+  }
+}
+
+/** Width and height from a PNG's IHDR chunk (bytes 16–23), without decoding the image. */
+export function pngSize(png: Buffer): { width: number; height: number } | null {
+  const signature = "89504e470d0a1a0a";
+  if (png.length < 24 || png.subarray(0, 8).toString("hex") !== signature || png.subarray(12, 16).toString("latin1") !== "IHDR") return null;
+  return { width: png.readUInt32BE(16), height: png.readUInt32BE(20) };
+}
+
+/**
+ * Publishes a runner's progress lines to the live channel (BullMQ job progress) strictly in step order: a line with a
+ * preview needs a file read first, and a later plain step must not overtake it.
+ */
+export class ProgressRelay {
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly outputDir: string,
+    private readonly publish: (progress: LiveProgress) => Promise<unknown>,
+  ) {}
+
+  push(event: ProgressEvent): void {
+    this.chain = this.chain
+      .then(async () => {
+        const live: LiveProgress = { step: event.step, totalSteps: event.totalSteps };
+        const preview = event.previewPath ? await readStepPreview(this.outputDir, event) : null;
+        if (preview) live.preview = preview;
+        await this.publish(live);
+      })
+      .catch(() => undefined); // live progress is best effort; the database keeps the durable state
+  }
+
+  /** Resolves once everything pushed so far is published (or given up). */
+  drain(): Promise<void> {
+    return this.chain;
+  }
+}
