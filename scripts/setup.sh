@@ -18,6 +18,8 @@ if [ "$MODE" = "test" ]; then
   command -v busted >/dev/null 2>&1 || apt_pkgs+=(lua-busted)
   [ -e /usr/share/lua/5.4/dkjson.lua ] || [ -e /usr/share/lua/5.1/dkjson.lua ] || apt_pkgs+=(lua-dkjson)
   command -v zip >/dev/null 2>&1 || apt_pkgs+=(zip)
+  # headless browser checks of /docs and /admin/queues (test/integration/browser.test.ts, playwright-core)
+  [ -x "${PIXELAI_CHROMIUM:-/usr/bin/chromium}" ] || apt_pkgs+=(chromium)
   # PostgreSQL server binaries: the Postgres and multi-process suites start throwaway clusters (test/support/postgres.ts).
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 || apt_pkgs+=(postgresql)
 fi

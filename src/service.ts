@@ -19,6 +19,7 @@ import { JobQueue } from "./jobs/job-queue";
 import type { EngineName } from "./jobs/jobs.dto";
 import { JobsRepository } from "./jobs/jobs.repository";
 import { JobsService } from "./jobs/jobs.service";
+import { RetentionSweeper } from "./jobs/retention";
 import { ModelsRepository } from "./models/models.repository";
 import { ModelsService } from "./models/models.service";
 import { GenerationWorker } from "./workers/generation.worker";
@@ -166,6 +167,10 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     });
     await conversionWorker.start();
     closers.unshift(() => conversionWorker.close());
+    // Image retention lives with the workers (they write results); idempotent, so several workers may all sweep.
+    const retention = new RetentionSweeper(jobsRepo, { maxAgeHours: config.retentionMaxAgeHours, maxImages: config.retentionMaxImages }, logger.child({ component: "retention" }));
+    retention.start();
+    closers.unshift(() => retention.stop());
   }
 
   let url: string | undefined;
@@ -177,7 +182,7 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     await events.start();
     closers.unshift(() => events!.close());
     const rateLimiter = new SubmitRateLimiter(redis, config.queuePrefix, config.rateLimitPerMin, logger.child({ component: "rate-limit" }));
-    const app = createApp({ config, jobs, models: modelsService, conversions: new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" })), engines: engineStatus, version: packageVersion(config.repoRoot), events, rateLimiter }, logger);
+    const app = createApp({ config, jobs, models: modelsService, conversions: new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" })), engines: engineStatus, version: packageVersion(config.repoRoot), events, rateLimiter, adminQueues: [queue.queue, conversionQueue.queue] }, logger);
     const server = http.createServer(app);
     ws = new WsGateway({
       server,

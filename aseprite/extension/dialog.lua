@@ -9,9 +9,13 @@ local prefs = require("prefs")
 local canvas = require("canvas")
 local errors = require("errors")
 
+local protocol = require("protocol")
+
 local M = {}
 
 local BAR_WIDTH = 20
+-- On-screen size of the step preview; previews are 8–128 px, scaled to fit.
+M.PREVIEW_SIZE = 96
 
 -- ASCII on purpose: Aseprite's default UI font has no block glyphs.
 function M.progressBar(step, total)
@@ -85,6 +89,13 @@ function Controller:_build()
   dlg:separator{}
   dlg:label{ id = "status", label = "Status", text = "" }
   dlg:label{ id = "progress", label = "", text = "" }
+  -- Step previews need a canvas widget (Aseprite 1.3); without one jobs are
+  -- submitted without `preview` and only the text bar shows.
+  if dlg.canvas then
+    dlg:canvas{ id = "preview", width = M.PREVIEW_SIZE, height = M.PREVIEW_SIZE,
+      onpaint = function(ev) self:_paintPreview(ev.context) end }
+    self.canPreview = true
+  end
   dlg:button{ id = "generate", text = "Generate", focus = false, onclick = function() self:generate() end }
   dlg:button{ id = "cancel", text = "Cancel", enabled = false, onclick = function() self:cancel() end }
   dlg:button{ id = "close", text = "Close", onclick = function() dlg:close() end }
@@ -222,7 +233,9 @@ function Controller:generate()
     self:_status("Check: " .. table.concat(problems, "; "))
     return nil
   end
+  if self.canPreview then job.preview = true end
   self.job = job
+  self:_setPreview(nil)
   self:_setBusy(true)
   self:_modify{ id = "progress", text = "" }
   self:_status("Sending…")
@@ -275,6 +288,36 @@ function Controller:_place(event)
   end
 end
 
+function Controller:_setPreview(image)
+  if not self.canPreview or self.closed then return end
+  self.previewImage = image
+  self.dlg:repaint()
+end
+
+-- A progress frame's preview (raw RGBA, see protocol.decodePreview) becomes
+-- the image the canvas paints; a bad one is skipped, the job goes on.
+function Controller:_showPreview(preview)
+  if not self.canPreview then return end
+  local rgba = protocol.decodePreview(preview)
+  local image = rgba and canvas.makeImage(self.api, rgba, preview.width, preview.height)
+  if image then self:_setPreview(image) end
+end
+
+-- Whole-number upscaling (crisp pixels, like the sprite it turns into),
+-- shrinking only what is larger than the widget; centred.
+function Controller:_paintPreview(gc)
+  local image = self.previewImage
+  if not image then return end
+  local scale = math.min(M.PREVIEW_SIZE / image.width, M.PREVIEW_SIZE / image.height)
+  if scale >= 1 then scale = math.floor(scale) end
+  local w = math.max(1, math.floor(image.width * scale))
+  local h = math.max(1, math.floor(image.height * scale))
+  local Rectangle = self.api.Rectangle
+  gc.antialias = false
+  gc:drawImage(image, Rectangle(0, 0, image.width, image.height),
+    Rectangle((M.PREVIEW_SIZE - w) // 2, (M.PREVIEW_SIZE - h) // 2, w, h))
+end
+
 function Controller:_onEvent(event)
   local kind = event.kind
   if kind == "state" then
@@ -293,6 +336,7 @@ function Controller:_onEvent(event)
   elseif kind == "progress" then
     self:_status("Generating…")
     self:_modify{ id = "progress", text = M.progressBar(event.step, event.totalSteps) }
+    if event.preview then self:_showPreview(event.preview) end
   elseif kind == "completed" then
     self:_setBusy(self.client:activeRequest() ~= nil)
     self:_modify{ id = "progress", text = "" }

@@ -26,6 +26,7 @@ local TEXT = {
     return ("LoRA '%s' is not registered on the server."):format(c.lora or "?")
   end,
   JOB_NOT_CANCELLABLE = function() return "The job has already finished; it can no longer be cancelled." end,
+  JOB_NOT_FINISHED = function() return "The job is still queued or running; cancel it before deleting it." end,
   MODEL_NOT_CONVERTED = function(c)
     local name = c.model or "<name>"
     return ("Model '%s' has no MLX version yet — convert it first: POST /models/%s/conversions "

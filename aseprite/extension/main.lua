@@ -34,7 +34,8 @@ function init(plugin)
         session.controller.dlg:close()
       end
       local api = {
-        app = app, Dialog = Dialog, Image = Image, Sprite = Sprite, Point = Point, ColorMode = ColorMode,
+        app = app, Dialog = Dialog, Image = Image, Sprite = Sprite, Point = Point, Rectangle = Rectangle,
+        ColorMode = ColorMode,
         WebSocket = WebSocket, WebSocketMessageType = WebSocketMessageType, Timer = Timer, json = json,
       }
       session.controller = dialog.open(session, api, plugin.preferences)

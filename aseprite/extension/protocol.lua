@@ -163,4 +163,24 @@ function M.decodeImage(frame)
   return rgba
 end
 
+-- Largest preview side the server sends (the latent resolution, capped at
+-- 128); anything bigger is not a preview and is not worth decoding.
+M.MAX_PREVIEW_SIDE = 128
+
+-- Decodes the raw RGBA of a progress frame's step preview
+-- ({width, height, rgbaBase64}: the server adds raw bytes because decoding
+-- its PNG in Lua would cost more than a preview is worth). Returns rgba or
+-- nil and a reason; a bad preview is skipped, never an error for the job.
+function M.decodePreview(preview)
+  if type(preview) ~= "table" or type(preview.rgbaBase64) ~= "string" then
+    return nil, "no preview"
+  end
+  local w, h = preview.width, preview.height
+  if math.type(w) ~= "integer" or math.type(h) ~= "integer" or w < 1 or h < 1
+      or w > M.MAX_PREVIEW_SIDE or h > M.MAX_PREVIEW_SIDE then
+    return nil, "preview size out of range"
+  end
+  return M.decodeImage({ rgbaBase64 = preview.rgbaBase64, width = w, height = h })
+end
+
 return M

@@ -112,7 +112,7 @@ describe("dialog", function()
       prompt = "a knight", negativePrompt = "blurry", engine = "torch", width = 640, height = 384,
       steps = 20, guidanceScale = 7.5, seed = 7, lora = { name = "pixel-art", strength = 0.8 },
       removeBackground = "color-key", pixel = { width = 32, height = 32, colors = 16, fitMode = "contain" },
-      idempotencyKey = rid,
+      idempotencyKey = rid, preview = true,
     } }, frame)
     assert.is_false(dlg:widget("generate").enabled)
     assert.is_true(dlg:widget("cancel").enabled)
@@ -151,6 +151,45 @@ describe("dialog", function()
     assert.equals("", dlg:widget("progress").text)
     assert.is_true(dlg:widget("generate").enabled)
     assert.is_false(dlg:widget("cancel").enabled)
+  end)
+
+  it("paints the newest step preview on the canvas, scaled up in whole pixels", function()
+    local controller, _, ws = openConnected()
+    local dlg = controller.dlg
+    assert.equals("canvas", dlg:widget("preview").kind)
+    assert.equals(0, #dlg:paint("preview").draws) -- nothing yet
+    dlg:set("prompt", "a knight")
+    dlg:click("generate")
+    assert.is_true(ws:lastSent().job.preview)
+    local rid = ws:lastSent().requestId
+    ws:serverSend({ type = "accepted", requestId = rid, id = "job-p" })
+    local repaints = dlg.repaints
+    local red = string.rep("\255\0\0\255", 8 * 6)
+    ws:serverSend({ type = "progress", id = "job-p", step = 2, totalSteps = 4,
+      preview = { width = 8, height = 6, pngBase64 = "ignored", rgbaBase64 = base64.encode(red) } })
+    assert.equals(repaints + 1, dlg.repaints)
+    local draw = dlg:paint("preview").draws[1]
+    assert.equals(red, draw.image.bytes)
+    assert.is_false(draw.antialias)
+    assert.same({ x = 0, y = 0, width = 8, height = 6 }, draw.src)
+    -- 96 px widget: 12x for 8 px wide, centred vertically (6 * 12 = 72)
+    assert.same({ x = 0, y = 12, width = 96, height = 72 }, draw.dst)
+
+    -- a preview bigger than the widget is shrunk to fit
+    ws:serverSend({ type = "progress", id = "job-p", step = 3, totalSteps = 4,
+      preview = { width = 128, height = 128, rgbaBase64 = base64.encode(string.rep("\0\0\0\255", 128 * 128)) } })
+    assert.same({ x = 0, y = 0, width = 96, height = 96 }, dlg:paint("preview").draws[1].dst)
+
+    -- a broken preview is skipped: the last good one stays, the progress bar still moves
+    ws:serverSend({ type = "progress", id = "job-p", step = 4, totalSteps = 4,
+      preview = { width = 8, height = 8, rgbaBase64 = base64.encode("short") } })
+    assert.equals("[####################] 4/4", dlg:widget("progress").text)
+    assert.equals(128, dlg:paint("preview").draws[1].image.width)
+
+    -- the next Generate starts with an empty preview
+    ws:serverSend({ type = "completed", id = "job-p", width = 1, height = 1, rgbaBase64 = base64.encode("\0\0\0\255") })
+    dlg:click("generate")
+    assert.equals(0, #dlg:paint("preview").draws)
   end)
 
   it("Cancel sends cancel for the running job", function()

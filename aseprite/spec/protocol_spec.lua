@@ -72,6 +72,19 @@ describe("protocol.parse (server -> client)", function()
     assert.matches("expected 64", err)
   end)
 
+  it("decodes a progress frame's preview and rejects one that does not fit its size", function()
+    local rgba = string.rep("\1\2\3\255", 2 * 3)
+    local frame = parse({ type = "progress", id = "j1", step = 1, totalSteps = 4,
+      preview = { width = 2, height = 3, pngBase64 = "x", rgbaBase64 = base64.encode(rgba) } })
+    assert.equals(rgba, protocol.decodePreview(frame.preview))
+    local short = protocol.decodePreview({ width = 4, height = 4, rgbaBase64 = base64.encode(rgba) })
+    assert.is_nil(short)
+    local _, tooBig = protocol.decodePreview({ width = 4096, height = 1, rgbaBase64 = "" })
+    assert.matches("out of range", tooBig)
+    assert.is_nil(protocol.decodePreview(nil))
+    assert.is_nil(protocol.decodePreview({ width = 1.5, height = 1, rgbaBase64 = "" }))
+  end)
+
   it("normalises the engines frame", function()
     local frame = parse({ type = "engines", default = "torch", engines = {
       torch = { available = true, device = "cuda", features = { lora = true, backgroundRemoval = true }, schedulers = { "euler" } },

@@ -2,6 +2,7 @@ import express, { Express } from "express";
 import swaggerUi from "swagger-ui-express";
 import { RegisterRoutes } from "../generated/routes";
 import spec from "../generated/swagger.json";
+import { queuesBoard } from "./admin/queues-board";
 import { errorHandler, notFoundHandler } from "./error-handler";
 import { hostCheck } from "./host-check";
 import { rateLimitSubmit } from "./rate-limit";
@@ -18,6 +19,8 @@ export function createApp(services: ApiServices, logger: Logger): Express {
   app.disable("x-powered-by");
   app.set("query parser", "simple");
   app.use(hostCheck(services.config.allowedHosts));
+  // Bull Board (behind the admin gate), ahead of the JSON parser: it serves pages and its own API.
+  if (services.adminQueues) app.use(queuesBoard(services.adminQueues, services.config.apiKey));
   // Submissions only, ahead of the legacy router so POST /generate is covered too (rate-limit.ts).
   if (services.rateLimiter) {
     app.post("/jobs", rateLimitSubmit(services.rateLimiter, "v1"));

@@ -1,6 +1,6 @@
 import { Readable } from "node:stream";
 import type { Request as ExpressRequest } from "express";
-import { Body, Controller, Get, Path, Post, Produces, Query, Request, Response, Route, SuccessResponse, Tags } from "tsoa";
+import { Body, Controller, Delete, Get, Path, Post, Produces, Query, Request, Response, Route, Security, SuccessResponse, Tags } from "tsoa";
 import { streamJobEvents } from "./job-event-stream";
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";
@@ -77,6 +77,21 @@ export class JobsController extends Controller {
     const { events, config } = this.services;
     // The stream owns the response from here; tsoa leaves a response whose headers were sent alone.
     streamJobEvents(req, req.res!, events, view, { heartbeatMs: config.sseHeartbeatMs, previews: preview === true });
+  }
+
+  /**
+   * Delete a finished job (completed, failed or cancelled): its record, image and queue entry. A queued or active job
+   * answers 409 JOB_NOT_FINISHED (cancel it first). Needs the admin key when PIXELAI_API_KEY is set.
+   */
+  @Delete("{id}")
+  @Security("apiKey")
+  @SuccessResponse(204, "Deleted")
+  @Response<ErrorBody>(401, "Admin key missing or wrong")
+  @Response<ErrorBody>(404, "No such job")
+  @Response<ErrorBody>(409, "Job not finished")
+  async remove(@Path() id: string): Promise<void> {
+    await this.services.jobs.delete(id);
+    this.setStatus(204);
   }
 
   /** Cancel a queued job (removed at once) or a running one (stops between steps). */

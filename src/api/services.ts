@@ -1,3 +1,4 @@
+import type { Queue } from "bullmq";
 import type { EngineStatusStore } from "../backends/engine-status";
 import type { Config } from "../config";
 import type { JobsService } from "../jobs/jobs.service";
@@ -18,6 +19,8 @@ export interface ApiServices {
   events: JobEventsHub;
   /** Per-client budget for submissions (POST /jobs, POST /generate); absent: no limit. */
   rateLimiter?: SubmitRateLimiter;
+  /** The BullMQ queues Bull Board shows at /admin/queues; absent: no board. */
+  adminQueues?: Queue[];
 }
 
 let current: ApiServices | undefined;

@@ -79,6 +79,16 @@ export class JobQueue {
     }
   }
 
+  /** Removes a finished job's BullMQ entry (DELETE /jobs/{id}); one still locked by a worker is left to expire. */
+  async removeFinished(jobId: string): Promise<boolean> {
+    const job = await this.queue.getJob(jobId);
+    if (!job) return false;
+    const state = await job.getState();
+    if (state !== "completed" && state !== "failed") return false;
+    await job.remove();
+    return true;
+  }
+
   /** BullMQ's state of a job ("missing" when Redis has no such job, e.g. after losing its data). */
   async state(jobId: string): Promise<{ state: string; failedReason?: string }> {
     const job = await this.queue.getJob(jobId);

@@ -143,7 +143,7 @@ export class JobsService {
       throw new AppError("NOT_FOUND", `job ${id} has no image (status ${record.status})`, { status: record.status });
     }
     const png = await this.repo.image(id);
-    if (!png) throw new AppError("NOT_FOUND", `the image of job ${id} was pruned`);
+    if (!png) throw new AppError("NOT_FOUND", `the image of job ${id} was pruned`, { pruned: true });
     return png;
   }
 
@@ -159,6 +159,19 @@ export class JobsService {
       await this.queue.signalCancel(id);
     }
     return this.get(id);
+  }
+
+  /**
+   * Removes a finished job: its record and its BullMQ entry. Queued or active jobs are refused (JOB_NOT_FINISHED):
+   * cancel first, so a worker never runs a job whose record is gone.
+   */
+  async delete(id: string): Promise<void> {
+    const record = await this.findOr404(id);
+    if (!(await this.repo.deleteFinished(id))) {
+      throw new AppError("JOB_NOT_FINISHED", `job ${id} is ${record.status}; cancel it and wait for it to end before deleting it`, { status: record.status });
+    }
+    await this.queue.removeFinished(id).catch((err) => this.logger.warn({ job: id, err: (err as Error).message }, "queue entry of a deleted job not removed"));
+    this.logger.info({ job: id }, "job deleted");
   }
 
   private async findOr404(id: string): Promise<JobRecord> {
@@ -204,6 +217,8 @@ export function toView(r: JobRecord): JobView {
   if (r.errorCode && (status === "failed" || status === "cancelled")) view.error = { code: r.errorCode, message: r.errorMessage ?? "" };
   if (status === "completed" && r.resultWidth && r.resultHeight) {
     view.result = { width: r.resultWidth, height: r.resultHeight, imageUrl: `/jobs/${r.id}/image` };
+    // retention (retention.ts) clears the hash with the bytes
+    if (!r.resultSha256) view.result.pruned = true;
   }
   return view;
 }

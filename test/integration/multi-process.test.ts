@@ -4,7 +4,7 @@ import path from "node:path";
 import request from "supertest";
 import { freePort, startManagedRedis, ManagedRedis } from "../../src/infra/managed-redis";
 import { startTestPostgres, TestPostgres } from "../support/postgres";
-import { ensureBuilt, startCli, ServerProcess } from "../support/processes";
+import { CliProcess, ensureBuilt } from "../support/processes";
 import { waitFor, decodePng } from "../support/stack";
 
 /**
@@ -18,8 +18,8 @@ const JOBS = 12;
 let tmp: string;
 let redis: ManagedRedis;
 let pg: TestPostgres;
-let api: ServerProcess;
-let workers: ServerProcess[] = [];
+let api: CliProcess;
+let workers: CliProcess[] = [];
 let url: string;
 
 beforeAll(async () => {
@@ -41,12 +41,13 @@ beforeAll(async () => {
     return dir;
   };
   // Torch only: one Python runner per worker keeps two workers within this machine's memory.
-  workers = ["worker-a", "worker-b"].map((name) =>
-    startCli(name, "worker", { ...shared, PIXELAI_DATA_DIR: dataDir(name), PIXELAI_ENGINES: "torch", PIXELAI_WORKER_CONCURRENCY: "1" }),
+  workers = ["worker-a", "worker-b"].map(
+    (name) =>
+      new CliProcess(["worker"], { ...shared, PIXELAI_DATA_DIR: dataDir(name), PIXELAI_ENGINES: "torch", PIXELAI_WORKER_CONCURRENCY: "1" }, path.join(tmp, `${name}.log`)),
   );
-  api = startCli("api", "api", { ...shared, PIXELAI_DATA_DIR: dataDir("api"), HOST: "127.0.0.1", PORT: String(port) });
+  api = new CliProcess(["api"], { ...shared, PIXELAI_DATA_DIR: dataDir("api"), HOST: "127.0.0.1", PORT: String(port) }, path.join(tmp, "api.log"));
   url = `http://127.0.0.1:${port}`;
-  await Promise.all([api.waitForOutput(/API listening/), ...workers.map((w) => w.waitForOutput(/generation worker started/))]);
+  await Promise.all([api.waitForLog("API listening"), ...workers.map((w) => w.waitForLog("generation worker started"))]);
 });
 
 afterAll(async () => {
@@ -76,7 +77,7 @@ describe("one API and two workers on one Redis and one PostgreSQL", () => {
 
     const perWorker = new Map<string, number>();
     for (const j of jobs) perWorker.set(j.worker, (perWorker.get(j.worker) ?? 0) + 1);
-    const expected = workers.map((w) => `${os.hostname()}:${w.child.pid}`).sort();
+    const expected = workers.map((w) => `${os.hostname()}:${w.pid}`).sort();
     expect([...perWorker.keys()].sort()).toEqual(expected);
     // Both really shared the load: neither sat idle while the other ran the queue (1 each would be a fluke).
     for (const n of perWorker.values()) expect(n).toBeGreaterThanOrEqual(2);

@@ -1,74 +1,165 @@
 import { ChildProcess, execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
+import { freePort } from "../../src/infra/managed-redis";
 
-const repoRoot = path.resolve(__dirname, "..", "..");
+export const REPO = path.resolve(__dirname, "../..");
 
-/** Newest modification time of the files under `dir` (recursively). */
-function newestMtime(dir: string): number {
-  let newest = 0;
+/** Newest mtime under a folder (files only). */
+function newest(dir: string, filter: (f: string) => boolean): number {
+  let max = 0;
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(full) : fs.statSync(full).mtimeMs);
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) max = Math.max(max, newest(p, filter));
+    else if (filter(p)) max = Math.max(max, fs.statSync(p).mtimeMs);
   }
-  return newest;
+  return max;
 }
 
 /**
- * Tests that start `node dist/cli.js` need a dist/ that matches src/. `make test` builds first (scripts/setup.sh), so this
- * is normally a no-op; run alone after an edit, it rebuilds (`npm run build`, ~30 s) rather than test stale code.
+ * The process-level tests run `node dist/cli.js`; `make test` builds first, but a developer running jest directly may
+ * have a stale dist. Rebuild when any non-generated source is newer than dist/cli.js.
  */
 export function ensureBuilt(): void {
-  const cli = path.join(repoRoot, "dist", "cli.js");
-  const sources = Math.max(newestMtime(path.join(repoRoot, "src")), newestMtime(path.join(repoRoot, "prisma")));
-  if (fs.existsSync(cli) && fs.statSync(cli).mtimeMs >= sources) return;
-  execFileSync("npm", ["run", "--silent", "build"], { cwd: repoRoot, stdio: ["ignore", "ignore", "inherit"] });
+  const cli = path.join(REPO, "dist", "cli.js");
+  const src = newest(path.join(REPO, "src"), (f) => f.endsWith(".ts") && !f.includes(`${path.sep}generated${path.sep}`) && !f.endsWith(".spec.ts"));
+  if (fs.existsSync(cli) && fs.statSync(cli).mtimeMs >= src) return;
+  execFileSync("npm", ["run", "--silent", "build"], { cwd: REPO, stdio: "ignore" });
 }
 
-export interface ServerProcess {
-  name: string;
-  child: ChildProcess;
-  /** Everything it printed so far (pino JSON lines on stdout, errors on stderr). */
-  output(): string;
-  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
-  stop(): Promise<void>;
+/** A redis-server the test owns, restartable on the same port and data dir (AOF optional). */
+export class TestRedis {
+  child: ChildProcess | undefined;
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+    readonly aof: boolean,
+  ) {}
+
+  static async start(dir: string, aof: boolean): Promise<TestRedis> {
+    fs.mkdirSync(dir, { recursive: true });
+    const r = new TestRedis(await freePort(), dir, aof);
+    await r.up();
+    return r;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async up(): Promise<void> {
+    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--dir", this.dir, "--appendonly", this.aof ? "yes" : "no"];
+    this.child = spawn("redis-server", args, { stdio: "ignore" });
+    await waitForPort(this.port, 10_000);
+  }
+
+  /** SIGTERM: redis flushes its AOF and exits, as a restart by an operator or a service manager would. */
+  async down(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      child.once("exit", () => resolve());
+      child.kill(signal);
+    });
+  }
 }
 
-/** Starts `node dist/cli.js <role>` as its own process, the way a machine in docker-compose.yml runs it. */
-export function startCli(name: string, role: "api" | "worker" | "start", env: Record<string, string>): ServerProcess {
-  const child = spawn(process.execPath, [path.join(repoRoot, "dist", "cli.js"), role], {
-    cwd: repoRoot,
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout?.on("data", (d) => (out += d.toString()));
-  child.stderr?.on("data", (d) => (out += d.toString()));
-  return {
-    name,
-    child,
-    output: () => out,
-    waitForOutput: (pattern, timeoutMs = 120_000) =>
-      new Promise<void>((resolve, reject) => {
-        const deadline = Date.now() + timeoutMs;
-        const check = () => {
-          if (pattern.test(out)) return resolve();
-          if (child.exitCode !== null) return reject(new Error(`${name} exited (${child.exitCode}) before ${pattern}:\n${out.slice(-3000)}`));
-          if (Date.now() > deadline) return reject(new Error(`${name}: no ${pattern} within ${timeoutMs} ms:\n${out.slice(-3000)}`));
-          setTimeout(check, 100);
-        };
-        check();
-      }),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        // SIGTERM is the graceful path (cli.ts closes API, worker, runners); SIGKILL only if that hangs.
-        const force = setTimeout(() => child.kill("SIGKILL"), 20_000);
-        child.once("exit", () => {
-          clearTimeout(force);
-          resolve();
-        });
-        child.kill("SIGTERM");
-      }),
-  };
+export async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, "127.0.0.1");
+      s.once("connect", () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
+
+/** One `node dist/cli.js …` process with its output kept in a log file (read on failure, scanned for markers). */
+export class CliProcess {
+  readonly child: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly log: fs.WriteStream;
+
+  constructor(
+    args: string[],
+    env: Record<string, string>,
+    readonly logFile: string,
+  ) {
+    this.log = fs.createWriteStream(logFile, { flags: "a" });
+    this.child = spawn(process.execPath, [path.join(REPO, "dist", "cli.js"), ...args], {
+      cwd: REPO,
+      env: { ...process.env, LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.child.stdout!.pipe(this.log, { end: false });
+    this.child.stderr!.pipe(this.log, { end: false });
+    this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve({ code, signal })));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  output(): string {
+    return fs.existsSync(this.logFile) ? fs.readFileSync(this.logFile, "utf8") : "";
+  }
+
+  /** Resolves once the log has a line containing `marker` (e.g. "generation worker started"). */
+  async waitForLog(marker: string, timeoutMs = 90_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.output().includes(marker)) {
+      if (!this.alive) throw new Error(`process exited before "${marker}":\n${this.output().slice(-3000)}`);
+      if (Date.now() > deadline) throw new Error(`no "${marker}" within ${timeoutMs} ms:\n${this.output().slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 60_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.alive) this.child.kill(signal);
+    const timer = setTimeout(() => this.alive && this.child.kill("SIGKILL"), timeoutMs);
+    const result = await this.exited;
+    clearTimeout(timer);
+    this.log.end();
+    return result;
+  }
+}
+
+/** Direct children of a process, from /proc (Linux): the runner(s) a worker spawned. */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) out.push(Number(entry));
+    } catch {
+      // the process went away while we looked
+    }
+  }
+  return out;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

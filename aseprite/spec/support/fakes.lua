@@ -246,6 +246,16 @@ function F.Image(width, height, colorMode)
 end
 
 function F.Point(x, y) return { x = x, y = y } end
+function F.Rectangle(x, y, width, height) return { x = x, y = y, width = width, height = height } end
+
+-- A canvas's GraphicsContext: records what the onpaint handler draws.
+function F.newGraphicsContext()
+  local gc = { antialias = true, draws = {} }
+  function gc:drawImage(image, src, dst)
+    self.draws[#self.draws + 1] = { image = image, src = src, dst = dst, antialias = self.antialias }
+  end
+  return gc
+end
 
 function F.newApp()
   local app = { transactions = {}, inTransaction = false, refreshes = 0, alerts = {}, sprites = {} }
@@ -309,7 +319,7 @@ end
 function F.newApi()
   local app = F.newApp()
   return {
-    app = app, Image = F.Image, Sprite = app.Sprite, Point = F.Point, ColorMode = F.ColorMode,
+    app = app, Image = F.Image, Sprite = app.Sprite, Point = F.Point, Rectangle = F.Rectangle, ColorMode = F.ColorMode,
     Dialog = F.Dialog, WebSocket = F.newWebSocketClass(), WebSocketMessageType = F.WebSocketMessageType,
     Timer = F.newTimerClass(), json = F.json,
   }
@@ -357,8 +367,22 @@ local function addWidget(kind)
   end
 end
 
-for _, kind in ipairs({ "entry", "number", "combobox", "slider", "check", "button", "label", "separator", "newrow" }) do
+for _, kind in ipairs({ "entry", "number", "combobox", "slider", "check", "button", "label", "separator", "newrow",
+  "canvas" }) do
   Dialog[kind] = addWidget(kind)
+end
+
+-- Aseprite calls a canvas's onpaint after repaint(); the fake counts the
+-- requests and the test paints with paint(id).
+function Dialog:repaint()
+  self.repaints = (rawget(self, "repaints") or 0) + 1
+end
+
+function Dialog:paint(id)
+  local w = assert(self.byId[id], "no widget " .. tostring(id))
+  local gc = F.newGraphicsContext()
+  w.onpaint({ context = gc })
+  return gc
 end
 
 function Dialog:modify(props)
