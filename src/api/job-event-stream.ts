@@ -1,4 +1,4 @@
-import type { Request, Response } from "express";
+import type { Response } from "express";
 import type { LiveProgress } from "../jobs/job-queue";
 import type { JobView } from "../jobs/jobs.dto";
 import { FINAL_STATUSES, JobEventsHub } from "./job-events";
@@ -23,7 +23,7 @@ const PREVIEW_BACKLOG_BYTES = 512 * 1024;
  * so the worker may run anywhere; a job that already ended gets its final event at once. EventSource reconnects when a
  * stream ends: a client closes it on the final event.
  */
-export function streamJobEvents(req: Request, res: Response, hub: JobEventsHub, current: JobView, opts: JobEventStreamOptions): void {
+export function streamJobEvents(res: Response, hub: JobEventsHub, current: JobView, opts: JobEventStreamOptions): void {
   res.status(200);
   res.set({
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -48,7 +48,9 @@ export function streamJobEvents(req: Request, res: Response, hub: JobEventsHub, 
     stop();
     res.end();
   };
-  req.on("close", end);
+  // The response's close (client gone, or our own end) rather than the request's: that one may fire once the
+  // (empty) request body has been read.
+  res.on("close", end);
 
   // Where the job is now, so a late subscriber does not wait for the next step to learn it.
   if (!FINAL_STATUSES.has(current.status)) send("progress", current.progress);

@@ -76,7 +76,7 @@ export class JobsController extends Controller {
     const view = await this.services.jobs.get(id); // unknown id: a JSON 404 before any stream starts
     const { events, config } = this.services;
     // The stream owns the response from here; tsoa leaves a response whose headers were sent alone.
-    streamJobEvents(req, req.res!, events, view, { heartbeatMs: config.sseHeartbeatMs, previews: preview === true });
+    streamJobEvents(req.res!, events, view, { heartbeatMs: config.sseHeartbeatMs, previews: preview === true });
   }
 
   /**

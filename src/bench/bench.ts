@@ -1,9 +1,12 @@
 /**
  * `npm run bench`: what the service costs on top of the model. Runs, in one process and one sitting:
- *   (a) the full HTTP path on the tiny model at C=1 and C=8, (b) the same job called directly in Python,
- *   (c) raw BullMQ no-op jobs on the same Redis, (d) optionally the MLX-vs-Torch engine bench;
- * writes bench/results.json and prints a table. Env: BENCH_JOBS (100), BENCH_CONCURRENCY ("1,8"), BENCH_RAW_JOBS (2000),
- * BENCH_RAW_CONCURRENCY (50), BENCH_MLX (tiny|full|off, default tiny), BENCH_OUT, BENCH_REDIS_URL, BENCH_LOG_LEVEL.
+ *   (a) the full HTTP path on the tiny model at C=1, 8 and 64 clients, (b) the same job called directly in Python,
+ *   (c) raw BullMQ no-op jobs on the same Redis, (e) the API with 10 000 jobs queued (memory and latency as the queue
+ *   grows, in a separate API-only process), (d) optionally the MLX-vs-Torch engine bench;
+ * writes bench/results.json and prints tables. Env: BENCH_JOBS (100; a row runs at least 3 jobs per client),
+ * BENCH_CONCURRENCY ("1,8,64"), BENCH_RAW_JOBS (2000), BENCH_RAW_CONCURRENCY (50), BENCH_DEPTH_JOBS (10000; 0 skips (e)),
+ * BENCH_DEPTH_CLIENTS (32), BENCH_DEPTH_WINDOW (1000), BENCH_MLX (tiny|full|off, default tiny), BENCH_OUT,
+ * BENCH_REDIS_URL, BENCH_LOG_LEVEL.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -15,16 +18,25 @@ import { runDirectPhase } from "./direct-path";
 import { runHttpPhase, TINY_JOB } from "./http-path";
 import { machineInfo } from "./machine";
 import { MlxMode, runMlxPhase } from "./mlx-engines";
+import { runQueueDepthPhase } from "./queue-depth";
 import { runRawPhase } from "./raw-bullmq";
 import { BenchResults, compare, formatTable } from "./report";
 import { round } from "./stats";
 
-function envInt(name: string, fallback: number): number {
+function envInt(name: string, fallback: number, min = 1): number {
   const raw = process.env[name];
   if (!raw) return fallback;
   const n = Number.parseInt(raw, 10);
-  if (!Number.isFinite(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
   return n;
+}
+
+/**
+ * Jobs for one row of (a): with C closed-loop clients the first C jobs only ramp the queue up, so a row needs several
+ * jobs per client before its percentiles describe the loaded state rather than the ramp.
+ */
+function jobsFor(concurrency: number, jobs: number): number {
+  return Math.max(jobs, 3 * concurrency);
 }
 
 function log(message: string): void {
@@ -34,9 +46,12 @@ function log(message: string): void {
 async function main(): Promise<void> {
   const started = performance.now();
   const jobs = envInt("BENCH_JOBS", 100);
-  const concurrencies = (process.env.BENCH_CONCURRENCY ?? "1,8").split(",").map((c) => envIntValue(c.trim()));
+  const concurrencies = (process.env.BENCH_CONCURRENCY ?? "1,8,64").split(",").map((c) => envIntValue(c.trim()));
   const rawJobs = envInt("BENCH_RAW_JOBS", 2000);
   const rawConcurrency = envInt("BENCH_RAW_CONCURRENCY", 50);
+  const depthJobs = envInt("BENCH_DEPTH_JOBS", 10_000, 0);
+  const depthClients = envInt("BENCH_DEPTH_CLIENTS", 32);
+  const depthWindow = envInt("BENCH_DEPTH_WINDOW", 1000);
   const mlxMode = (process.env.BENCH_MLX ?? "tiny") as MlxMode;
   if (!["tiny", "full", "off"].includes(mlxMode)) throw new Error(`BENCH_MLX must be tiny, full or off`);
 
@@ -60,12 +75,18 @@ async function main(): Promise<void> {
       await runHttpPhase({ url: stack.url, tracker, jobs: 3, concurrency: 1, seedBase: 0, jobTimeoutMs: 180_000 });
       const http = [];
       for (const c of concurrencies) {
-        log(`(a) HTTP: ${jobs} jobs, ${c} concurrent clients…`);
-        http.push(await runHttpPhase({ url: stack.url, tracker, jobs, concurrency: c, seedBase: 1000 * c, jobTimeoutMs: 120_000 }));
+        log(`(a) HTTP: ${jobsFor(c, jobs)} jobs, ${c} concurrent clients…`);
+        http.push(await runHttpPhase({ url: stack.url, tracker, jobs: jobsFor(c, jobs), concurrency: c, seedBase: 1000 * c, jobTimeoutMs: 120_000 }));
       }
 
       log(`(c) raw BullMQ: ${rawJobs} no-op jobs, concurrency ${rawConcurrency}…`);
       const rawBullmq = await runRawPhase({ redisUrl: stack.service.redisUrl, prefix: `${config.queuePrefix}-raw`, jobs: rawJobs, concurrency: rawConcurrency, sequentialJobs: 200 });
+
+      // (e) last while the stack is up, for its Redis only: the in-process worker and runner sit idle meanwhile.
+      log(depthJobs ? `(e) queue depth: ${depthJobs} jobs, ${depthClients} clients, API in its own process…` : "(e) queue depth skipped (BENCH_DEPTH_JOBS=0)");
+      const queueDepth = depthJobs
+        ? await runQueueDepthPhase({ redisUrl: stack.service.redisUrl, queuePrefix: `${config.queuePrefix}-depth`, jobs: depthJobs, clients: depthClients, windowSize: depthWindow, log })
+        : { ran: false as const, reason: "BENCH_DEPTH_JOBS=0" };
       results = {
         timestamp: new Date().toISOString(),
         machine,
@@ -76,6 +97,9 @@ async function main(): Promise<void> {
           workerConcurrency: config.workerConcurrency,
           rawJobs,
           rawConcurrency,
+          depthJobs,
+          depthClients,
+          depthWindow,
           completionSignal: "BullMQ QueueEvents 'completed' (no polling)",
           mlxMode,
         },
@@ -84,6 +108,7 @@ async function main(): Promise<void> {
         rawBullmq,
         comparison: compare(http, direct),
         mlx: { ran: false, reason: "not run yet" },
+        queueDepth,
         totalSeconds: 0,
       };
     } finally {

@@ -34,7 +34,8 @@ interface JobViewLite {
   result?: { imageUrl: string; width: number; height: number };
 }
 
-async function submit(url: string, seed: number): Promise<string> {
+/** POST /jobs with the tiny job; the job id, or an error naming the status (e.g. 429 if a rate limit was left on). */
+export async function submit(url: string, seed: number): Promise<string> {
   const res = await fetch(`${url}/jobs`, {
     method: "POST",
     headers: { "content-type": "application/json" },

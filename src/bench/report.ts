@@ -2,7 +2,9 @@ import type { DirectPhaseResult } from "./direct-path";
 import type { HttpPhaseResult } from "./http-path";
 import type { MachineInfo } from "./machine";
 import type { MlxPhaseResult } from "./mlx-engines";
+import type { DepthResult } from "./queue-depth";
 import type { RawPhaseResult } from "./raw-bullmq";
+import { formatDepthTable, formatLoadTable } from "./report-load";
 import { round } from "./stats";
 
 export interface BenchResults {
@@ -14,6 +16,8 @@ export interface BenchResults {
   rawBullmq: RawPhaseResult;
   comparison: Comparison;
   mlx: MlxPhaseResult;
+  /** (e) the API with a deep queue; absent in results written before it existed. */
+  queueDepth?: DepthResult | { ran: false; reason: string };
   totalSeconds: number;
 }
 
@@ -54,7 +58,7 @@ export function formatTable(r: BenchResults): string {
     ...(Math.max(m.loadAvgStart, m.loadAvgEnd ?? 0) > m.cores
       ? [`warning: load average above the core count: other processes shared the CPUs, tails (p99) are noisy`]
       : []),
-    `job: ${r.settings.job}; ${r.settings.jobs} jobs per row after warm-up; completion seen via ${r.settings.completionSignal}`,
+    `job: ${r.settings.job}; ${r.settings.jobs} jobs per row (at least 3 per client) after warm-up; completion seen via ${r.settings.completionSignal}`,
     "",
     `${"path".padEnd(44)}${pad("jobs/s", 9)}${pad("p50 ms", 10)}${pad("p99 ms", 10)}`,
     ...rows.map(([name, tps, p50, p99]) => `${name.padEnd(44)}${pad(tps, 9)}${pad(p50, 10)}${pad(p99, 10)}`),
@@ -67,6 +71,9 @@ export function formatTable(r: BenchResults): string {
     ),
     `  direct: generate p50 ${r.direct.generateMs.p50} ms (torch threads ${r.direct.torchThreads}, device ${r.direct.device}; cold first job ${r.direct.coldFirstJobSeconds} s)`,
     "",
+    ...formatLoadTable(r.http),
+    "",
+    ...(r.queueDepth ? [...formatDepthTable(r.queueDepth), ""] : []),
     r.mlx.ran
       ? `(d) MLX vs Torch, tiny pipeline s/img: torch ${r.mlx.tiny?.torch}, mlx fp32 ${r.mlx.tiny?.mlxFloat32}, mlx fp16 ${r.mlx.tiny?.mlxFloat16}; ratios ${JSON.stringify(r.mlx.tiny?.ratios ?? {})}` +
         (r.mlx.sd15UnetRatios ? `; SD-1.5 UNet ratios ${JSON.stringify(r.mlx.sd15UnetRatios)}` : "")

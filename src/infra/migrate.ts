@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import fs from "node:fs";
 import { databaseKind, SCHEMA_PATH } from "./database-kind";
+import { sqliteMigrationsApplied } from "./sqlite-migrations";
 
 /** What `migrate deploy` prints once everything is applied (or nothing was pending). */
 const DEPLOYED = /All migrations have been successfully applied|No pending migrations to apply/;
@@ -16,6 +17,9 @@ export async function applyMigrations(repoRoot: string, databaseUrl: string): Pr
   if (kind === "sqlite") {
     const file = databaseUrl.slice("file:".length);
     fs.mkdirSync(path.dirname(path.resolve(repoRoot, file)), { recursive: true });
+    // the CLI fails on a SQLite file another process has open (an API next to a worker, a restarted `start`), even
+    // with nothing to apply: skip it when every migration is already recorded
+    if (sqliteMigrationsApplied(path.resolve(repoRoot, file), path.join(repoRoot, path.dirname(SCHEMA_PATH[kind]), "migrations"))) return;
   }
   const cli = path.join(repoRoot, "node_modules", "prisma", "build", "index.js");
   const child = spawn(process.execPath, [cli, "migrate", "deploy", "--schema", SCHEMA_PATH[kind]], {

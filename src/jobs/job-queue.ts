@@ -3,6 +3,8 @@ import type IORedis from "ioredis";
 import type { ResolvedJob } from "./jobs.dto";
 
 export const GENERATE_QUEUE = "generate";
+/** Approximate length the "generate" events stream is trimmed to (see the constructor). */
+export const EVENTS_MAX_LEN = 2_000;
 
 /**
  * BullMQ runs jobs without a priority before prioritised ones; the API promises the opposite ("1 = highest, jobs without
@@ -43,7 +45,9 @@ export class JobQueue {
     private readonly prefix: string,
     private readonly attempts: number,
   ) {
-    this.queue = new Queue<GeneratePayload>(GENERATE_QUEUE, { connection, prefix });
+    // The events stream is only read live (JobEventsHub; final states come from the database), and step previews
+    // (a few KiB each) ride on its progress events: a shorter stream than BullMQ's 10 000 bounds Redis memory.
+    this.queue = new Queue<GeneratePayload>(GENERATE_QUEUE, { connection, prefix, streams: { events: { maxLen: EVENTS_MAX_LEN } } });
   }
 
   static cancelChannel(prefix: string): string {
