@@ -14,13 +14,25 @@ const DEPLOYED = /All migrations have been successfully applied|No pending migra
  */
 export async function applyMigrations(repoRoot: string, databaseUrl: string): Promise<void> {
   const kind = databaseKind(databaseUrl);
-  if (kind === "sqlite") {
-    const file = databaseUrl.slice("file:".length);
-    fs.mkdirSync(path.dirname(path.resolve(repoRoot, file)), { recursive: true });
-    // the CLI fails on a SQLite file another process has open (an API next to a worker, a restarted `start`), even
-    // with nothing to apply: skip it when every migration is already recorded
-    if (sqliteMigrationsApplied(path.resolve(repoRoot, file), path.join(repoRoot, path.dirname(SCHEMA_PATH[kind]), "migrations"))) return;
+  if (kind !== "sqlite") return deploy(repoRoot, databaseUrl, kind);
+  const file = path.resolve(repoRoot, databaseUrl.slice("file:".length));
+  const migrations = path.join(repoRoot, path.dirname(SCHEMA_PATH[kind]), "migrations");
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  // The CLI fails on a SQLite file another process has open (an API next to a worker, a restarted `start`), even with
+  // nothing to apply: skip it when every migration is recorded. Two processes starting on a fresh file race; the loser
+  // fails with a lock error, so it waits for the winner's migrations to appear instead of failing the start.
+  for (let attempt = 0; ; attempt++) {
+    if (sqliteMigrationsApplied(file, migrations)) return;
+    try {
+      return await deploy(repoRoot, databaseUrl, kind);
+    } catch (err) {
+      if (attempt >= 20) throw err;
+      await new Promise((r) => setTimeout(r, 250 + 250 * Math.min(attempt, 4)));
+    }
   }
+}
+
+async function deploy(repoRoot: string, databaseUrl: string, kind: ReturnType<typeof databaseKind>): Promise<void> {
   const cli = path.join(repoRoot, "node_modules", "prisma", "build", "index.js");
   const child = spawn(process.execPath, [cli, "migrate", "deploy", "--schema", SCHEMA_PATH[kind]], {
     cwd: repoRoot,

@@ -64,6 +64,8 @@ export class GenerationWorker {
   private reconcileTimer: NodeJS.Timeout | undefined;
   private reconciling: Promise<unknown> | undefined;
   private closing = false;
+  /** Jobs handed to process() so far: the watchdog's sign that this worker is taking work. */
+  private jobsTaken = 0;
 
   constructor(private readonly deps: GenerationWorkerDeps) {}
 
@@ -90,6 +92,7 @@ export class GenerationWorker {
         connected: () => this.workerConnection?.status === "ready",
         running: () => this.worker?.isRunning() ?? false,
         activeJobs: () => this.running.size,
+        jobsTaken: () => this.jobsTaken,
         readyJobs: async () => {
           const key = `${prefix}:${GENERATE_QUEUE}`;
           const [wait, prioritized] = await Promise.all([connection.llen(`${key}:wait`), connection.zcard(`${key}:prioritized`)]);
@@ -182,6 +185,7 @@ export class GenerationWorker {
     const { jobId, job: request, submittedAt } = job.data;
     const { jobs, logger } = this.deps;
     const attempt = job.attemptsMade + 1;
+    this.jobsTaken++;
     if (await this.cancelRequested(jobId)) {
       await jobs.finish(jobId, "cancelled", "CANCELLED", "cancelled before it started");
       return { status: "cancelled" };

@@ -72,4 +72,24 @@ describe("WorkerWatchdog", () => {
     await dog.tick(1_500);
     expect(errors).toEqual(["redis flaked"]);
   });
+
+  it("is not fooled by ticks that land between jobs, or by a pause of the whole process, while jobs are being taken", async () => {
+    const { state, worker, reasons } = fakeWorker({ ready: 2 });
+    let taken = 0;
+    const dog = new WorkerWatchdog({ ...worker, jobsTaken: () => taken }, 1_000);
+    // every tick sees "idle while jobs wait", but a job was taken in between each time
+    for (let t = 0; t <= 3_000; t += 250) {
+      await dog.tick(t);
+      taken++;
+    }
+    expect(reasons).toEqual([]);
+    // suspicion seen just before a 5 s pause; after it the worker takes the waiting job at once
+    await dog.tick(3_250);
+    taken++;
+    await dog.tick(8_250);
+    expect(reasons).toEqual([]);
+    // nothing taken for the whole bound: stuck after all
+    await dog.tick(9_250);
+    expect(reasons).toEqual(["worker idle while jobs wait"]);
+  });
 });

@@ -8,6 +8,12 @@ export interface WatchedWorker {
   activeJobs(): number;
   /** Jobs ready to run in the queue (wait + prioritized); may throw while Redis is flaky. */
   readyJobs(): Promise<number>;
+  /**
+   * Jobs this worker has taken since it started (any count that grows with each job taken). A change means it is
+   * taking work: "idle while jobs wait" seen at a few ticks between short jobs, or before a pause of the whole process
+   * (SIGSTOP, a sleeping laptop), is not a stuck worker.
+   */
+  jobsTaken?(): number;
   /** Replace the worker by a fresh one. */
   recreate(reason: string): Promise<void>;
 }
@@ -22,6 +28,7 @@ export class WorkerWatchdog {
   private timer: NodeJS.Timeout | undefined;
   private suspectSince: number | undefined;
   private ticking = false;
+  private takenAtSuspicion: number | undefined;
   recreations = 0;
 
   constructor(
@@ -32,7 +39,16 @@ export class WorkerWatchdog {
 
   start(): void {
     if (this.boundMs <= 0) return;
-    this.timer = setInterval(() => void this.tick(), Math.max(100, Math.floor(this.boundMs / 4)));
+    const every = Math.max(100, Math.floor(this.boundMs / 4));
+    let last = Date.now();
+    this.timer = setInterval(() => {
+      const now = Date.now();
+      // A timer this late means the whole process was paused (SIGSTOP, a suspended VM or laptop): what was seen before
+      // the pause says nothing about the worker now, and it has had no chance to act since; the bound starts again.
+      if (now - last > 2 * every) this.suspectSince = undefined;
+      last = now;
+      void this.tick(now);
+    }, every);
     this.timer.unref();
   }
 
@@ -47,11 +63,15 @@ export class WorkerWatchdog {
     this.ticking = true;
     try {
       const suspect = await this.suspicious();
-      if (!suspect) {
+      const taken = this.worker.jobsTaken?.();
+      if (!suspect || (this.suspectSince !== undefined && taken !== this.takenAtSuspicion)) {
         this.suspectSince = undefined;
-        return;
+        if (!suspect) return;
       }
-      this.suspectSince ??= now;
+      if (this.suspectSince === undefined) {
+        this.suspectSince = now;
+        this.takenAtSuspicion = taken;
+      }
       if (now - this.suspectSince < this.boundMs) return;
       this.suspectSince = undefined;
       this.recreations++;
