@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     from .versions import package_versions
 
     backend = TorchBackend()
-    out_dir = tempfile.mkdtemp(prefix="pixelai-bench-direct-")
+    out_dir_handle = tempfile.TemporaryDirectory(prefix="pixelai-bench-direct-")  # removed when the bench ends
+    out_dir = out_dir_handle.name
 
     def one(index: int) -> dict:
         req = GenerateRequest.from_params(dict(
