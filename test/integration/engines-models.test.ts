@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import request from "supertest";
 import { startTestStack, TestStack, waitFor, decodePng } from "../support/stack";
+import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
 
 const repo = path.resolve(__dirname, "../..");
 const KEY = "test-admin-key";
@@ -29,28 +30,8 @@ afterAll(async () => {
 
 const admin = (req: request.Test) => req.set("X-API-Key", KEY);
 
-async function run(body: Record<string, unknown>) {
-  const submit = await request(stack.url).post("/jobs").send(body);
-  expect(submit.status).toBe(202);
-  const job = await waitFor(async () => {
-    const res = await request(stack.url).get(`/jobs/${submit.body.id}`);
-    return ["completed", "failed", "cancelled"].includes(res.body.status) ? res.body : undefined;
-  });
-  return job;
-}
-
-async function image(id: string): Promise<Buffer> {
-  const res = await request(stack.url)
-    .get(`/jobs/${id}/image`)
-    .buffer(true)
-    .parse((r, cb) => {
-      const chunks: Buffer[] = [];
-      r.on("data", (c: Buffer) => chunks.push(c));
-      r.on("end", () => cb(null, Buffer.concat(chunks)));
-    });
-  expect(res.status).toBe(200);
-  return res.body as Buffer;
-}
+const run = async (body: Record<string, unknown>) => finishedJob(stack.url, await submitJob(stack.url, body));
+const image = (id: string) => fetchPng(stack.url, id);
 
 function maxChannelDiff(a: Buffer, b: Buffer): number {
   const pa = decodePng(a).data;

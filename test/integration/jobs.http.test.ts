@@ -1,6 +1,7 @@
 import request from "supertest";
 import { createHash } from "node:crypto";
 import { startTestStack, TestStack, waitFor, decodePng, opaqueColours } from "../support/stack";
+import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
 
 let stack: TestStack;
 
@@ -12,30 +13,9 @@ afterAll(async () => {
   await stack?.close();
 });
 
-async function submit(body: Record<string, unknown>) {
-  const res = await request(stack.url).post("/jobs").send(body);
-  expect(res.status).toBe(202);
-  expect(res.body.status).toBe("queued");
-  return res.body.id as string;
-}
-
-async function finished(id: string) {
-  return waitFor(async () => {
-    const res = await request(stack.url).get(`/jobs/${id}`);
-    return ["completed", "failed", "cancelled"].includes(res.body.status) ? res.body : undefined;
-  });
-}
-
-async function imageOf(id: string): Promise<Buffer> {
-  const res = await request(stack.url).get(`/jobs/${id}/image`).buffer(true).parse((r, cb) => {
-    const chunks: Buffer[] = [];
-    r.on("data", (c: Buffer) => chunks.push(c));
-    r.on("end", () => cb(null, Buffer.concat(chunks)));
-  });
-  expect(res.status).toBe(200);
-  expect(res.headers["content-type"]).toBe("image/png");
-  return res.body as Buffer;
-}
+const submit = (body: Record<string, unknown>) => submitJob(stack.url, body);
+const finished = (id: string) => finishedJob(stack.url, id);
+const imageOf = (id: string) => fetchPng(stack.url, id);
 
 const knight = { prompt: "a knight", width: 64, height: 64, steps: 4, seed: 7, pixel: { width: 32, height: 32, colors: 8 } };
 

@@ -1,6 +1,7 @@
 import os from "node:os";
 import request from "supertest";
 import { startTestStack, TestStack, waitFor, decodePng, opaqueColours } from "../support/stack";
+import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
 import { startTestPostgres, TestPostgres } from "../support/postgres";
 
 /**
@@ -22,31 +23,9 @@ afterAll(async () => {
 
 const knight = { prompt: "a knight", width: 64, height: 64, steps: 4, seed: 7, pixel: { width: 32, height: 32, colors: 8 } };
 
-async function submit(body: Record<string, unknown>): Promise<string> {
-  const res = await request(stack.url).post("/jobs").send(body);
-  expect(res.status).toBe(202);
-  return res.body.id as string;
-}
-
-async function finished(id: string) {
-  return waitFor(async () => {
-    const res = await request(stack.url).get(`/jobs/${id}`);
-    return ["completed", "failed", "cancelled"].includes(res.body.status) ? res.body : undefined;
-  });
-}
-
-async function imageOf(id: string): Promise<Buffer> {
-  const res = await request(stack.url)
-    .get(`/jobs/${id}/image`)
-    .buffer(true)
-    .parse((r, cb) => {
-      const chunks: Buffer[] = [];
-      r.on("data", (c: Buffer) => chunks.push(c));
-      r.on("end", () => cb(null, Buffer.concat(chunks)));
-    });
-  expect(res.status).toBe(200);
-  return res.body as Buffer;
-}
+const submit = (body: Record<string, unknown>) => submitJob(stack.url, body);
+const finished = (id: string) => finishedJob(stack.url, id);
+const imageOf = (id: string) => fetchPng(stack.url, id);
 
 describe("the stack on PostgreSQL", () => {
   it("really runs on PostgreSQL with the PostgreSQL migrations applied", async () => {

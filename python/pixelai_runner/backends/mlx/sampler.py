@@ -11,6 +11,7 @@ Latent arithmetic is done in float32, like diffusers' `sample.to(torch.float32)`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -184,7 +185,7 @@ def predicted_x0_from_sigma(sample: mx.array, model_output: mx.array, sigma: flo
     raise ValueError(f"prediction_type {prediction_type!r} is not supported")
 
 
-class Sampler:
+class Sampler(ABC):
     """A scheduler bound to a step count; `scale_input` before the UNet, `step` after it."""
 
     name = ""
@@ -209,8 +210,9 @@ class Sampler:
         sigma = float(self.schedule.sigmas[index])
         return sample / ((sigma**2 + 1) ** 0.5)
 
+    @abstractmethod
     def step(self, model_output: mx.array, index: int, sample: mx.array) -> mx.array:
-        raise NotImplementedError
+        """One denoising step from `sample` at schedule position `index` to the next; each sampler's own rule."""
 
 
 class EulerSampler(Sampler):
