@@ -68,8 +68,9 @@ afterAll(async () => {
   queueConnection?.disconnect();
   await db?.$disconnect();
   await redis?.down();
-  if (tmp && !process.env.KEEP_TMP) fs.rmSync(tmp, { recursive: true, force: true });
-  else console.log(tmp);
+  // KEEP_TMP=1 keeps the process logs and the Redis/SQLite files for a look after a failure
+  if (tmp && process.env.KEEP_TMP === "1") console.log(`[reliability] kept ${tmp}`);
+  else if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 /** One HTTP call with its duration; a call that does not answer within the bound is aborted and reported as such. */
