@@ -107,6 +107,8 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
           silenceTimeoutMs: config.runnerTimeoutMs,
           startTimeoutMs: config.runnerStartTimeoutMs,
           maxRestarts: config.runnerMaxRestarts,
+          // Where the runner looks for BiRefNet weights (removeBackground "birefnet"); only the torch runner uses it.
+          env: { PIXELAI_BIREFNET_DIR: path.join(config.modelsRoot, "birefnet") },
           logger: logger.child({ component: `runner-${engine}` }),
         }),
       );

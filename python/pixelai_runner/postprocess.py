@@ -1,8 +1,9 @@
 """The pixel-art step that turns a decoded image into the final sprite. Engine-independent, pure functions.
 
-Order: fit to the pixel grid → colour-key background removal → palette quantisation → RGBA out.
-Fitting first keeps the other steps cheap (they run on the small grid) and lets the colour key treat the transparent
-letterbox of `contain` as background.
+Order: BiRefNet matte (if asked) → fit to the pixel grid → colour-key background removal → palette quantisation →
+RGBA out. The BiRefNet matte is computed on the full decoded image, since the model needs the detail the pixel grid
+loses; fitting then carries that alpha along. Fitting before the other steps keeps them cheap (they run on the small
+grid) and lets the colour key treat the transparent letterbox of `contain` as background.
 
 Palette rule (`colors` = N, 1..256; 0 = keep every colour):
   * alpha is made binary (< 128 → fully transparent) so a palette slot can stand for "transparent";
@@ -15,7 +16,7 @@ Palette rule (`colors` = N, 1..256; 0 = keep every colour):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -27,14 +28,22 @@ FIT_MODES = ("contain", "cover", "stretch")
 BACKGROUND_MODES = (False, "color-key", "birefnet")
 MAX_COLORS = 256
 DEFAULT_KEY_TOLERANCE = 48.0  # Euclidean RGB distance; diffusion backgrounds are flat-ish, never exactly flat
+BIREFNET_UNAVAILABLE = "removeBackground 'birefnet' is not available on this runner"
+
+# image → the same image as RGBA with the background made (softly) transparent; background.BiRefNetRemover is one.
+BackgroundRemover = Callable[[Image.Image], Image.Image]
 
 
-def validate(pixel: Optional[PixelSpec], remove_background, engine_supports_birefnet: bool = False) -> None:
-    """Reject options the post-process cannot honour before any expensive generation starts."""
+def validate(pixel: Optional[PixelSpec], remove_background, birefnet_missing: Optional[str] = BIREFNET_UNAVAILABLE) -> None:
+    """Reject options the post-process cannot honour before any expensive generation starts.
+
+    `birefnet_missing` is None when this runner can run BiRefNet, otherwise why it cannot: a missing model is the
+    engine's shortfall, not a bad request, hence ENGINE_UNAVAILABLE.
+    """
     if remove_background not in BACKGROUND_MODES:
         raise RunnerError("INVALID_REQUEST", f"unknown removeBackground {remove_background!r}")
-    if remove_background == "birefnet" and not engine_supports_birefnet:
-        raise RunnerError("INVALID_REQUEST", "removeBackground 'birefnet' is not available on this runner")
+    if remove_background == "birefnet" and birefnet_missing is not None:
+        raise RunnerError("ENGINE_UNAVAILABLE", birefnet_missing)
     if pixel is None:
         return
     if pixel.fit_mode not in FIT_MODES:
@@ -152,10 +161,14 @@ def postprocess(
     pixel: Optional[PixelSpec] = None,
     remove_background=False,
     key_tolerance: float = DEFAULT_KEY_TOLERANCE,
+    remover: Optional[BackgroundRemover] = None,
 ) -> Image.Image:
-    """Decoded image → final RGBA image, following the order in the module docstring."""
-    validate(pixel, remove_background, engine_supports_birefnet=False)
+    """Decoded image → final RGBA image, following the order in the module docstring. `remover` runs for
+    remove_background "birefnet" (without one that option is refused)."""
+    validate(pixel, remove_background, None if remover is not None else BIREFNET_UNAVAILABLE)
     out = image.convert("RGBA")
+    if remove_background == "birefnet":
+        out = remover(out).convert("RGBA")
     if pixel is not None:
         out = fit_to_grid(out, pixel.width, pixel.height, pixel.fit_mode)
     if remove_background == "color-key":

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Callable, Optional, TextIO
 
-from . import postprocess, preview
+from . import background, postprocess, preview
 from .backends.base import FEATURES, Backend, GenerateRequest
 from .errors import RunnerError, classify_exception
 from .protocol import ProtocolError, ProtocolWriter, parse_request
@@ -150,6 +150,7 @@ class Runner:
         self._pending: set[Any] = set()  # generate ids queued or running
         self._cancelled: set[Any] = set()
         self._device_name: Optional[str] = None
+        self._remover: Optional[background.BiRefNetRemover] = None  # loaded by the first birefnet job, then kept
         self._worker = threading.Thread(target=self._work, name="generation-worker", daemon=True)
 
     def _availability(self) -> tuple[bool, str]:
@@ -216,7 +217,8 @@ class Runner:
         if req.width <= 0 or req.height <= 0 or req.steps <= 0:
             raise RunnerError("INVALID_REQUEST", "width, height and steps must be positive")
         # Fail before queueing: a bad post-process option should not cost a whole generation first.
-        postprocess.validate(req.pixel, req.remove_background)
+        birefnet_missing = self._birefnet_missing() if req.remove_background == "birefnet" else None
+        postprocess.validate(req.pixel, req.remove_background, birefnet_missing)
         if not os.path.isdir(req.output_dir):
             raise RunnerError("INVALID_REQUEST", f"outputDir {req.output_dir} is not an existing directory")
         with self._state_lock:
@@ -241,6 +243,31 @@ class Runner:
             self._cancelled.update(self._pending)
         self._jobs.put(None)
         self._worker.join(SHUTDOWN_GRACE_S)
+
+    def _birefnet_missing(self) -> Optional[str]:
+        """None when this runner can run BiRefNet (its engine's probe says backgroundRemoval), else why not."""
+        try:
+            if self.backend.supports("backgroundRemoval"):
+                return None
+        except Exception as exc:
+            return f"removeBackground 'birefnet': {self.engine} engine probe failed: {type(exc).__name__}: {exc}"
+        if self.engine == "torch":
+            return background.missing_reason()
+        return (f"removeBackground 'birefnet' runs on the torch engine only (the {self.engine} runner has no torch at "
+                "inference); use engine torch or 'color-key'")
+
+    def _background_remover(self) -> background.BiRefNetRemover:
+        """The runner's one BiRefNet, on the engine's device and dtype; the model itself loads on first use."""
+        folder = background.weights_dir()
+        if folder is None or not background.weights_present(folder):
+            # The folder went away between accepting the job and running it.
+            raise RunnerError("ENGINE_UNAVAILABLE", background.missing_reason(folder))
+        if self._remover is None or self._remover.folder != folder:
+            info = self.backend.probe()
+            self._remover = background.BiRefNetRemover(
+                folder, str(info.get("device") or "cpu"), str(info.get("dtype") or "float32")
+            )
+        return self._remover
 
     def _device(self) -> str:
         """The backend's device, for telling CUDA from MPS out-of-memory errors apart."""
@@ -301,7 +328,8 @@ class Runner:
             output = self.backend.generate(req, on_step, check_cancel)
             check_cancel()
             started = time.perf_counter()
-            image = postprocess.postprocess(output.image, req.pixel, req.remove_background)
+            remover = self._background_remover() if req.remove_background == "birefnet" else None
+            image = postprocess.postprocess(output.image, req.pixel, req.remove_background, remover=remover)
             path = os.path.join(req.output_dir, RESULT_NAME)
             partial = path + ".partial"
             image.save(partial, format="PNG")

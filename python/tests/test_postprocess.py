@@ -150,7 +150,6 @@ def test_postprocess_without_pixel_spec_keeps_size_and_is_rgba():
         (PixelSpec(32, 32, 8, "zoom"), False),
         (PixelSpec(0, 32, 8, "contain"), False),
         (PixelSpec(32, 32, 257, "contain"), False),
-        (None, "birefnet"),
         (None, "chroma"),
     ],
 )

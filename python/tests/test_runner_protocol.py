@@ -28,7 +28,10 @@ def _rid(prefix: str) -> str:
 def runner(tmp_path_factory):
     logs = tmp_path_factory.mktemp("runner-logs")
     proc = RunnerProcess(
-        [str(HERE / "noisy_runner.py"), "--engine", "torch"], logs / "stderr.log", env={"PIXELAI_DEVICE": DEVICE}
+        [str(HERE / "noisy_runner.py"), "--engine", "torch"],
+        logs / "stderr.log",
+        # No BiRefNet folder, whatever the caller's environment says: the probe below expects backgroundRemoval false.
+        env={"PIXELAI_DEVICE": DEVICE, "PIXELAI_BIREFNET_DIR": ""},
     )
     ready = proc.next_message(lambda m: m.get("event") == "ready", timeout=120)
     proc.ready = ready

@@ -257,6 +257,9 @@ export class GenerationWorker {
           runner.kill();
         },
       });
+      // Every step's progress (and preview file) is published before the job can be seen completed: watchers close
+      // their streams on the final state, and the output dir holding previews is removed right after.
+      await relay.drain();
       const png = await fs.readFile(String(result.imagePath));
       const sha256 = createHash("sha256").update(png).digest("hex");
       if (sha256 !== result.sha256) throw new AppError("ENGINE_INTERNAL", "result PNG does not match the sha256 the runner reported");

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import torch
 
+from .. import background
 from .. import device as devices
 from .. import preview
 from ..errors import RunnerError
@@ -99,8 +100,9 @@ class TorchBackend(Backend):
             "features": {
                 "lora": True,
                 "sdxl": True,
-                # birefnet comes later; color-key is post-processing and works on every engine.
-                "backgroundRemoval": False,
+                # BiRefNet ("birefnet"); color-key is plain post-processing and works on every engine. A file check
+                # only, so probes stay cheap: the model loads with the first job that asks for it.
+                "backgroundRemoval": background.weights_present(),
                 "img2img": False,
                 "stepPreview": True,
             },
