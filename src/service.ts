@@ -7,23 +7,22 @@ import type IORedis from "ioredis";
 import { createApp } from "./api/app";
 import { JobEventsHub } from "./api/job-events";
 import { WsGateway } from "./api/ws/ws-gateway";
-import { EngineProbe, EngineStatusStore } from "./backends/engine-status";
-import { RunnerSupervisor } from "./backends/runner-supervisor";
+import { EngineStatusStore } from "./backends/engine-status";
+import type { RunnerSupervisor } from "./backends/runner-supervisor";
 import type { Config } from "./config";
 import { Logger } from "./infra/logger";
 import { startManagedRedis, ManagedRedis } from "./infra/managed-redis";
 import { applyMigrations } from "./infra/migrate";
 import { Db, openDatabase } from "./infra/prisma";
-import { producerConnection, workerConnection } from "./infra/redis";
+import { producerConnection } from "./infra/redis";
 import { JobQueue } from "./jobs/job-queue";
 import type { EngineName } from "./jobs/jobs.dto";
 import { JobsRepository } from "./jobs/jobs.repository";
 import { JobsService } from "./jobs/jobs.service";
-import { RetentionSweeper } from "./jobs/retention";
 import { ModelsRepository } from "./models/models.repository";
 import { ModelsService } from "./models/models.service";
-import { GenerationWorker } from "./workers/generation.worker";
-import { ConversionWorker } from "./workers/conversion.worker";
+import type { GenerationWorker } from "./workers/generation.worker";
+import { startWorkerRole } from "./workers/worker-role";
 import { ConversionQueue } from "./conversions/conversion-queue";
 import { ConversionsRepository } from "./conversions/conversions.repository";
 import { ConversionsService } from "./conversions/conversions.service";
@@ -94,85 +93,12 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   await ensureDemoModels(config, logger);
   await modelsService.scanLocal();
 
-  const runners = new Map<EngineName, RunnerSupervisor>();
+  let runners = new Map<EngineName, RunnerSupervisor>();
   let worker: GenerationWorker | undefined;
   if (opts.worker) {
-    for (const engine of config.engines) {
-      runners.set(
-        engine,
-        new RunnerSupervisor({
-          engine,
-          python: config.python,
-          cwd: config.repoRoot,
-          silenceTimeoutMs: config.runnerTimeoutMs,
-          startTimeoutMs: config.runnerStartTimeoutMs,
-          maxRestarts: config.runnerMaxRestarts,
-          // Where the runner looks for BiRefNet weights (removeBackground "birefnet"); only the torch runner uses it.
-          env: { PIXELAI_BIREFNET_DIR: path.join(config.modelsRoot, "birefnet") },
-          logger: logger.child({ component: `runner-${engine}` }),
-        }),
-      );
-    }
-    const workerRedis = workerConnection(redisUrl);
-    closers.unshift(() => workerRedis.quit().catch(() => undefined));
-    for (const [engine, runner] of runners) {
-      // A runner that cannot start must not take the worker down: it stays "failed", its engine is published as
-      // unavailable (submits get 503) and a job that reaches it fails at once with ENGINE_UNAVAILABLE.
-      await runner.start().catch((err) => logger.error({ engine, err: (err as Error).message }, `${engine} runner failed to start`));
-      const publish = async () => {
-        try {
-          const probe = (await runner.request("probe", {}, { timeoutMs: 30_000 })) as unknown as EngineProbe;
-          runner.readyInfo = { ...runner.readyInfo, ...probe, event: "ready" };
-          await engineStatus.publish({ ...probe, engine });
-        } catch (err) {
-          await engineStatus
-            .publish({ engine, available: false, reason: `runner not available: ${(err as Error).message}` })
-            .catch(() => undefined);
-        }
-      };
-      await publish();
-      logger.info({ engine, device: runner.readyInfo?.device, chip: runner.readyInfo?.chip }, `${engine} runner on ${runner.readyInfo?.device} (${runner.readyInfo?.chip})`);
-      runner.on("restarted", () => void publish());
-      runner.on("failed", () => void publish());
-      const timer = setInterval(() => void publish(), 20_000);
-      timer.unref();
-      closers.unshift(async () => clearInterval(timer));
-      closers.unshift(() => runner.stop());
-    }
-    worker = new GenerationWorker({
-      connection: workerRedis,
-      prefix: config.queuePrefix,
-      concurrency: config.workerConcurrency,
-      runners,
-      jobs: jobsRepo,
-      models: modelsService,
-      logger: logger.child({ component: "generation-worker" }),
-      lockDurationMs: config.lockDurationMs,
-      stalledIntervalMs: config.stalledIntervalMs,
-      maxStalledCount: config.maxStalledCount,
-      jobTimeoutMs: config.jobTimeoutMs,
-      cancelGraceMs: config.cancelGraceMs,
-      shutdownGraceMs: config.shutdownGraceMs,
-      watchdogMs: config.workerWatchdogMs,
-      queue,
-    });
-    await worker.start();
-    closers.unshift(() => worker!.close());
-    const conversionWorker = new ConversionWorker({
-      connection: workerRedis,
-      prefix: config.queuePrefix,
-      python: config.python,
-      repoRoot: config.repoRoot,
-      conversions: conversionsRepo,
-      models: modelsService,
-      logger: logger.child({ component: "conversion-worker" }),
-    });
-    await conversionWorker.start();
-    closers.unshift(() => conversionWorker.close());
-    // Image retention lives with the workers (they write results); idempotent, so several workers may all sweep.
-    const retention = new RetentionSweeper(jobsRepo, { maxAgeHours: config.retentionMaxAgeHours, maxImages: config.retentionMaxImages }, logger.child({ component: "retention" }));
-    retention.start();
-    closers.unshift(() => retention.stop());
+    const role = await startWorkerRole({ config, logger, redisUrl, queue, engineStatus, jobsRepo, modelsService, conversionsRepo });
+    ({ runners, worker } = role);
+    closers.unshift(...role.closers);
   }
 
   let url: string | undefined;
@@ -184,7 +110,21 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     await events.start();
     closers.unshift(() => events!.close());
     const rateLimiter = new SubmitRateLimiter(redis, config.queuePrefix, config.rateLimitPerMin, logger.child({ component: "rate-limit" }));
-    const app = createApp({ config, jobs, models: modelsService, conversions: new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" })), engines: engineStatus, version: packageVersion(config.repoRoot), events, rateLimiter, adminQueues: [queue.queue, conversionQueue.queue] }, logger);
+    const conversions = new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" }));
+    const app = createApp(
+      {
+        config,
+        jobs,
+        models: modelsService,
+        conversions,
+        engines: engineStatus,
+        version: packageVersion(config.repoRoot),
+        events,
+        rateLimiter,
+        adminQueues: [queue.queue, conversionQueue.queue],
+      },
+      logger,
+    );
     const server = http.createServer(app);
     ws = new WsGateway({
       server,

@@ -1,0 +1,118 @@
+import path from "node:path";
+import { EngineProbe, EngineStatusStore } from "../backends/engine-status";
+import { RunnerSupervisor } from "../backends/runner-supervisor";
+import type { Config } from "../config";
+import type { Logger } from "../infra/logger";
+import { workerConnection } from "../infra/redis";
+import type { ConversionsRepository } from "../conversions/conversions.repository";
+import type { JobQueue } from "../jobs/job-queue";
+import type { EngineName } from "../jobs/jobs.dto";
+import type { JobsRepository } from "../jobs/jobs.repository";
+import { RetentionSweeper } from "../jobs/retention";
+import type { ModelsService } from "../models/models.service";
+import { ConversionWorker } from "./conversion.worker";
+import { GenerationWorker } from "./generation.worker";
+
+export interface WorkerRoleDeps {
+  config: Config;
+  logger: Logger;
+  redisUrl: string;
+  queue: JobQueue;
+  engineStatus: EngineStatusStore;
+  jobsRepo: JobsRepository;
+  modelsService: ModelsService;
+  conversionsRepo: ConversionsRepository;
+}
+
+export interface WorkerRole {
+  runners: Map<EngineName, RunnerSupervisor>;
+  worker: GenerationWorker;
+  /** Shutdown steps in the order to run them: stop taking work, then runners, then the worker's Redis connection. */
+  closers: Array<() => Promise<unknown>>;
+}
+
+/** The worker role: one warm runner per engine, the generation and conversion workers, and image retention. */
+export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole> {
+  const { config, logger, redisUrl, queue, engineStatus, jobsRepo, modelsService, conversionsRepo } = deps;
+  const closers: Array<() => Promise<unknown>> = [];
+  const runners = new Map<EngineName, RunnerSupervisor>();
+  for (const engine of config.engines) {
+    runners.set(
+      engine,
+      new RunnerSupervisor({
+        engine,
+        python: config.python,
+        cwd: config.repoRoot,
+        silenceTimeoutMs: config.runnerTimeoutMs,
+        startTimeoutMs: config.runnerStartTimeoutMs,
+        maxRestarts: config.runnerMaxRestarts,
+        // Where the runner looks for BiRefNet weights (removeBackground "birefnet"); only the torch runner uses it.
+        env: { PIXELAI_BIREFNET_DIR: path.join(config.modelsRoot, "birefnet") },
+        logger: logger.child({ component: `runner-${engine}` }),
+      }),
+    );
+  }
+  const workerRedis = workerConnection(redisUrl);
+  closers.unshift(() => workerRedis.quit().catch(() => undefined));
+  for (const [engine, runner] of runners) {
+    // A runner that cannot start must not take the worker down: it stays "failed", its engine is published as
+    // unavailable (submits get 503) and a job that reaches it fails at once with ENGINE_UNAVAILABLE.
+    await runner.start().catch((err) => logger.error({ engine, err: (err as Error).message }, `${engine} runner failed to start`));
+    const publish = () => publishProbe(engine, runner, engineStatus);
+    await publish();
+    logger.info({ engine, device: runner.readyInfo?.device, chip: runner.readyInfo?.chip }, `${engine} runner on ${runner.readyInfo?.device} (${runner.readyInfo?.chip})`);
+    runner.on("restarted", () => void publish());
+    runner.on("failed", () => void publish());
+    // Probes expire in Redis (engine-status.ts) so a dead worker's engine stops looking available; keep ours fresh.
+    const timer = setInterval(() => void publish(), 20_000);
+    timer.unref();
+    closers.unshift(async () => clearInterval(timer));
+    closers.unshift(() => runner.stop());
+  }
+  const worker = new GenerationWorker({
+    connection: workerRedis,
+    prefix: config.queuePrefix,
+    concurrency: config.workerConcurrency,
+    runners,
+    jobs: jobsRepo,
+    models: modelsService,
+    logger: logger.child({ component: "generation-worker" }),
+    lockDurationMs: config.lockDurationMs,
+    stalledIntervalMs: config.stalledIntervalMs,
+    maxStalledCount: config.maxStalledCount,
+    jobTimeoutMs: config.jobTimeoutMs,
+    cancelGraceMs: config.cancelGraceMs,
+    shutdownGraceMs: config.shutdownGraceMs,
+    watchdogMs: config.workerWatchdogMs,
+    queue,
+  });
+  await worker.start();
+  closers.unshift(() => worker.close());
+  const conversionWorker = new ConversionWorker({
+    connection: workerRedis,
+    prefix: config.queuePrefix,
+    python: config.python,
+    repoRoot: config.repoRoot,
+    conversions: conversionsRepo,
+    models: modelsService,
+    logger: logger.child({ component: "conversion-worker" }),
+  });
+  await conversionWorker.start();
+  closers.unshift(() => conversionWorker.close());
+  // Image retention lives with the workers (they write results); idempotent, so several workers may all sweep.
+  const retention = new RetentionSweeper(jobsRepo, { maxAgeHours: config.retentionMaxAgeHours, maxImages: config.retentionMaxImages }, logger.child({ component: "retention" }));
+  retention.start();
+  closers.unshift(() => retention.stop());
+  return { runners, worker, closers };
+}
+
+/** Asks a runner for its probe and publishes it for every API process; a runner that cannot answer is unavailable. */
+async function publishProbe(engine: EngineName, runner: RunnerSupervisor, engineStatus: EngineStatusStore): Promise<void> {
+  try {
+    const probe = (await runner.request("probe", {}, { timeoutMs: 30_000 })) as unknown as EngineProbe;
+    runner.readyInfo = { ...runner.readyInfo, ...probe, event: "ready" };
+    await engineStatus.publish({ ...probe, engine });
+  } catch (err) {
+    await engineStatus.publish({ engine, available: false, reason: `runner not available: ${(err as Error).message}` }).catch(() => undefined);
+  }
+}
