@@ -83,7 +83,7 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   closers.push(() => redis.quit().catch(() => undefined));
   const queue = new JobQueue(redis, config.queuePrefix, config.jobAttempts);
   closers.push(() => queue.close());
-  const engineStatus = new EngineStatusStore(redis, config.queuePrefix, config.defaultEngine);
+  const engineStatus = new EngineStatusStore(redis, config.queuePrefix, config.defaultEngine, config.defaultModel);
   const jobsRepo = new JobsRepository(db);
   const modelsService = new ModelsService(new ModelsRepository(db), config.modelsRoot, config.lorasRoot, logger);
   const conversionsRepo = new ConversionsRepository(db);
@@ -105,7 +105,7 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   let events: JobEventsHub | undefined;
   let ws: WsGateway | undefined;
   if (opts.api) {
-    const jobs = new JobsService(jobsRepo, queue, modelsService, engineStatus, config.defaultModel, logger.child({ component: "jobs" }));
+    const jobs = new JobsService(jobsRepo, queue, modelsService, engineStatus, logger.child({ component: "jobs" }));
     events = new JobEventsHub(queue, jobs, logger.child({ component: "job-events" }));
     await events.start();
     closers.unshift(() => events!.close());
@@ -133,7 +133,6 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
       engines: engineStatus,
       models: modelsService,
       allowedHosts: config.allowedHosts,
-      defaultModel: config.defaultModel,
       rateLimiter,
       logger: logger.child({ component: "ws" }),
     });

@@ -37,10 +37,11 @@ function summarise(probe: EngineProbe | null): EngineSummary {
 }
 
 /** What workers last published about each engine (Redis), the default engine, and the model registry's names. */
-export async function enginesSummary(engines: EngineStatusStore, models: ModelsService, defaultModel: string): Promise<EnginesSummary> {
-  const [probes, defaultEngine, rows] = await Promise.all([
+export async function enginesSummary(engines: EngineStatusStore, models: ModelsService): Promise<EnginesSummary> {
+  const [probes, defaultEngine, defaultModel, rows] = await Promise.all([
     Promise.all(ENGINES.map((e) => engines.read(e).catch(() => null))),
     engines.defaultEngine(),
+    engines.defaultModel(),
     models.list(),
   ]);
   return {

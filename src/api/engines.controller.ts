@@ -18,7 +18,7 @@ export class EnginesController extends Controller {
   /** Capability matrix from each runner's probe (refreshed by workers, and at once when a runner restarts). */
   @Get()
   async list(): Promise<EnginesSummary> {
-    return enginesSummary(this.services.engines, this.services.models, this.services.config.defaultModel);
+    return enginesSummary(this.services.engines, this.services.models);
   }
 
   /** The engine for requests that name none (shared by every API process). */

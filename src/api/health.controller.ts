@@ -44,7 +44,7 @@ export class HealthController extends Controller {
       device: main?.device ?? null,
       chip: main?.chip ?? null,
       model_loaded: Boolean(main?.available),
-      current_model: config.defaultModel,
+      current_model: await engines.defaultModel(),
       redis,
       engines: Object.fromEntries(
         Object.entries(probes).map(([name, p]) => [

@@ -1,8 +1,16 @@
-import { Body, Controller, Get, Path, Post, Response, Route, Security, SuccessResponse, Tags } from "tsoa";
+import { Body, Controller, Get, Path, Post, Put, Response, Route, Security, SuccessResponse, Tags } from "tsoa";
+import { AppError } from "../backends/error-codes";
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";
 import type { ModelDetail, RegisterModelRequest } from "../models/models.dto";
 import type { ConversionRequest, ConversionView, MlxModelSummary } from "../conversions/conversions.dto";
+
+export interface DefaultModelRequest {
+  /**
+   * @pattern ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$
+   */
+  model: string;
+}
 
 export interface ModelList {
   /** Base model names only: the seed server's shape, kept for its Aseprite extension. */
@@ -34,6 +42,18 @@ export class ModelsController extends Controller {
   async register(@Body() body: RegisterModelRequest): Promise<ModelDetail> {
     this.setStatus(201);
     return this.services.models.register(body);
+  }
+
+  /** The base model for requests that name none (shared by every API process; the seed's /load_model sets it too). */
+  @Put("default")
+  @Security("apiKey")
+  @Response<ErrorBody>(401, "Admin key missing or wrong")
+  @Response<ErrorBody>(404, "No such base model")
+  async setDefault(@Body() body: DefaultModelRequest): Promise<{ default: string }> {
+    const model = await this.services.models.find(body.model);
+    if (model.kind !== "base") throw new AppError("MODEL_NOT_FOUND", `${body.model} is a LoRA, not a base model`);
+    await this.services.engines.setDefaultModel(model.name);
+    return { default: model.name };
   }
 
   @Get("{name}")

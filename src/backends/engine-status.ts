@@ -28,6 +28,7 @@ export class EngineStatusStore {
     private readonly redis: IORedis,
     private readonly prefix: string,
     private readonly fallbackDefault: EngineName,
+    private readonly fallbackModel = "tiny-sd",
   ) {}
 
   private key(engine: string): string {
@@ -50,5 +51,14 @@ export class EngineStatusStore {
 
   async setDefaultEngine(engine: EngineName): Promise<void> {
     await this.redis.set(`${this.prefix}:default-engine`, engine);
+  }
+
+  /** The model for requests that name none: PIXELAI_DEFAULT_MODEL until an admin (or the seed's /load_model) sets one. */
+  async defaultModel(): Promise<string> {
+    return (await this.redis.get(`${this.prefix}:default-model`).catch(() => null)) ?? this.fallbackModel;
+  }
+
+  async setDefaultModel(name: string): Promise<void> {
+    await this.redis.set(`${this.prefix}:default-model`, name);
   }
 }

@@ -13,6 +13,8 @@ export const DEFAULTS = { width: 512, height: 512, steps: 20, guidanceScale: 7, 
 export interface EngineDirectory {
   /** The engine for requests that name none (PUT /engines/default changes it). */
   defaultEngine(): Promise<EngineName>;
+  /** The model for requests that name none (the seed's /load_model and PUT /models/default change it). */
+  defaultModel(): Promise<string>;
   /** What the workers last published about an engine; null when no worker runs it (yet). */
   read(engine: EngineName): Promise<EngineProbe | null>;
 }
@@ -23,7 +25,6 @@ export class JobsService {
     private readonly queue: JobQueue,
     private readonly models: ModelsService,
     private readonly engines: EngineDirectory,
-    private readonly defaultModel: string,
     private readonly logger: Logger,
   ) {}
 
@@ -71,7 +72,7 @@ export class JobsService {
     }
     if (!req.prompt.trim()) throw new AppError("INVALID_REQUEST", "prompt must not be blank", { field: "prompt" });
     const engine = req.engine ?? (await this.engines.defaultEngine());
-    const model = req.model ?? this.defaultModel;
+    const model = req.model ?? (await this.engines.defaultModel());
     await this.models.resolve(model, engine);
     // No probe means no worker has published yet: queue anyway (a worker may come); a probe that says no is final.
     const probe = await this.engines.read(engine).catch(() => null);

@@ -115,6 +115,18 @@ describe("MLX conversion through the API", () => {
     expect((await request(stack.url).get("/engines")).body.default).toBe("torch");
   });
 
+  it("follows PUT /models/default (admin) for requests that name no model", async () => {
+    expect((await request(stack.url).put("/models/default").send({ model: "tiny-sdxl" })).status).toBe(401);
+    const lora = await admin(request(stack.url).put("/models/default")).send({ model: "tiny-sd-lora" });
+    expect([lora.status, lora.body.error.code]).toEqual([404, "MODEL_NOT_FOUND"]);
+    const set = await admin(request(stack.url).put("/models/default")).send({ model: "tiny-sdxl" });
+    expect(set.body).toEqual({ default: "tiny-sdxl" });
+    const job = await run({ prompt: "default model", width: 64, height: 64, steps: 2, seed: 1 });
+    expect(job).toMatchObject({ status: "completed", model: "tiny-sdxl" });
+    expect((await request(stack.url).get("/engines")).body.defaultModel).toBe("tiny-sdxl");
+    await admin(request(stack.url).put("/models/default")).send({ model: "tiny-sd" });
+  });
+
   it("fails the next MLX job with HASH_MISMATCH after a weight file is tampered with", async () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(modelsDir, "mlx/tiny-sd/manifest.json"), "utf8"));
     const weights = Object.keys(manifest.files).find((f) => f.startsWith("unet/") && f.endsWith(".safetensors"))!;

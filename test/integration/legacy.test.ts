@@ -90,11 +90,17 @@ describe("the old extension's calls", () => {
     expect((await request(stack.url).get("/health")).body.engine).toBe("torch");
   });
 
-  it("POST /load_model checks the model and says it cannot preload", async () => {
-    const ok = await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" });
+  it("POST /load_model makes the picked model the one later /generate calls (which name none) run on", async () => {
+    const ok = await request(stack.url).post("/load_model").send({ model_name: "tiny-sdxl" });
     expect(ok.status).toBe(200);
-    expect(ok.body).toMatchObject({ success: true, model_name: "tiny-sd" });
-    expect(ok.body.message).toMatch(/cannot preload/);
+    expect(ok.body).toMatchObject({ success: true, model_name: "tiny-sdxl", current_model: "tiny-sdxl" });
+    expect((await request(stack.url).get("/health")).body.current_model).toBe("tiny-sdxl");
+    const gen = await request(stack.url).post("/generate").send({ ...oldClientBody, steps: 2 });
+    expect(gen.status).toBe(200);
+    const job = await request(stack.url).get(`/jobs/${gen.body.generation_id}`);
+    expect(job.body.model).toBe("tiny-sdxl");
+    const back = await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" });
+    expect(back.body.current_model).toBe("tiny-sd");
     const missing = await request(stack.url).post("/load_model").send({ model_name: "sd-turbo" });
     expect(missing.status).toBe(404);
     expect(missing.body).toMatchObject({ success: false, code: "MODEL_NOT_FOUND" });

@@ -126,37 +126,41 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     }
     // The old client never names a model, so every job it sends uses the default one: refuse an engine that cannot
     // run it (MODEL_NOT_CONVERTED for MLX without a conversion) instead of failing each later /generate.
-    await deps.models.resolve(deps.config.defaultModel, engine);
+    await deps.models.resolve(await deps.engines.defaultModel(), engine);
     await deps.engines.setDefaultEngine(engine);
     res.json({ success: true, engine, device: probe.device ?? null, message: `default engine is now ${engine}` });
   });
 
   router.post("/load_model", json, async (req, res) => {
+    // The old client picks a model here and then sends /generate without one: the pick becomes the shared default
+    // model (an admin action in v1, PUT /models/default: same key rule when one is set).
+    await expressAuthentication(req, "apiKey");
     const body = bodyOf(req);
     const name = body.model_name ?? body.model;
     if (typeof name !== "string" || !name) throw new AppError("INVALID_REQUEST", "model_name is required", { field: "model_name" });
     const model = (await deps.models.list()).find((m) => m.name === name && m.kind !== "lora");
     if (!model) throw new AppError("MODEL_NOT_FOUND", `no base model named ${JSON.stringify(name)}; see GET /models`);
+    await deps.models.resolve(model.name, await deps.engines.defaultEngine());
+    await deps.engines.setDefaultModel(model.name);
     res.json({
       success: true,
       model_name: model.name,
-      current_model: deps.config.defaultModel,
-      message:
-        `${model.name} is registered. Models are loaded by the workers on the first job that names them and stay warm ` +
-        `there; the API process cannot preload one. Jobs without a model use ${deps.config.defaultModel}.`,
+      current_model: model.name,
+      message: `jobs without a model now use ${model.name}; workers load it on its first job and keep it warm`,
     });
   });
 
   router.get("/loras", async (_req, res) => {
     const rows = await deps.models.list();
-    const base = rows.find((m) => m.name === deps.config.defaultModel);
+    const currentModel = await deps.engines.defaultModel();
+    const base = rows.find((m) => m.name === currentModel);
     const loras = rows.filter((m) => m.kind === "lora");
     const compatible = loras.filter((m) => base && m.architecture === base.architecture).map((m) => m.name);
     res.json({
       loras: loras.map((m) => m.name),
       compatible_loras: compatible,
       incompatible_loras: loras.map((m) => m.name).filter((n) => !compatible.includes(n)),
-      current_model: deps.config.defaultModel,
+      current_model: currentModel,
       architecture: base?.architecture ?? null,
     });
   });

@@ -29,7 +29,6 @@ export interface WsGatewayDeps {
   engines: EngineStatusStore;
   models: ModelsService;
   allowedHosts: string[];
-  defaultModel: string;
   logger: Logger;
   /** Same per-client submission budget as POST /jobs (shared through Redis). */
   rateLimiter?: SubmitRateLimiter;
@@ -178,7 +177,7 @@ export class WsGateway {
       }
       case "engines": {
         try {
-          const summary = await enginesSummary(this.deps.engines, this.deps.models, this.deps.defaultModel);
+          const summary = await enginesSummary(this.deps.engines, this.deps.models);
           conn.send({ type: "engines", ...summary });
         } catch (err) {
           conn.sendError(errorFrameOf(err, {}));
