@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
-import path from "node:path";
 import { DelayedError, Job, UnrecoverableError, Worker } from "bullmq";
 import type IORedis from "ioredis";
 import { AppError, ErrorCode, isErrorCode } from "../backends/error-codes";
@@ -15,6 +14,7 @@ import { withDeadline } from "./job-deadline";
 import { ProgressRelay } from "./step-preview";
 import { reconcileJobs, reconcileRow, ReconcileDeps } from "./job-reconciler";
 import { WorkerWatchdog } from "./worker-watchdog";
+import { outputDirPrefix, sweepStaleOutputDirs } from "./output-dirs";
 
 /** Codes worth another attempt: the runner died under the job, not the job's own fault. */
 const RETRIABLE: ReadonlySet<ErrorCode> = new Set(["ENGINE_INTERNAL"]);
@@ -81,6 +81,9 @@ export class GenerationWorker {
     this.subscriber.on("message", (_channel, jobId: string) => void this.cancelRunning(jobId));
     await this.createWorker();
     await this.reconcile(); // rows left active by a worker that died before this one started
+    // and the output dirs such a worker left behind: untouched for twice the job budget (at least an hour)
+    const stale = await sweepStaleOutputDirs(Math.max(3_600_000, 2 * (this.deps.jobTimeoutMs ?? 0)));
+    if (stale.length) logger.info({ removed: stale.length }, "removed output dirs left by killed workers");
     const every = this.deps.reconcileEveryMs ?? 60_000;
     if (this.deps.queue && every > 0) {
       this.reconcileTimer = setInterval(() => void this.reconcile(), every);
@@ -193,7 +196,7 @@ export class GenerationWorker {
     if (!(await jobs.markActive(jobId, attempt, Date.now() - submittedAt, WORKER_NAME))) {
       return { status: "skipped" }; // already final (cancelled while queued): nothing to run
     }
-    const outputDir = await fs.mkdtemp(path.join(os.tmpdir(), `pixelai-${jobId}-`));
+    const outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
     const requestId = `gen-${jobId}-${attempt}`;
     try {
       const runner = this.deps.runners.get(request.engine);
