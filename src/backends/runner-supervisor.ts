@@ -93,8 +93,7 @@ export class RunnerSupervisor extends EventEmitter {
     const args = ["-u", "-m", this.opts.module ?? "pixelai_runner", ...(this.opts.args ?? ["--engine", engine])];
     const child = spawn(python, args, {
       cwd,
-      // Two runners share the cores; spinning OpenMP threads starve each other (jobs of 40 ms took seconds in the bench).
-      env: { OMP_WAIT_POLICY: "PASSIVE", ...process.env, ...this.opts.env, PYTHONPATH: joinPath(`${cwd}/python`, this.opts.env?.PYTHONPATH ?? process.env.PYTHONPATH) },
+      env: { ...process.env, ...this.opts.env, PYTHONPATH: joinPath(`${cwd}/python`, this.opts.env?.PYTHONPATH ?? process.env.PYTHONPATH) },
       stdio: ["pipe", "pipe", "pipe"],
     });
     this.child = child;
