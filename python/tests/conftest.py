@@ -14,8 +14,9 @@ if str(PYTHON_DIR) not in sys.path:
     sys.path.insert(0, str(PYTHON_DIR))
 
 
-def _load_tiny_model_script():
-    spec = importlib.util.spec_from_file_location("make_tiny_model", REPO_ROOT / "scripts" / "make_tiny_model.py")
+def load_script(name: str):
+    """Imports scripts/<name>.py as a module (the scripts are CLIs, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -23,7 +24,7 @@ def _load_tiny_model_script():
 
 @pytest.fixture(scope="session")
 def tiny_model_script():
-    return _load_tiny_model_script()
+    return load_script("make_tiny_model")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from conftest import load_script
 from pixelai_runner import lora_info
 from pixelai_runner.backends.base import GenerateRequest
 from pixelai_runner.backends.torch_backend import TorchBackend
@@ -25,10 +25,7 @@ FILES = {"tiny-sd-lora": "diffusers", "tiny-sd-lora-kohya": "kohya", "tiny-sdxl-
 
 @pytest.fixture(scope="module")
 def lora_script():
-    spec = importlib.util.spec_from_file_location("make_tiny_lora", REPO_ROOT / "scripts" / "make_tiny_lora.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_tiny_lora")
 
 
 @pytest.fixture(scope="module")

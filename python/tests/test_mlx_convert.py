@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 from mlx_fixtures import REPO_ROOT, converted_sd, mlx_out_root  # noqa: F401  (fixtures)
 
 from pixelai_runner.backends.mlx import manifest as M
@@ -199,11 +200,7 @@ def test_cli_reports_errors_as_json(tmp_path):
 
 
 def test_convert_is_importable_from_the_script(tiny_sd, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert_to_mlx", REPO_ROOT / "scripts" / "convert_to_mlx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("convert_to_mlx")
     ticks = []
     result = module.convert(str(tiny_sd), "imp", "float32", tmp_path, on_progress=lambda d, t: ticks.append((d, t)))
     assert result["manifest"]["name"] == "imp" and ticks[-1][0] == ticks[-1][1]

@@ -1,49 +1,20 @@
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { PNG } from "pngjs";
-import { loadConfig, Config } from "../../src/config";
-import { createLogger } from "../../src/infra/logger";
-import { startService, RunningService } from "../../src/service";
+import { startIsolatedService, IsolatedService } from "../../src/isolated-service";
 
-export interface TestStack {
-  service: RunningService;
-  config: Config;
-  url: string;
-  tmp: string;
-  close(): Promise<void>;
-}
+export type TestStack = IsolatedService;
 
 /**
  * The real stack for integration tests: a private redis-server, a fresh SQLite file, the real Python runner(s) on the
  * tiny models. Each test file gets its own, so files cannot see each other's jobs.
  */
-export async function startTestStack(env: Record<string, string> = {}, roles = { api: true, worker: true }): Promise<TestStack> {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pixelai-test-"));
-  const config = loadConfig({
-    ...process.env,
-    PORT: "0",
-    HOST: "127.0.0.1",
-    REDIS_URL: process.env.TEST_REDIS_URL ?? "",
-    DATABASE_URL: `file:${path.join(tmp, "test.db")}`,
-    PIXELAI_DATA_DIR: tmp,
-    PIXELAI_QUEUE_PREFIX: `t${process.pid}${Date.now().toString(36)}`,
-    PIXELAI_RUNNER_TIMEOUT_MS: "120000",
-    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
-    ...env,
+export function startTestStack(env: Record<string, string> = {}, roles = { api: true, worker: true }): Promise<TestStack> {
+  return startIsolatedService({
+    label: "test",
+    redisUrl: process.env.TEST_REDIS_URL,
+    logLevel: process.env.TEST_LOG_LEVEL,
+    roles,
+    env: { PIXELAI_RUNNER_TIMEOUT_MS: "120000", ...env },
   });
-  const logger = createLogger(config.logLevel);
-  const service = await startService(config, { ...roles, durableRedis: false }, logger);
-  return {
-    service,
-    config,
-    url: service.url ?? "",
-    tmp,
-    close: async () => {
-      await service.close();
-      fs.rmSync(tmp, { recursive: true, force: true });
-    },
-  };
 }
 
 export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 120_000, everyMs = 100): Promise<T> {
