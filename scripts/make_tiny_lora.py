@@ -67,7 +67,11 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     chunks, offset = [], 0
     for name in sorted(tensors):
         data = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(tensors[name].shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         chunks.append(data)
         offset += len(data)
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -87,8 +91,11 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
 
 
 def _uniform(seed: int, module: str, part: str, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """Uniform [-scale, scale) from PCG64's raw stream, keyed by module and part so the order of modules is irrelevant."""
-    key = zlib.crc32(f"{module}/{part}".encode("utf-8"))
+    """Uniform [-scale, scale) from PCG64's raw stream.
+
+    Keyed by module and part, so the order of modules is irrelevant.
+    """
+    key = zlib.crc32(f"{module}/{part}".encode())
     raw = np.random.PCG64([seed, key]).random_raw(shape[0] * shape[1])
     unit = (raw >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))  # 53 random bits -> [0, 1)
     return ((unit * 2.0 - 1.0) * scale).astype(np.float32).reshape(shape)
@@ -154,8 +161,9 @@ def _is_current(path: Path, metadata: dict[str, str]) -> bool:
         return False
 
 
-def build_tiny_loras(models_dir: str | os.PathLike = "models", out_dir: str | os.PathLike = "loras",
-                     force: bool = False) -> dict[str, Path]:
+def build_tiny_loras(
+    models_dir: str | os.PathLike = "models", out_dir: str | os.PathLike = "loras", force: bool = False
+) -> dict[str, Path]:
     """Build (or reuse) the tiny LoRAs under `out_dir` from the tiny models in `models_dir`; returns {name: file}."""
     models = Path(models_dir).resolve()
     out = Path(out_dir).resolve()

@@ -6,7 +6,8 @@ folders. These pipelines have the *architecture* of the real ones at toy sizes (
 seeded so every run writes byte-identical files.
 
 One deliberate difference from diffusers' test VAE: ours has four blocks instead of two so that the VAE scale factor is
-8 like every real SD model; the runner protocol draws initial latents of shape (1, 4, H/8, W/8) and both engines rely on it.
+8 like every real SD model;
+the runner protocol draws initial latents of shape (1, 4, H/8, W/8) and both engines rely on it.
 
     python scripts/make_tiny_model.py [--out models] [--force]
 """
@@ -51,7 +52,9 @@ def _bytes_to_unicode() -> dict[int, str]:
 
     Printable latin-1 bytes map to themselves; the rest are shifted past 255 so every byte has a visible, unique char.
     """
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table: dict[int, str] = {}
     shifted = 0
     for b in range(256):
@@ -76,7 +79,7 @@ def _train_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
     for _ in range(num_merges):
         pairs: Counter = Counter()
         for word, symbols in splits.items():
-            for left, right in zip(symbols, symbols[1:]):
+            for left, right in zip(symbols, symbols[1:], strict=False):
                 pairs[(left, right)] += freqs[word]
         if not pairs:
             break
@@ -246,7 +249,8 @@ def _build_sdxl(workdir: Path):
         addition_embed_type="text_time",
         addition_time_embed_dim=addition_time_embed_dim,
         transformer_layers_per_block=(1, 2),
-        # SDXL conditions on 6 micro-conditioning numbers (original size, crop, target size) + the pooled text embedding.
+        # SDXL conditions on 6 micro-conditioning numbers (original size, crop, target size)
+        # + the pooled text embedding.
         projection_class_embeddings_input_dim=6 * addition_time_embed_dim + pooled_dim,
         # Both encoders' penultimate hidden states are concatenated: 32 + 32.
         cross_attention_dim=64,
@@ -330,7 +334,9 @@ def build_tiny_models(out_dir: str | os.PathLike = "models", force: bool = False
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="models", help="folder that receives tiny-sd/ and tiny-sdxl/ (default: models)")
+    parser.add_argument(
+        "--out", default="models", help="folder that receives tiny-sd/ and tiny-sdxl/ (default: models)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date build exists")
     args = parser.parse_args(argv)
     for name, path in build_tiny_models(args.out, force=args.force).items():

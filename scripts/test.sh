@@ -12,6 +12,14 @@ status=0
 # The tiny demo models are test fixtures for both engines; building them is seeded and idempotent.
 $PY scripts/make_tiny_model.py --out models >/dev/null || status=1
 
+# Lint and format checks count as one suite: a finding fails the run like a failing test.
+echo "== lint (eslint, prettier, ruff) =="
+if npm run --silent lint && $PY -m ruff check . && $PY -m ruff format --check .; then
+  echo "lint: ok" > build/lint.txt
+else
+  echo "lint: failed" > build/lint.txt; status=1
+fi
+
 echo "== pytest =="
 $PY -m pytest python/tests -q -p no:cacheprovider --junitxml=build/pytest.xml || status=1
 
@@ -45,6 +53,11 @@ if m:
     passed += int(m.group(1)); failed += int(m.group(2)); skipped += int(m.group(3) or 0)
 else:
     print("lua summary missing"); failed += 1
+lint = Path("build/lint.txt").read_text().strip() if Path("build/lint.txt").exists() else "lint: missing"
+if lint == "lint: ok":
+    passed += 1
+else:
+    print(lint); failed += 1
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 raise SystemExit(1 if failed else 0)
 PY

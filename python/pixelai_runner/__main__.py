@@ -22,7 +22,7 @@ def main(argv=None) -> int:
 
     writer = ProtocolWriter(protocol_fd)
     # Line-buffered text stdin: one request per line, answered as soon as it arrives.
-    stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+    stdin = open(sys.stdin.fileno(), encoding="utf-8", errors="replace", buffering=1, closefd=False)
     code = Runner(args.engine, writer).serve(stdin)
     writer.close()
     return code

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -31,13 +31,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def weights_dir() -> Optional[str]:
+def weights_dir() -> str | None:
     """The folder named by PIXELAI_BIREFNET_DIR (the server sets `<modelsRoot>/birefnet`), or None when unset."""
     value = os.environ.get(DIR_ENV, "").strip()
     return value or None
 
 
-def weights_present(folder: Optional[str] = None) -> bool:
+def weights_present(folder: str | None = None) -> bool:
     """Cheap check for the probe: a config.json whose auto_map names AutoModelForImageSegmentation. Nothing is loaded,
     so a folder with broken weights still shows up here and fails at the first job with the loader's reason."""
     folder = folder if folder is not None else weights_dir()
@@ -52,15 +52,19 @@ def weights_present(folder: Optional[str] = None) -> bool:
     return isinstance(auto_map, dict) and AUTO_CLASS in auto_map
 
 
-def missing_reason(folder: Optional[str] = None) -> str:
+def missing_reason(folder: str | None = None) -> str:
     """Why the torch runner cannot run BiRefNet, naming where the weights go."""
     folder = folder if folder is not None else weights_dir()
     if not folder:
-        return (f"removeBackground 'birefnet' needs BiRefNet weights, and {DIR_ENV} is not set (the server sets it to "
-                "<modelsRoot>/birefnet); use 'color-key' instead")
-    return (f"removeBackground 'birefnet' needs BiRefNet weights in {folder}: put the files of the hub repository "
-            f"ZhengPeng7/BiRefNet there (config.json with auto_map {AUTO_CLASS}, its .py files, model.safetensors), "
-            "or use 'color-key'")
+        return (
+            f"removeBackground 'birefnet' needs BiRefNet weights, and {DIR_ENV} is not set (the server sets it to "
+            "<modelsRoot>/birefnet); use 'color-key' instead"
+        )
+    return (
+        f"removeBackground 'birefnet' needs BiRefNet weights in {folder}: put the files of the hub repository "
+        f"ZhengPeng7/BiRefNet there (config.json with auto_map {AUTO_CLASS}, its .py files, model.safetensors), "
+        "or use 'color-key'"
+    )
 
 
 class BiRefNetRemover:
@@ -103,8 +107,11 @@ class BiRefNetRemover:
         model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
         elapsed = (time.perf_counter() - started) * 1000.0
         # stderr: stdout belongs to the protocol.
-        print(f"[RUNNER] BiRefNet model loaded from {self.folder} on {self.device}/{self.dtype} in {elapsed:.0f}ms",
-              file=sys.stderr, flush=True)
+        print(
+            f"[RUNNER] BiRefNet model loaded from {self.folder} on {self.device}/{self.dtype} in {elapsed:.0f}ms",
+            file=sys.stderr,
+            flush=True,
+        )
         return model
 
     def matte(self, image: Image.Image) -> np.ndarray:
@@ -124,7 +131,9 @@ class BiRefNetRemover:
             logits = _final_logits(output)
             # sigmoid and resize in fp32: fp16 rounding would band the soft edge.
             probability = torch.sigmoid(logits.float())
-            probability = F.interpolate(probability, size=(image.height, image.width), mode="bilinear", align_corners=False)
+            probability = F.interpolate(
+                probability, size=(image.height, image.width), mode="bilinear", align_corners=False
+            )
         alpha = probability[0, 0].clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy()
         return alpha
 

@@ -54,12 +54,22 @@ def main(argv=None) -> int:
     out_dir = out_dir_handle.name
 
     def one(index: int) -> dict:
-        req = GenerateRequest.from_params(dict(
-            jobId=f"direct-{index}", modelSource=os.path.abspath(args.model), prompt=args.prompt,
-            width=args.width, height=args.height, steps=args.steps, guidanceScale=args.guidance, seed=1000 + index,
-            scheduler="euler", initNoise="torch", outputDir=out_dir,
-            pixel={"width": args.pixel, "height": args.pixel, "colors": args.colors, "fitMode": "contain"},
-        ))
+        req = GenerateRequest.from_params(
+            dict(
+                jobId=f"direct-{index}",
+                modelSource=os.path.abspath(args.model),
+                prompt=args.prompt,
+                width=args.width,
+                height=args.height,
+                steps=args.steps,
+                guidanceScale=args.guidance,
+                seed=1000 + index,
+                scheduler="euler",
+                initNoise="torch",
+                outputDir=out_dir,
+                pixel={"width": args.pixel, "height": args.pixel, "colors": args.colors, "fitMode": "contain"},
+            )
+        )
         started = time.perf_counter()
         output = backend.generate(req, lambda _k, _n: None, lambda: None)
         gen_done = time.perf_counter()
@@ -69,8 +79,13 @@ def main(argv=None) -> int:
         with open(path, "rb") as fh:
             hashlib.sha256(fh.read()).hexdigest()
         finished = time.perf_counter()
-        return {"total": finished - started, "generate": gen_done - started, "post": finished - gen_done,
-                "loadMs": output.load_ms, "size": image.size}
+        return {
+            "total": finished - started,
+            "generate": gen_done - started,
+            "post": finished - gen_done,
+            "loadMs": output.load_ms,
+            "size": image.size,
+        }
 
     load_started = time.perf_counter()
     first = one(-1)  # loads the pipeline (cold): reported, not counted
@@ -81,8 +96,13 @@ def main(argv=None) -> int:
 
     def summary(key: str) -> dict:
         values = sorted(r[key] for r in runs)
-        return {"p50": round(_percentile(values, 50), 4), "p99": round(_percentile(values, 99), 4),
-                "mean": round(sum(values) / len(values), 4), "min": round(values[0], 4), "max": round(values[-1], 4)}
+        return {
+            "p50": round(_percentile(values, 50), 4),
+            "p99": round(_percentile(values, 99), 4),
+            "mean": round(sum(values) / len(values), 4),
+            "min": round(values[0], 4),
+            "max": round(values[-1], 4),
+        }
 
     result = {
         "jobs": args.jobs,

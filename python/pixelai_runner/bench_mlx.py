@@ -4,7 +4,8 @@
 
 Cases
   tiny    the repo's tiny SD pipeline (models/tiny-sd, built when missing), whole text → image through each engine's
-          backend (torch: TorchBackend on the diffusers folder; mlx: MLXBackend on a converted copy, float32 and float16)
+          backend (torch: TorchBackend on the diffusers folder;
+          mlx: MLXBackend on a converted copy, float32 and float16)
   sd15    a UNet with SD 1.5's real size (block_out_channels 320/640/1280/1280, cross_attention_dim 768, 860 M
           parameters, random seeded weights) at a 64×64 image = 8×8 latents: the denoising loop only (Euler,
           classifier-free guidance = batch 2), since that is where an SD job spends its time
@@ -27,9 +28,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SD15_UNET = dict(
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, sample_size=64,
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    sample_size=64,
 )
 
 
@@ -49,13 +54,25 @@ def timed(fn, repeats: int) -> float:
 
 # --- workers (each runs in a fresh process) ---------------------------------------------------------------------
 
+
 def _request(source: str, steps: int, size: int):
     from .backends.base import GenerateRequest
 
-    return GenerateRequest.from_params(dict(
-        jobId="bench", modelSource=source, prompt="a pixel art knight", width=size, height=size, steps=steps,
-        guidanceScale=7.5, seed=0, outputDir=tempfile.gettempdir(), scheduler="euler", initNoise="torch",
-    ))
+    return GenerateRequest.from_params(
+        dict(
+            jobId="bench",
+            modelSource=source,
+            prompt="a pixel art knight",
+            width=size,
+            height=size,
+            steps=steps,
+            guidanceScale=7.5,
+            seed=0,
+            outputDir=tempfile.gettempdir(),
+            scheduler="euler",
+            initNoise="torch",
+        )
+    )
 
 
 def worker_pipeline(engine: str, source: str, steps: int, size: int, repeats: int) -> dict:
@@ -102,8 +119,11 @@ def worker_prepare_sd15(folder: str) -> dict:
         path = out / f"mlx-unet-{dtype}.safetensors"
         save_file({k: np.ascontiguousarray(v.astype(dtype)) for k, v in mapped.items()}, str(path))
         sizes[dtype] = path.stat().st_size
-    return {"parameters": int(sum(v.size for v in mapped.values())), "mlxBytes": sizes,
-            "diffusersBytes": (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size}
+    return {
+        "parameters": int(sum(v.size for v in mapped.values())),
+        "mlxBytes": sizes,
+        "diffusersBytes": (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size,
+    }
 
 
 def worker_sd15_unet(engine: str, folder: str, steps: int, size: int, repeats: int, dtype: str) -> dict:
@@ -114,8 +134,14 @@ def worker_sd15_unet(engine: str, folder: str, steps: int, size: int, repeats: i
     latent = size // 8
     noise = rng.standard_normal((1, 4, latent, latent)).astype(np.float32)
     context = rng.standard_normal((2, 77, 768)).astype(np.float32)
-    config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-              "timestep_spacing": "leading", "steps_offset": 1}
+    config = {
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "timestep_spacing": "leading",
+        "steps_offset": 1,
+    }
     if engine == "torch":
         import torch
         from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
@@ -165,10 +191,12 @@ def worker_sd15_unet(engine: str, folder: str, steps: int, size: int, repeats: i
 
 # --- orchestration ------------------------------------------------------------------------------------------------
 
+
 def _spawn(args: list[str], env_extra: dict | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "python"), **(env_extra or {}))
-    proc = subprocess.run([sys.executable, "-m", "pixelai_runner.bench_mlx", "--worker", *args],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelai_runner.bench_mlx", "--worker", *args], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"bench worker {args} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -194,10 +222,19 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
     from .backends.mlx.convert import convert
 
     report: dict = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count()},
-        "settings": {"steps": steps, "width": size, "height": size, "repeats": repeats, "scheduler": "euler",
-                     "guidanceScale": 7.5},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "settings": {
+            "steps": steps,
+            "width": size,
+            "height": size,
+            "repeats": repeats,
+            "scheduler": "euler",
+            "guidanceScale": 7.5,
+        },
     }
     with tempfile.TemporaryDirectory(prefix="pixelai-bench-") as tmp:
         workdir = Path(tmp)
@@ -207,23 +244,28 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
         for dtype in ("float32", "float16"):
             result = convert(str(source), f"tiny-{dtype}", dtype, workdir / "mlx")
             sizes[dtype] = sum(f["size"] for f in result["manifest"]["files"].values())
-            tiny[f"mlx_{dtype}"] = _spawn(["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats)],
-                                          {"PIXELAI_MLX_DTYPE": dtype})
+            tiny[f"mlx_{dtype}"] = _spawn(
+                ["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats)], {"PIXELAI_MLX_DTYPE": dtype}
+            )
             if dtype == "float32" and sys.platform.startswith("linux"):
                 # the same run on the reference BLAS the mlx[cpu] wheel bundles (see backends/mlx/cpu_blas.py)
                 tiny["mlx_float32_bundledBlas"] = _spawn(
                     ["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats)],
-                    {"PIXELAI_MLX_DTYPE": dtype, "PIXELAI_MLX_BLAS": "off"})
+                    {"PIXELAI_MLX_DTYPE": dtype, "PIXELAI_MLX_BLAS": "off"},
+                )
         tiny["torch"] = _spawn(["pipeline", "torch", str(source), str(steps), str(size), str(repeats)])
         tiny["mlxFolderBytes"] = sizes
         tiny["ratios"] = {
-            "mlxFloat32SecondsOverTorch": _ratio(tiny["mlx_float32"]["secondsPerImage"], tiny["torch"]["secondsPerImage"]),
+            "mlxFloat32SecondsOverTorch": _ratio(
+                tiny["mlx_float32"]["secondsPerImage"], tiny["torch"]["secondsPerImage"]
+            ),
             "mlxFloat32PeakRssOverTorch": _ratio(tiny["mlx_float32"]["peakRssMB"], tiny["torch"]["peakRssMB"]),
             "float16OverFloat32Bytes": _ratio(sizes["float16"], sizes["float32"]),
         }
         if "mlx_float32_bundledBlas" in tiny:
             tiny["ratios"]["bundledBlasOverOptimisedSeconds"] = _ratio(
-                tiny["mlx_float32_bundledBlas"]["secondsPerImage"], tiny["mlx_float32"]["secondsPerImage"])
+                tiny["mlx_float32_bundledBlas"]["secondsPerImage"], tiny["mlx_float32"]["secondsPerImage"]
+            )
         report["tiny"] = tiny
         if sd15:
             folder = workdir / "sd15"
@@ -234,7 +276,8 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
             if sys.platform.startswith("linux"):
                 case["mlx_float32_bundledBlas"] = _spawn(
                     ["sd15", "mlx", str(folder), str(steps), str(size), str(repeats), "float32"],
-                    {"PIXELAI_MLX_BLAS": "off"})
+                    {"PIXELAI_MLX_BLAS": "off"},
+                )
             case["ratios"] = {
                 "mlxSecondsOverTorch": _ratio(case["mlx_float32"]["secondsPerImage"], case["torch"]["secondsPerImage"]),
                 "mlxPeakRssOverTorch": _ratio(case["mlx_float32"]["peakRssMB"], case["torch"]["peakRssMB"]),
@@ -242,7 +285,8 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
             }
             if "mlx_float32_bundledBlas" in case:
                 case["ratios"]["bundledBlasOverOptimisedSeconds"] = _ratio(
-                    case["mlx_float32_bundledBlas"]["secondsPerImage"], case["mlx_float32"]["secondsPerImage"])
+                    case["mlx_float32_bundledBlas"]["secondsPerImage"], case["mlx_float32"]["secondsPerImage"]
+                )
             report["sd15Unet"] = case
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -251,15 +295,19 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
 
 def _print_summary(report: dict) -> None:
     tiny = report["tiny"]
-    print(f"tiny SD {report['settings']['width']}px {report['settings']['steps']} steps: "
-          f"torch {tiny['torch']['secondsPerImage']}s/img, mlx fp32 {tiny['mlx_float32']['secondsPerImage']}s/img, "
-          f"mlx fp16 {tiny['mlx_float16']['secondsPerImage']}s/img; ratios {tiny['ratios']}")
+    print(
+        f"tiny SD {report['settings']['width']}px {report['settings']['steps']} steps: "
+        f"torch {tiny['torch']['secondsPerImage']}s/img, mlx fp32 {tiny['mlx_float32']['secondsPerImage']}s/img, "
+        f"mlx fp16 {tiny['mlx_float16']['secondsPerImage']}s/img; ratios {tiny['ratios']}"
+    )
     if "sd15Unet" in report:
         case = report["sd15Unet"]
-        print(f"SD-1.5-sized UNet loop: torch {case['torch']['secondsPerImage']}s/img "
-              f"(peak RSS {case['torch']['peakRssMB']} MB), mlx fp32 {case['mlx_float32']['secondsPerImage']}s/img "
-              f"(peak RSS {case['mlx_float32']['peakRssMB']} MB, MLX peak {case['mlx_float32']['peakMlxMB']} MB); "
-              f"ratios {case['ratios']}")
+        print(
+            f"SD-1.5-sized UNet loop: torch {case['torch']['secondsPerImage']}s/img "
+            f"(peak RSS {case['torch']['peakRssMB']} MB), mlx fp32 {case['mlx_float32']['secondsPerImage']}s/img "
+            f"(peak RSS {case['mlx_float32']['peakRssMB']} MB, MLX peak {case['mlx_float32']['peakMlxMB']} MB); "
+            f"ratios {case['ratios']}"
+        )
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 Probe = Callable[[], bool]
 
@@ -26,7 +26,7 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def pick_device(cuda_available: Optional[Probe] = None, mps_available: Optional[Probe] = None) -> str:
+def pick_device(cuda_available: Probe | None = None, mps_available: Probe | None = None) -> str:
     """cuda → mps → cpu: the first accelerator that answers wins."""
     if (cuda_available or _cuda_available)():
         return "cuda"
@@ -70,7 +70,7 @@ def _cpuinfo_model_name(path: str = "/proc/cpuinfo") -> str:
 
 def chip_name(
     device: str,
-    system: Optional[str] = None,
+    system: str | None = None,
     cuda_name: Callable[[], str] = _cuda_name,
     sysctl_brand: Callable[[], str] = _sysctl_brand,
     processor: Callable[[], str] = platform.processor,
@@ -105,6 +105,6 @@ class DeviceInfo:
     dtype: str
 
 
-def detect(cuda_available: Optional[Probe] = None, mps_available: Optional[Probe] = None) -> DeviceInfo:
+def detect(cuda_available: Probe | None = None, mps_available: Probe | None = None) -> DeviceInfo:
     device = pick_device(cuda_available, mps_available)
     return DeviceInfo(device=device, chip=chip_name(device), dtype=dtype_name_for(device))

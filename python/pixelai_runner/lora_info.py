@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
-from typing import Any, Optional
+from typing import Any
 
 # safetensors itself refuses headers above 100 MB; a larger length means this is not a safetensors file.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -74,9 +74,9 @@ def describe(header: dict) -> dict[str, Any]:
         raise NotALora("no LoRA keys (lora_A/lora_B or lora_down/lora_up) in this file")
 
     downs = [k for k in keys if _is_down(k) and len(tensors[k].get("shape", [])) >= 2]
-    rank: Optional[int] = int(tensors[downs[0]]["shape"][0]) if downs else None
+    rank: int | None = int(tensors[downs[0]]["shape"][0]) if downs else None
 
-    cross_dim: Optional[int] = None
+    cross_dim: int | None = None
     for key in downs:
         # kohya flattens module paths with "_" (…_attn2_to_k.lora_down…); diffusers keeps dots (…attn2.to_k.lora_A…).
         if "attn2_to_k." in key or "attn2.to_k." in key:
@@ -94,19 +94,23 @@ def describe(header: dict) -> dict[str, Any]:
     }
 
 
-def fits(info: dict[str, Any], cross_attention_dim: Optional[int], architecture: str) -> bool:
+def fits(info: dict[str, Any], cross_attention_dim: int | None, architecture: str) -> bool:
     """The rule above: may a LoRA described by `info` be loaded into a model with this UNet cross_attention_dim and
     architecture ("sd" | "sdxl")?"""
     if info["architecture"] != architecture:
         return False
-    return info["crossAttentionDim"] is None or cross_attention_dim is None or info["crossAttentionDim"] == cross_attention_dim
+    return (
+        info["crossAttentionDim"] is None
+        or cross_attention_dim is None
+        or info["crossAttentionDim"] == cross_attention_dim
+    )
 
 
 def lora_info(path: str) -> dict[str, Any]:
     return describe(read_header(path))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print("usage: python -m pixelai_runner.lora_info FILE.safetensors", file=sys.stderr)

@@ -16,7 +16,7 @@ Palette rule (`colors` = N, 1..256; 0 = keep every colour):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -34,7 +34,7 @@ BIREFNET_UNAVAILABLE = "removeBackground 'birefnet' is not available on this run
 BackgroundRemover = Callable[[Image.Image], Image.Image]
 
 
-def validate(pixel: Optional[PixelSpec], remove_background, birefnet_missing: Optional[str] = BIREFNET_UNAVAILABLE) -> None:
+def validate(pixel: PixelSpec | None, remove_background, birefnet_missing: str | None = BIREFNET_UNAVAILABLE) -> None:
     """Reject options the post-process cannot honour before any expensive generation starts.
 
     `birefnet_missing` is None when this runner can run BiRefNet, otherwise why it cannot: a missing model is the
@@ -70,12 +70,14 @@ def fit_to_grid(image: Image.Image, width: int, height: int, fit_mode: str = "co
         inner_w = min(width, max(1, round(sw * scale)))
         inner_h = min(height, max(1, round(sh * scale)))
         canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-        canvas.paste(src.resize((inner_w, inner_h), Image.Resampling.NEAREST), ((width - inner_w) // 2, (height - inner_h) // 2))
+        canvas.paste(
+            src.resize((inner_w, inner_h), Image.Resampling.NEAREST), ((width - inner_w) // 2, (height - inner_h) // 2)
+        )
         return canvas
     raise RunnerError("INVALID_REQUEST", f"unknown fitMode {fit_mode!r}")
 
 
-def _dominant_border_color(rgb: np.ndarray, opaque: np.ndarray) -> Optional[np.ndarray]:
+def _dominant_border_color(rgb: np.ndarray, opaque: np.ndarray) -> np.ndarray | None:
     """Most common colour along the opaque border, robust to noise: vote in coarse buckets, then take the median."""
     border = np.zeros(opaque.shape, dtype=bool)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
@@ -158,10 +160,10 @@ def quantize(image: Image.Image, colors: int) -> Image.Image:
 
 def postprocess(
     image: Image.Image,
-    pixel: Optional[PixelSpec] = None,
+    pixel: PixelSpec | None = None,
     remove_background=False,
     key_tolerance: float = DEFAULT_KEY_TOLERANCE,
-    remover: Optional[BackgroundRemover] = None,
+    remover: BackgroundRemover | None = None,
 ) -> Image.Image:
     """Decoded image → final RGBA image, following the order in the module docstring. `remover` runs for
     remove_background "birefnet" (without one that option is refused)."""

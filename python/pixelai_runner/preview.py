@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -45,12 +44,12 @@ SDXL_BIAS = np.array([0.1084, -0.0175, -0.0011], dtype=np.float32)
 MAX_SIDE = 128
 
 
-def preview_due(step: int, every: Optional[int]) -> bool:
+def preview_due(step: int, every: int | None) -> bool:
     """True on the steps a preview is asked for: every `every`-th step (1-based). None/0: never."""
     return bool(every) and every > 0 and step % every == 0
 
 
-def latents_to_rgb(latents: np.ndarray, architecture: str, layout: str = "nchw") -> Optional[Image.Image]:
+def latents_to_rgb(latents: np.ndarray, architecture: str, layout: str = "nchw") -> Image.Image | None:
     """One sample's latents (batch 1, 4 channels) → an RGB image at latent resolution; None when not 4 channels."""
     array = np.asarray(latents, dtype=np.float32)
     if array.ndim == 4:

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any
 
 OPS = ("probe", "generate", "cancel", "unload", "shutdown")
 
@@ -66,9 +66,11 @@ def parse_request(line: str) -> dict:
         raise ProtocolError(f"unparsable request line: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError("a request must be a JSON object")
-    request_id: Optional[Any] = message.get("id")
+    request_id: Any | None = message.get("id")
     if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or request_id == "":
-        raise ProtocolError("a request needs a non-empty string or integer id", request_id if _plain(request_id) else None)
+        raise ProtocolError(
+            "a request needs a non-empty string or integer id", request_id if _plain(request_id) else None
+        )
     op = message.get("op")
     if op not in OPS:
         raise ProtocolError(f"unknown op {op!r} (expected one of {', '.join(OPS)})", request_id)

@@ -9,7 +9,8 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from . import background, postprocess, preview
 from .backends.base import FEATURES, Backend, GenerateRequest
@@ -115,7 +116,9 @@ def _install_mlx_or_explain(factory: Callable[[], Backend], error: ImportError) 
     except (OSError, subprocess.TimeoutExpired) as exc:
         return UnavailableEngine("mlx", f"automatic mlx install failed ({type(exc).__name__}: {exc}): run {manual}")
     if code != 0:
-        return UnavailableEngine("mlx", f"automatic mlx install failed (pip exit {code}, see the runner log): run {manual}")
+        return UnavailableEngine(
+            "mlx", f"automatic mlx install failed (pip exit {code}, see the runner log): run {manual}"
+        )
     importlib.invalidate_caches()  # the path finders cached the site-packages listing from before the install
     try:
         backend = factory()
@@ -145,12 +148,12 @@ class Runner:
         self.out = writer
         self.backend = backend_factory(engine)
         self.available, self.unavailable_reason = self._availability()
-        self._jobs: "queue.Queue[Optional[tuple[str, Any, Any]]]" = queue.Queue()
+        self._jobs: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue()
         self._state_lock = threading.Lock()
         self._pending: set[Any] = set()  # generate ids queued or running
         self._cancelled: set[Any] = set()
-        self._device_name: Optional[str] = None
-        self._remover: Optional[background.BiRefNetRemover] = None  # loaded by the first birefnet job, then kept
+        self._device_name: str | None = None
+        self._remover: background.BiRefNetRemover | None = None  # loaded by the first birefnet job, then kept
         self._worker = threading.Thread(target=self._work, name="generation-worker", daemon=True)
 
     def _availability(self) -> tuple[bool, str]:
@@ -244,7 +247,7 @@ class Runner:
         self._jobs.put(None)
         self._worker.join(SHUTDOWN_GRACE_S)
 
-    def _birefnet_missing(self) -> Optional[str]:
+    def _birefnet_missing(self) -> str | None:
         """None when this runner can run BiRefNet (its engine's probe says backgroundRemoval), else why not."""
         try:
             if self.backend.supports("backgroundRemoval"):
@@ -253,8 +256,10 @@ class Runner:
             return f"removeBackground 'birefnet': {self.engine} engine probe failed: {type(exc).__name__}: {exc}"
         if self.engine == "torch":
             return background.missing_reason()
-        return (f"removeBackground 'birefnet' runs on the torch engine only (the {self.engine} runner has no torch at "
-                "inference); use engine torch or 'color-key'")
+        return (
+            f"removeBackground 'birefnet' runs on the torch engine only (the {self.engine} runner has no torch at "
+            "inference); use engine torch or 'color-key'"
+        )
 
     def _background_remover(self) -> background.BiRefNetRemover:
         """The runner's one BiRefNet, on the engine's device and dtype; the model itself loads on first use."""
@@ -295,7 +300,7 @@ class Runner:
                     self._cancelled.discard(rid)
                 self.out.send(final)
 
-    def _run_unload(self, rid: Any, model: Optional[str]) -> None:
+    def _run_unload(self, rid: Any, model: str | None) -> None:
         try:
             unloaded = self.backend.unload(model) if self.available else []
             self.out.event(rid, "result", unloaded=unloaded)
@@ -316,8 +321,12 @@ class Runner:
                 # Bytes travel as files (protocol rule); a preview that cannot be written is skipped, never fatal.
                 try:
                     path, digest = preview.write_preview(preview_image, req.output_dir, step)
-                    fields.update(previewPath=path, previewSha256=digest,
-                                  previewWidth=preview_image.width, previewHeight=preview_image.height)
+                    fields.update(
+                        previewPath=path,
+                        previewSha256=digest,
+                        previewWidth=preview_image.width,
+                        previewHeight=preview_image.height,
+                    )
                 except OSError as exc:
                     log(f"[GEN][{self.engine}] job={req.job_id} preview at step {step} not written: {exc}")
             self.out.event(rid, "progress", **fields)
@@ -340,7 +349,10 @@ class Runner:
             err = classify_exception(exc, self._device())
             log(f"{tag} failed code={err.code}: {err.message}")
             return {"id": rid, "event": "error", "code": err.code, "message": err.message}
-        log(f"{tag} load={output.load_ms:.0f}ms gen={output.generate_ms:.0f}ms post={post_ms:.0f}ms -> {image.width}x{image.height}")
+        log(
+            f"{tag} load={output.load_ms:.0f}ms gen={output.generate_ms:.0f}ms post={post_ms:.0f}ms"
+            f" -> {image.width}x{image.height}"
+        )
         return {
             "id": rid,
             "event": "result",
@@ -352,5 +364,9 @@ class Runner:
             "device": output.device,
             "engine": self.engine,
             "dtype": output.dtype,
-            "timings": {"loadMs": _ms(output.load_ms), "generateMs": _ms(output.generate_ms), "postprocessMs": _ms(post_ms)},
+            "timings": {
+                "loadMs": _ms(output.load_ms),
+                "generateMs": _ms(output.generate_ms),
+                "postprocessMs": _ms(post_ms),
+            },
         }

@@ -57,7 +57,9 @@ class BiRefNetTiny(PreTrainedModel):
 
 
 def _import_model_module(folder: Path):
-    spec = importlib.util.spec_from_file_location(f"_pixelai_test_{MODULE_NAME}_{abs(hash(str(folder)))}", folder / f"{MODULE_NAME}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_pixelai_test_{MODULE_NAME}_{abs(hash(str(folder)))}", folder / f"{MODULE_NAME}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # PreTrainedModel machinery looks the class's module up by name
     spec.loader.exec_module(module)

@@ -21,6 +21,7 @@ REPO_ROOT = PYTHON_DIR.parent
 # Import the engine package before any test module imports mlx.core: on Linux it may swap in an optimised BLAS,
 # which only takes effect before mlx loads (cpu_blas.py). The tests pass with either BLAS.
 import pixelai_runner.backends.mlx  # noqa: E402,F401
+
 PROMPT = "a pixel art knight with a sword"
 
 
@@ -30,7 +31,7 @@ def rel_err(actual, expected) -> float:
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
-def nhwc(x) -> "object":
+def nhwc(x) -> object:
     import mlx.core as mx
 
     return mx.array(np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1)))
@@ -43,7 +44,6 @@ def nchw(x) -> np.ndarray:
 def load_mlx_component(module, source: Path, component: str):
     """Map a diffusers component's safetensors with weights.py and load it strictly, float32."""
     import mlx.core as mx
-
     from pixelai_runner.backends.mlx import weights as W
 
     tensors = W.load_component(source / component, component)
@@ -105,8 +105,9 @@ def mlx_sdxl(converted_sdxl):
 _ORIGINAL_SCHEDULER_CONFIG: dict = {}
 
 
-def diffusers_image(pipe, scheduler: str, prompt: str, negative, width: int, height: int, steps: int, guidance: float,
-                    seed: int) -> np.ndarray:
+def diffusers_image(
+    pipe, scheduler: str, prompt: str, negative, width: int, height: int, steps: int, guidance: float, seed: int
+) -> np.ndarray:
     """The reference: diffusers with the named scheduler (from the pipeline's own config), called the way the torch
     engine calls it — latents drawn from a CPU generator seeded with `seed`, and a second freshly seeded CPU generator
     for ancestral noise."""
@@ -124,7 +125,15 @@ def diffusers_image(pipe, scheduler: str, prompt: str, negative, width: int, hei
     factor = pipe.vae_scale_factor
     shape = (1, pipe.unet.config.in_channels, height // factor, width // factor)
     latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
-    out = pipe(prompt, negative_prompt=negative, width=width, height=height, num_inference_steps=steps,
-               guidance_scale=guidance, latents=latents, generator=torch.Generator("cpu").manual_seed(seed),
-               output_type="np")
+    out = pipe(
+        prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        latents=latents,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+    )
     return (out.images[0] * 255).round().astype(np.uint8)

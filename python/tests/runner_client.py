@@ -10,13 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 
 
 class RunnerProcess:
-    def __init__(self, argv: list[str], stderr_path: Path, env: Optional[dict] = None):
+    def __init__(self, argv: list[str], stderr_path: Path, env: dict | None = None):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(PYTHON_DIR) + os.pathsep + full_env.get("PYTHONPATH", "")
         full_env.update(env or {})
@@ -26,7 +26,7 @@ class RunnerProcess:
             [sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=full_env
         )
         self.raw_lines: list[bytes] = []
-        self._lines: "queue.Queue[Optional[dict]]" = queue.Queue()
+        self._lines: queue.Queue[dict | None] = queue.Queue()
         self._backlog: list[dict] = []
         threading.Thread(target=self._read, daemon=True).start()
 

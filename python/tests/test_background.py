@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from birefnet_fixture import build_tiny_birefnet
+from PIL import Image
 from pixelai_runner import background
 from pixelai_runner.backends.base import PixelSpec
 from pixelai_runner.errors import RunnerError
@@ -47,11 +46,14 @@ def _gradient(width: int, height: int) -> Image.Image:
 
 # ---- folder check ------------------------------------------------------------------------------------------------
 
+
 def test_weights_present_needs_a_config_naming_the_segmentation_auto_class(tmp_path, birefnet_dir, monkeypatch):
     assert background.weights_present(str(birefnet_dir))
     assert not background.weights_present(str(tmp_path / "absent"))
     (tmp_path / "plain").mkdir()
-    (tmp_path / "plain" / "config.json").write_text(json.dumps({"model_type": "bert", "auto_map": {"AutoModel": "x.Y"}}))
+    (tmp_path / "plain" / "config.json").write_text(
+        json.dumps({"model_type": "bert", "auto_map": {"AutoModel": "x.Y"}})
+    )
     assert not background.weights_present(str(tmp_path / "plain"))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
@@ -66,6 +68,7 @@ def test_weights_present_needs_a_config_naming_the_segmentation_auto_class(tmp_p
 
 
 # ---- the model ---------------------------------------------------------------------------------------------------
+
 
 def test_remover_loads_through_remote_code_once_and_mattes_the_middle(birefnet_dir, modules_cache):
     remover = background.BiRefNetRemover(str(birefnet_dir), "cpu", "float32")
@@ -107,6 +110,7 @@ def test_half_precision_only_on_cuda():
 
 # ---- post-processing ---------------------------------------------------------------------------------------------
 
+
 def test_postprocess_mattes_before_fitting_and_binarises_alpha(birefnet_dir, modules_cache):
     remover = background.BiRefNetRemover(str(birefnet_dir))
     out = postprocess(_gradient(128, 128), PixelSpec(32, 32, 8, "contain"), "birefnet", remover=remover)
@@ -129,6 +133,7 @@ def test_birefnet_without_a_model_is_engine_unavailable():
 
 # ---- the runner as Node drives it --------------------------------------------------------------------------------
 
+
 def _runner(tmp_path: Path, birefnet: str) -> RunnerProcess:
     env = {"PIXELAI_DEVICE": "cpu", background.DIR_ENV: birefnet, "HF_MODULES_CACHE": str(tmp_path / "hf-modules")}
     proc = RunnerProcess(["-m", "pixelai_runner", "--engine", "torch"], tmp_path / "stderr.log", env=env)
@@ -138,10 +143,21 @@ def _runner(tmp_path: Path, birefnet: str) -> RunnerProcess:
 
 def _params(tiny_sd: Path, out: Path, **overrides) -> dict:
     out.mkdir()
-    params = {"jobId": out.name, "modelSource": str(tiny_sd), "modelName": "tiny-sd", "prompt": "a pixel art knight",
-              "width": 64, "height": 64, "steps": 2, "guidanceScale": 5.0, "seed": 7, "initNoise": "torch",
-              "pixel": {"width": 32, "height": 32, "colors": 16, "fitMode": "contain"},
-              "removeBackground": "birefnet", "outputDir": str(out)}
+    params = {
+        "jobId": out.name,
+        "modelSource": str(tiny_sd),
+        "modelName": "tiny-sd",
+        "prompt": "a pixel art knight",
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+        "guidanceScale": 5.0,
+        "seed": 7,
+        "initNoise": "torch",
+        "pixel": {"width": 32, "height": 32, "colors": 16, "fitMode": "contain"},
+        "removeBackground": "birefnet",
+        "outputDir": str(out),
+    }
     params.update(overrides)
     return params
 
@@ -151,8 +167,9 @@ def test_runner_with_weights_reports_the_feature_and_removes_the_background(tmp_
     try:
         probe = proc.request({"id": f"p{next(_ids)}", "op": "probe"})
         assert probe["features"]["backgroundRemoval"] is True
-        final = proc.request({"id": f"g{next(_ids)}", "op": "generate",
-                              "params": _params(tiny_sd, tmp_path / "job")}, timeout=180)
+        final = proc.request(
+            {"id": f"g{next(_ids)}", "op": "generate", "params": _params(tiny_sd, tmp_path / "job")}, timeout=180
+        )
         assert final["event"] == "result", final
         with Image.open(final["imagePath"]) as img:
             assert img.mode == "RGBA" and img.size == (32, 32)
@@ -161,8 +178,10 @@ def test_runner_with_weights_reports_the_feature_and_removes_the_background(tmp_
         assert (border[:, 3] == 0).all()
         assert (rgba[12:20, 12:20, 3] == 255).all()
         # A second job reuses the loaded model (no second load message from transformers' loader).
-        again = proc.request({"id": f"g{next(_ids)}", "op": "generate",
-                              "params": _params(tiny_sd, tmp_path / "job2", seed=8)}, timeout=180)
+        again = proc.request(
+            {"id": f"g{next(_ids)}", "op": "generate", "params": _params(tiny_sd, tmp_path / "job2", seed=8)},
+            timeout=180,
+        )
         assert again["event"] == "result", again
         assert proc.stderr_tail(200_000).count("BiRefNet model loaded") == 1
     finally:

@@ -1,5 +1,4 @@
 import pytest
-
 from pixelai_runner import device
 
 

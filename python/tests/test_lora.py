@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors import safe_open
-
 from conftest import load_script
 from pixelai_runner import lora_info
 from pixelai_runner.backends.base import GenerateRequest
 from pixelai_runner.backends.torch_backend import TorchBackend
 from pixelai_runner.device import DeviceInfo
 from pixelai_runner.errors import RunnerError
+from safetensors import safe_open
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON_DIR = REPO_ROOT / "python"
@@ -40,27 +39,42 @@ def backend():
 
 
 def _image(backend, model: Path, lora=None, seed: int = 7) -> bytes:
-    req = GenerateRequest(job_id="lora-test", model_source=str(model), prompt="a pixel art knight", width=64, height=64,
-                          steps=4, guidance_scale=5.0, seed=seed, output_dir="/nonexistent", lora=lora)
+    req = GenerateRequest(
+        job_id="lora-test",
+        model_source=str(model),
+        prompt="a pixel art knight",
+        width=64,
+        height=64,
+        steps=4,
+        guidance_scale=5.0,
+        seed=seed,
+        output_dir="/nonexistent",
+        lora=lora,
+    )
     return backend.generate(req, lambda step, total: None, lambda: None).image.tobytes()
 
 
 def _mean_abs_diff(a: bytes, b: bytes) -> float:
-    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
 
 
 # ---- the builder ----------------------------------------------------------------------------------------------------
+
 
 def test_builder_is_seeded_idempotent_and_tagged(lora_script, tiny_models, loras, tmp_path):
     assert {name: path.name for name, path in loras.items()} == {name: f"{name}.safetensors" for name in FILES}
     first = {name: path.read_bytes() for name, path in loras.items()}
     stamps = {name: path.stat().st_mtime_ns for name, path in loras.items()}
     again = lora_script.build_tiny_loras(tiny_models["tiny-sd"].parent, next(iter(loras.values())).parent)
-    assert {name: path.stat().st_mtime_ns for name, path in again.items()} == stamps, "up-to-date files are not rewritten"
+    assert {name: path.stat().st_mtime_ns for name, path in again.items()} == stamps, (
+        "up-to-date files are not rewritten"
+    )
 
     fresh = lora_script.build_tiny_loras(tiny_models["tiny-sd"].parent, tmp_path, force=True)
     assert {name: path.read_bytes() for name, path in fresh.items()} == first, "same seed, same bytes"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{name}.safetensors" for name in FILES)  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{name}.safetensors" for name in FILES
+    )  # no temp files
 
     for name, path in loras.items():
         with safe_open(str(path), "np") as fh:
@@ -70,16 +84,29 @@ def test_builder_is_seeded_idempotent_and_tagged(lora_script, tiny_models, loras
         assert meta["pixelai.base_architecture"] == ("sdxl" if sdxl else "sd")
         assert meta["pixelai.cross_attention_dim"] == ("64" if sdxl else "32")
         if FILES[name] == "kohya":
-            assert all(k.startswith("lora_unet_") and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha")) for k in keys)
+            assert all(
+                k.startswith("lora_unet_") and k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))
+                for k in keys
+            )
         else:
             assert all(k.startswith("unet.") and k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys)
         # All eight attention projections of the transformer blocks are covered.
-        for proj in ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0"):
+        for proj in (
+            "attn1.to_q",
+            "attn1.to_k",
+            "attn1.to_v",
+            "attn1.to_out.0",
+            "attn2.to_q",
+            "attn2.to_k",
+            "attn2.to_v",
+            "attn2.to_out.0",
+        ):
             flat = proj.replace(".", "_")
             assert any(proj + ".lora_" in k or flat + ".lora_" in k for k in keys), proj
 
 
 # ---- the torch engine -----------------------------------------------------------------------------------------------
+
 
 def test_each_format_changes_the_image_and_strength_zero_does_not(backend, tiny_sd, loras):
     plain = _image(backend, tiny_sd)
@@ -101,7 +128,12 @@ def test_a_job_without_lora_after_one_with_it_is_unchanged(backend, tiny_sd, tin
     assert _image(backend, tiny_sd, seed=21) == plain
 
     plain_xl = _image(backend, tiny_sdxl, seed=21)
-    assert _mean_abs_diff(_image(backend, tiny_sdxl, {"source": str(loras["tiny-sdxl-lora"]), "strength": 1.0}, seed=21), plain_xl) > 3.0
+    assert (
+        _mean_abs_diff(
+            _image(backend, tiny_sdxl, {"source": str(loras["tiny-sdxl-lora"]), "strength": 1.0}, seed=21), plain_xl
+        )
+        > 3.0
+    )
     assert _image(backend, tiny_sdxl, seed=21) == plain_xl
 
 
@@ -121,12 +153,17 @@ def test_a_lora_for_another_model_is_refused_and_leaves_the_pipeline_usable(back
 
 
 def test_a_lora_naming_modules_the_model_lacks_does_not_fit(backend, tiny_sd, tmp_path):
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     path = tmp_path / "alien.safetensors"
-    save_file({"unet.no_such_block.to_q.lora_A.weight": np.ones((4, 8), np.float32),
-               "unet.no_such_block.to_q.lora_B.weight": np.ones((8, 4), np.float32)}, str(path))
+    save_file(
+        {
+            "unet.no_such_block.to_q.lora_A.weight": np.ones((4, 8), np.float32),
+            "unet.no_such_block.to_q.lora_B.weight": np.ones((8, 4), np.float32),
+        },
+        str(path),
+    )
     with pytest.raises(RunnerError) as info:
         _image(backend, tiny_sd, {"source": str(path), "strength": 1.0})
     assert info.value.code == "INVALID_REQUEST" and "does not fit" in info.value.message
@@ -140,11 +177,24 @@ def test_a_missing_lora_file_is_lora_not_found(backend, tiny_sd, tmp_path):
 
 # ---- lora_info ------------------------------------------------------------------------------------------------------
 
+
 def test_lora_info_reads_the_header_and_predicts_what_loads(backend, tiny_models, loras):
     expected = {
         "tiny-sd-lora": {"format": "diffusers", "rank": 4, "crossAttentionDim": 32, "architecture": "sd", "keys": 96},
-        "tiny-sd-lora-kohya": {"format": "kohya", "rank": 4, "crossAttentionDim": 32, "architecture": "sd", "keys": 144},
-        "tiny-sdxl-lora": {"format": "diffusers", "rank": 4, "crossAttentionDim": 64, "architecture": "sdxl", "keys": 192},
+        "tiny-sd-lora-kohya": {
+            "format": "kohya",
+            "rank": 4,
+            "crossAttentionDim": 32,
+            "architecture": "sd",
+            "keys": 144,
+        },
+        "tiny-sdxl-lora": {
+            "format": "diffusers",
+            "rank": 4,
+            "crossAttentionDim": 64,
+            "architecture": "sdxl",
+            "keys": 192,
+        },
     }
     for name, path in loras.items():
         assert lora_info.lora_info(str(path)) == expected[name]
@@ -170,11 +220,24 @@ def test_lora_info_architecture_guess_from_keys(tmp_path):
             raw["__metadata__"] = metadata
         return raw
 
-    kohya_xl = header({"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": [8, 2048],
-                       "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": [640, 8]})
-    assert lora_info.describe(kohya_xl) == {"format": "kohya", "rank": 8, "crossAttentionDim": 2048, "architecture": "sdxl", "keys": 2}
+    kohya_xl = header(
+        {
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": [8, 2048],
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": [640, 8],
+        }
+    )
+    assert lora_info.describe(kohya_xl) == {
+        "format": "kohya",
+        "rank": 8,
+        "crossAttentionDim": 2048,
+        "architecture": "sdxl",
+        "keys": 2,
+    }
     te2_only = header({"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": [16, 1280]})
-    assert lora_info.describe(te2_only)["architecture"] == "sdxl" and lora_info.describe(te2_only)["crossAttentionDim"] is None
+    assert (
+        lora_info.describe(te2_only)["architecture"] == "sdxl"
+        and lora_info.describe(te2_only)["crossAttentionDim"] is None
+    )
     sd15 = header({"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight": [32, 768]})
     assert lora_info.describe(sd15)["architecture"] == "sd"
     tagged = header({"unet.x.attn2.to_k.lora_A.weight": [4, 64]}, {"pixelai.base_architecture": "sdxl"})
@@ -187,15 +250,29 @@ def test_lora_info_cli_prints_one_json_line_without_importing_torch(loras, tmp_p
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"definitely not safetensors")
     # Run the module as `-m` would, then check the interpreter never loaded torch (or numpy): header-only by design.
-    probe = ("import runpy, sys; sys.argv = ['lora_info', sys.argv[1]]\n"
-             "try:\n    runpy.run_module('pixelai_runner.lora_info', run_name='__main__')\n"
-             "except SystemExit as e:\n    code = e.code\n"
-             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'\n"
-             "sys.exit(code)\n")
+    probe = (
+        "import runpy, sys; sys.argv = ['lora_info', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('pixelai_runner.lora_info', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'\n"
+        "sys.exit(code)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
-    ok = subprocess.run([sys.executable, "-c", probe, str(loras["tiny-sd-lora-kohya"])], capture_output=True, text=True, env=env, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-c", probe, str(loras["tiny-sd-lora-kohya"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["format"] == "kohya"
-    bad = subprocess.run([sys.executable, "-m", "pixelai_runner.lora_info", str(garbage)], capture_output=True, text=True, env=env, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "pixelai_runner.lora_info", str(garbage)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert bad.returncode == 1 and bad.stdout == "" and "lora_info:" in bad.stderr

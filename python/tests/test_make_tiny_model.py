@@ -44,8 +44,11 @@ def test_tokenizer_ids_fit_the_text_encoder(tiny_sd):
     text_config = json.loads((tiny_sd / "text_encoder" / "config.json").read_text())
     for tokenizer in (
         CLIPTokenizer.from_pretrained(str(tiny_sd), subfolder="tokenizer"),
-        CLIPTokenizer(vocab=str(tiny_sd / "tokenizer" / "vocab.json"), merges=str(tiny_sd / "tokenizer" / "merges.txt"),
-                      pad_token="<|pad|>"),
+        CLIPTokenizer(
+            vocab=str(tiny_sd / "tokenizer" / "vocab.json"),
+            merges=str(tiny_sd / "tokenizer" / "merges.txt"),
+            pad_token="<|pad|>",
+        ),
     ):
         assert (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id) == (0, 1, 2)
         assert (text_config["bos_token_id"], text_config["pad_token_id"], text_config["eos_token_id"]) == (0, 1, 2)

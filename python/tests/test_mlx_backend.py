@@ -14,7 +14,6 @@ from mlx_fixtures import (  # noqa: F401  (fixtures)
     mlx_out_root,
     torch_sd,
 )
-
 from pixelai_runner.backends.base import FEATURES, GenerateRequest
 from pixelai_runner.backends.mlx import MLXBackend
 from pixelai_runner.backends.mlx import backend as B
@@ -23,8 +22,19 @@ from pixelai_runner.errors import RunnerError
 
 
 def _request(source, **overrides) -> GenerateRequest:
-    params = dict(jobId="j1", modelSource=str(source), prompt=PROMPT, width=64, height=64, steps=3, guidanceScale=7.5,
-                  seed=11, outputDir="/tmp", scheduler="euler", initNoise="torch")
+    params = dict(
+        jobId="j1",
+        modelSource=str(source),
+        prompt=PROMPT,
+        width=64,
+        height=64,
+        steps=3,
+        guidanceScale=7.5,
+        seed=11,
+        outputDir="/tmp",
+        scheduler="euler",
+        initNoise="torch",
+    )
     params.update(overrides)
     return GenerateRequest.from_params(params)
 
@@ -151,8 +161,9 @@ def test_float16_non_finite_falls_back_to_float32(converted_sd, monkeypatch, cap
     "model,scheduler,negative",
     [("sd", "euler", "blurry"), ("sd", "euler_a", None), ("sdxl", "ddim", ""), ("sdxl", "euler_a", "dark")],
 )
-def test_same_request_same_image_on_torch_and_mlx_engines(tiny_sd, tiny_sdxl, converted_sd, converted_sdxl, model,
-                                                         scheduler, negative):
+def test_same_request_same_image_on_torch_and_mlx_engines(
+    tiny_sd, tiny_sdxl, converted_sd, converted_sdxl, model, scheduler, negative
+):
     """The cross-engine promise: one request with initNoise "torch" gives the same picture on both engines."""
     from pixelai_runner.backends.torch_backend import TorchBackend
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 from mlx_fixtures import REPO_ROOT, converted_sd, mlx_out_root  # noqa: F401  (fixtures)
-
 from pixelai_runner.backends.mlx import manifest as M
 from pixelai_runner.backends.mlx.convert import convert
 from pixelai_runner.errors import RunnerError
@@ -45,8 +44,15 @@ def test_manifest_fields_and_hashes(converted_sd, tiny_sd):
     for relpath, entry in manifest["files"].items():
         path = converted_sd / relpath
         assert entry == {"sha256": _sha(path), "size": path.stat().st_size}
-    for required in ("unet/weights.safetensors", "vae/weights.safetensors", "text_encoder/weights.safetensors",
-                     "unet/config.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "model_index.json"):
+    for required in (
+        "unet/weights.safetensors",
+        "vae/weights.safetensors",
+        "text_encoder/weights.safetensors",
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/vocab.json",
+        "model_index.json",
+    ):
         assert required in manifest["files"]
 
 
@@ -132,8 +138,9 @@ def test_verification_is_cached_until_a_file_changes(fresh_copy, monkeypatch):
     assert info.value.code == "HASH_MISMATCH" and len(calls) == 1
 
 
-@pytest.mark.parametrize("name", ["", "..", "../evil", "a/b", "/abs", ".hidden", "-dash", "a..b", "x" * 65, "nul\0",
-                                  "spa ce"])
+@pytest.mark.parametrize(
+    "name", ["", "..", "../evil", "a/b", "/abs", ".hidden", "-dash", "a..b", "x" * 65, "nul\0", "spa ce"]
+)
 def test_bad_names_are_rejected(tiny_sd, tmp_path, name):
     with pytest.raises(RunnerError) as info:
         convert(str(tiny_sd), name, "float32", tmp_path / "out")
@@ -176,9 +183,21 @@ def test_missing_source_is_model_not_found(tmp_path):
 
 def test_cli_prints_progress_and_done_json(tiny_sd, tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "convert_to_mlx.py"), str(tiny_sd), "--name", "cli",
-         "--dtype", "float32", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "convert_to_mlx.py"),
+            str(tiny_sd),
+            "--name",
+            "cli",
+            "--dtype",
+            "float32",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     progress = [line.split() for line in proc.stderr.splitlines() if line.startswith("PROGRESS ")]
@@ -191,9 +210,18 @@ def test_cli_prints_progress_and_done_json(tiny_sd, tmp_path):
 
 def test_cli_reports_errors_as_json(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "convert_to_mlx.py"), str(tmp_path), "--name", "../x",
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "convert_to_mlx.py"),
+            str(tmp_path),
+            "--name",
+            "../x",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert json.loads(proc.stdout.strip().splitlines()[-1])["code"] == "INVALID_REQUEST"

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from mlx_fixtures import PROMPT, load_mlx_component, nchw, nhwc, rel_err
-
 from pixelai_runner.backends.mlx import weights as W
 from pixelai_runner.backends.mlx.clip import CLIPTextModel
 from pixelai_runner.backends.mlx.config import (
@@ -125,10 +124,16 @@ def test_unet_sdxl_single_call_with_text_time_conditioning(tiny_sdxl):
     text_embeds = torch.randn((2, 32), generator=gen)
     time_ids = torch.tensor([[64.0, 96.0, 0.0, 0.0, 64.0, 96.0]] * 2)
     with torch.no_grad():
-        ref = reference(sample, torch.tensor(499.0), context,
-                        added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids}).sample.numpy()
-    out = ours(nhwc(sample.numpy()), 499.0, mx.array(context.numpy()), mx.array(text_embeds.numpy()),
-               mx.array(time_ids.numpy()))
+        ref = reference(
+            sample, torch.tensor(499.0), context, added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids}
+        ).sample.numpy()
+    out = ours(
+        nhwc(sample.numpy()),
+        499.0,
+        mx.array(context.numpy()),
+        mx.array(text_embeds.numpy()),
+        mx.array(time_ids.numpy()),
+    )
     assert rel_err(nchw(out), ref) <= 1e-4
 
 
@@ -138,9 +143,14 @@ def test_unet_sd15_style_transformer_depth_and_heads():
 
     torch.manual_seed(3)
     config = dict(
-        block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, cross_attention_dim=24,
-        attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), transformer_layers_per_block=(1, 2, 1),
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=24,
+        attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        transformer_layers_per_block=(1, 2, 1),
     )
     reference = diffusers.UNet2DConditionModel(**config).eval()
     state = W.torch_state_dict_to_numpy(reference.state_dict().items())
@@ -183,7 +193,12 @@ def test_vae_legacy_attention_keys_are_mapped(tiny_sd):
     reference = diffusers.AutoencoderKL.from_pretrained(str(tiny_sd / "vae")).eval()
     legacy = {}
     for key, value in W.torch_state_dict_to_numpy(reference.state_dict().items()).items():
-        for new, old in ((".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")):
+        for new, old in (
+            (".to_q.", ".query."),
+            (".to_k.", ".key."),
+            (".to_v.", ".value."),
+            (".to_out.0.", ".proj_attn."),
+        ):
             if "attentions" in key and new in key:
                 key = key.replace(new, old)
                 if value.ndim == 2:
@@ -202,15 +217,17 @@ def test_weight_mapping_layouts():
     rng = np.random.default_rng(0)
     conv = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
     proj = rng.standard_normal((8, 8, 1, 1)).astype(np.float32)
-    mapped = W.map_unet({
-        "conv_in.weight": conv,
-        "down_blocks.1.attentions.0.proj_in.weight": proj,
-        "down_blocks.1.attentions.0.transformer_blocks.0.ff.net.0.proj.weight": np.zeros((16, 8), np.float32),
-        "down_blocks.1.attentions.0.transformer_blocks.0.ff.net.2.bias": np.zeros(8, np.float32),
-        "down_blocks.0.downsamplers.0.conv.bias": np.zeros(8, np.float32),
-        "up_blocks.0.upsamplers.0.conv.bias": np.zeros(8, np.float32),
-        "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0.bias": np.zeros(8, np.float32),
-    })
+    mapped = W.map_unet(
+        {
+            "conv_in.weight": conv,
+            "down_blocks.1.attentions.0.proj_in.weight": proj,
+            "down_blocks.1.attentions.0.transformer_blocks.0.ff.net.0.proj.weight": np.zeros((16, 8), np.float32),
+            "down_blocks.1.attentions.0.transformer_blocks.0.ff.net.2.bias": np.zeros(8, np.float32),
+            "down_blocks.0.downsamplers.0.conv.bias": np.zeros(8, np.float32),
+            "up_blocks.0.upsamplers.0.conv.bias": np.zeros(8, np.float32),
+            "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0.bias": np.zeros(8, np.float32),
+        }
+    )
     assert mapped["conv_in.weight"].shape == (8, 3, 3, 4)
     assert np.array_equal(mapped["conv_in.weight"][:, 1, 2, 3], conv[:, 3, 1, 2])
     assert mapped["down_blocks.1.attentions.0.proj_in.weight"].shape == (8, 8)
@@ -221,8 +238,13 @@ def test_weight_mapping_layouts():
         "up_blocks.0.upsampler.conv.bias",
         "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.bias",
     }
-    clip = W.map_clip({"text_model.embeddings.position_ids": np.arange(77), "text_model.final_layer_norm.weight": np.ones(4),
-                       "text_projection.weight": np.ones((2, 4))})
+    clip = W.map_clip(
+        {
+            "text_model.embeddings.position_ids": np.arange(77),
+            "text_model.final_layer_norm.weight": np.ones(4),
+            "text_projection.weight": np.ones((2, 4)),
+        }
+    )
     assert set(clip) == {"final_layer_norm.weight", "text_projection.weight"}
 
 

@@ -16,7 +16,6 @@ from mlx_fixtures import (  # noqa: F401  (fixtures)
     torch_sd,
     torch_sdxl,
 )
-
 from pixelai_runner.backends.mlx.backend import native_noise, torch_noise
 from pixelai_runner.backends.mlx.pipeline import nchw_to_nhwc
 
@@ -26,8 +25,11 @@ MAX_CHANNEL_DIFF = 2  # out of 255
 def _mlx_image(model, scheduler, negative, width, height, steps, guidance, seed):
     factor = model.vae_scale_factor
     initial, draw = torch_noise(seed, (1, model.latent_channels, height // factor, width // factor))
-    return np.array(model.generate(PROMPT, negative, width, height, steps, guidance, scheduler, nchw_to_nhwc(initial),
-                                   noise_fn=draw))
+    return np.array(
+        model.generate(
+            PROMPT, negative, width, height, steps, guidance, scheduler, nchw_to_nhwc(initial), noise_fn=draw
+        )
+    )
 
 
 CASES = [
@@ -79,8 +81,18 @@ def test_callbacks_and_cancel_between_steps(mlx_sd):
 
     initial, _ = native_noise(0, (1, 8, 8, 4))
     with pytest.raises(RunnerError) as info:
-        mlx_sd.generate(PROMPT, None, 64, 64, 5, 7.5, "euler", initial, on_step=lambda k, n: seen.append((k, n)),
-                        check_cancel=check_cancel)
+        mlx_sd.generate(
+            PROMPT,
+            None,
+            64,
+            64,
+            5,
+            7.5,
+            "euler",
+            initial,
+            on_step=lambda k, n: seen.append((k, n)),
+            check_cancel=check_cancel,
+        )
     assert info.value.code == "CANCELLED"
     assert seen == [(1, 5), (2, 5)]
 

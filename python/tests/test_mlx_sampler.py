@@ -7,19 +7,24 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-
 from pixelai_runner.backends.mlx.sampler import make_sampler
 
 SD_CONFIG = dict(  # the published SD 1.5 / SDXL scheduler shape
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    prediction_type="epsilon", timestep_spacing="leading", steps_offset=1,
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    timestep_spacing="leading",
+    steps_offset=1,
 )
 CONFIGS = {
     "sd-leading": SD_CONFIG,
     "linspace": dict(SD_CONFIG, timestep_spacing="linspace", steps_offset=0),
     "trailing": dict(SD_CONFIG, timestep_spacing="trailing"),
-    "linear-betas-v": dict(SD_CONFIG, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
-                           prediction_type="v_prediction"),
+    "linear-betas-v": dict(
+        SD_CONFIG, beta_schedule="linear", beta_start=0.0001, beta_end=0.02, prediction_type="v_prediction"
+    ),
     "karras": dict(SD_CONFIG, use_karras_sigmas=True),
     "zero-snr-trailing": dict(SD_CONFIG, rescale_betas_zero_snr=True, timestep_spacing="trailing"),
     "pndm-style-sd15": dict(SD_CONFIG, skip_prk_steps=True, set_alpha_to_one=False, clip_sample=False),
@@ -94,7 +99,10 @@ def test_full_trajectory_matches_diffusers(name, config_name):
 
 
 def test_ddim_reads_missing_keys_with_ddim_defaults():
-    """An Euler config has no clip_sample/set_alpha_to_one: DDIM must use its own defaults (True/True) like diffusers."""
+    """An Euler config has no clip_sample/set_alpha_to_one.
+
+    DDIM must then use its own defaults (True/True), like diffusers.
+    """
     ours = make_sampler("ddim", SD_CONFIG, 4)
     assert ours.cfg["clip_sample"] is True and ours.cfg["set_alpha_to_one"] is True
     assert ours.final_alpha_cumprod == 1.0

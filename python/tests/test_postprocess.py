@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 from PIL import Image
-
 from pixelai_runner.backends.base import PixelSpec
 from pixelai_runner.errors import RunnerError
 from pixelai_runner.postprocess import color_key, fit_to_grid, postprocess, quantize, validate

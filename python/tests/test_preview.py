@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from mlx_fixtures import PROMPT, converted_sd, converted_sdxl, mlx_out_root  # noqa: F401  (fixtures)
+from PIL import Image
 from pixelai_runner import preview
 from pixelai_runner.backends.base import GenerateRequest
 from runner_client import RunnerProcess
@@ -68,7 +67,9 @@ def test_write_preview_names_the_step_and_hashes_the_file(tmp_path):
 @pytest.fixture(scope="module")
 def torch_runner(tmp_path_factory):
     logs = tmp_path_factory.mktemp("preview-runner-logs")
-    proc = RunnerProcess([str(HERE / "noisy_runner.py"), "--engine", "torch"], logs / "stderr.log", env={"PIXELAI_DEVICE": "cpu"})
+    proc = RunnerProcess(
+        [str(HERE / "noisy_runner.py"), "--engine", "torch"], logs / "stderr.log", env={"PIXELAI_DEVICE": "cpu"}
+    )
     proc.next_message(lambda m: m.get("event") == "ready", timeout=120)
     yield proc
     proc.close()
@@ -79,9 +80,19 @@ def test_torch_runner_sends_preview_files_on_the_asked_steps(torch_runner, tiny_
     out = tmp_path / "job"
     out.mkdir()
     params = {
-        "jobId": "preview-job", "modelSource": str(tiny_sd if model == "sd" else tiny_sdxl), "prompt": PROMPT,
-        "width": 64, "height": 48, "steps": 4, "guidanceScale": 5.0, "seed": 3, "outputDir": str(out),
-        "pixel": None, "removeBackground": False, "lora": None, "previewEvery": 2,
+        "jobId": "preview-job",
+        "modelSource": str(tiny_sd if model == "sd" else tiny_sdxl),
+        "prompt": PROMPT,
+        "width": 64,
+        "height": 48,
+        "steps": 4,
+        "guidanceScale": 5.0,
+        "seed": 3,
+        "outputDir": str(out),
+        "pixel": None,
+        "removeBackground": False,
+        "lora": None,
+        "previewEvery": 2,
     }
     rid = f"gen-preview-{next(_ids)}"
     torch_runner.send({"id": rid, "op": "generate", "params": params})
@@ -109,10 +120,22 @@ def test_probe_says_both_engines_make_step_previews():
 def test_mlx_engine_hands_previews_to_on_step(converted_sd):
     from pixelai_runner.backends.mlx import MLXBackend
 
-    req = GenerateRequest.from_params(dict(
-        jobId="j-preview", modelSource=str(converted_sd), prompt=PROMPT, width=64, height=64, steps=3,
-        guidanceScale=7.5, seed=11, outputDir="/tmp", scheduler="euler", initNoise="torch", previewEvery=1,
-    ))
+    req = GenerateRequest.from_params(
+        dict(
+            jobId="j-preview",
+            modelSource=str(converted_sd),
+            prompt=PROMPT,
+            width=64,
+            height=64,
+            steps=3,
+            guidanceScale=7.5,
+            seed=11,
+            outputDir="/tmp",
+            scheduler="euler",
+            initNoise="torch",
+            previewEvery=1,
+        )
+    )
     seen = []
     MLXBackend().generate(req, lambda k, n, image=None: seen.append((k, n, image)), lambda: None)
     assert [(k, n) for k, n, _ in seen] == [(1, 3), (2, 3), (3, 3)]

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from PIL import Image
-
 from pixelai_runner.backends.base import Backend, GenerateOutput
 from pixelai_runner.errors import RunnerError
 from pixelai_runner.protocol import ProtocolWriter
@@ -79,8 +78,17 @@ def _serve(backend, lines: list) -> list[dict]:
 
 
 def _params(tmp_path: Path, **overrides) -> dict:
-    params = {"jobId": "j", "modelSource": "m", "prompt": "p", "width": 16, "height": 16, "steps": 3,
-              "guidanceScale": 1.0, "seed": 5, "outputDir": str(tmp_path)}
+    params = {
+        "jobId": "j",
+        "modelSource": "m",
+        "prompt": "p",
+        "width": 16,
+        "height": 16,
+        "steps": 3,
+        "guidanceScale": 1.0,
+        "seed": 5,
+        "outputDir": str(tmp_path),
+    }
     params.update(overrides)
     return params
 
@@ -107,22 +115,28 @@ def test_backend_exceptions_are_classified(tmp_path):
 
 
 def test_backend_that_probes_unavailable_refuses_generate(tmp_path):
-    messages = _serve(FlatBackend(available=False), [
-        {"id": "p", "op": "probe"},
-        {"id": "g", "op": "generate", "params": _params(tmp_path)},
-    ])
+    messages = _serve(
+        FlatBackend(available=False),
+        [
+            {"id": "p", "op": "probe"},
+            {"id": "g", "op": "generate", "params": _params(tmp_path)},
+        ],
+    )
     assert messages[0]["event"] == "ready"
     assert messages[1]["available"] is False and messages[1]["reason"] == "no fake accelerator"
     assert messages[2]["code"] == "ENGINE_UNAVAILABLE" and "no fake accelerator" in messages[2]["message"]
 
 
 def test_missing_ids_and_params(tmp_path):
-    messages = _serve(FlatBackend(), [
-        {"op": "probe"},
-        {"id": True, "op": "probe"},
-        {"id": "x", "op": "generate"},
-        {"id": "y", "op": "generate", "params": {"prompt": "no model"}},
-    ])
+    messages = _serve(
+        FlatBackend(),
+        [
+            {"op": "probe"},
+            {"id": True, "op": "probe"},
+            {"id": "x", "op": "generate"},
+            {"id": "y", "op": "generate", "params": {"prompt": "no model"}},
+        ],
+    )
     errors = messages[1:]
     assert [m["id"] for m in errors] == [None, None, "x", "y"]
     assert {m["code"] for m in errors} == {"INVALID_REQUEST"}
@@ -134,7 +148,13 @@ def test_failed_engine_import_gives_an_unavailable_engine(monkeypatch):
     assert isinstance(backend, UnavailableEngine)
     info = backend.probe()
     assert info["available"] is False and "mlx" in info["reason"]
-    assert info["features"] == {"lora": False, "sdxl": False, "backgroundRemoval": False, "img2img": False, "stepPreview": False}
+    assert info["features"] == {
+        "lora": False,
+        "sdxl": False,
+        "backgroundRemoval": False,
+        "img2img": False,
+        "stepPreview": False,
+    }
 
 
 def test_python_m_entry_when_the_engine_library_is_missing(tmp_path):
@@ -142,8 +162,9 @@ def test_python_m_entry_when_the_engine_library_is_missing(tmp_path):
     fake = tmp_path / "site"
     (fake / "mlx").mkdir(parents=True)
     (fake / "mlx" / "__init__.py").write_text("raise ImportError('simulated: no mlx here')\n")
-    proc = RunnerProcess(["-m", "pixelai_runner", "--engine", "mlx"], tmp_path / "mlx.log",
-                         env={"PYTHONPATH": f"{fake}:{PYTHON_DIR}"})
+    proc = RunnerProcess(
+        ["-m", "pixelai_runner", "--engine", "mlx"], tmp_path / "mlx.log", env={"PYTHONPATH": f"{fake}:{PYTHON_DIR}"}
+    )
     try:
         assert proc.next_message(lambda m: m.get("event") == "ready", 60)["engine"] == "mlx"
         probe = proc.request({"id": "p", "op": "probe"})
@@ -181,12 +202,16 @@ def test_auto_install_runs_pip_and_retries_the_import(tmp_path):
         f"shutil.rmtree({str(site / 'mlx')!r})\n"
         "print('fake pip: installed mlx')\n"
     )
-    proc = RunnerProcess(["-m", "pixelai_runner", "--engine", "mlx"], tmp_path / "mlx.log", env={
-        "PYTHONPATH": f"{site}:{PYTHON_DIR}",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "ALLOW_AUTO_INSTALL": "1",
-        "PIXELAI_PIP_COMMAND": f"{sys.executable} {fake_pip}",
-    })
+    proc = RunnerProcess(
+        ["-m", "pixelai_runner", "--engine", "mlx"],
+        tmp_path / "mlx.log",
+        env={
+            "PYTHONPATH": f"{site}:{PYTHON_DIR}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "ALLOW_AUTO_INSTALL": "1",
+            "PIXELAI_PIP_COMMAND": f"{sys.executable} {fake_pip}",
+        },
+    )
     try:
         assert proc.next_message(lambda m: m.get("event") == "ready", 120)["engine"] == "mlx"
         probe = proc.request({"id": "p", "op": "probe"})

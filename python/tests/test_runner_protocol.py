@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from runner_client import RunnerProcess
 
 HERE = Path(__file__).resolve().parent
@@ -99,7 +98,13 @@ def test_probe_reports_engine_capabilities(runner):
     assert result["engine"] == "torch" and result["available"] is True
     assert result["device"] == DEVICE and result["chip"] and result["dtype"] == DTYPE
     assert {"python", "torch", "diffusers"} <= set(result["versions"])
-    assert result["features"] == {"lora": True, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
+    assert result["features"] == {
+        "lora": True,
+        "sdxl": True,
+        "backgroundRemoval": False,
+        "img2img": False,
+        "stepPreview": True,
+    }
     assert set(result["schedulers"]) == {"euler", "euler_a", "ddim", "dpmpp_2m"}
 
 
@@ -214,7 +219,9 @@ def test_lora_changes_the_image_and_unloads_cleanly(runner, make_params, tiny_sd
 
     torch.manual_seed(0)
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd), safety_checker=None, requires_safety_checker=False)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    pipe.unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    )
     lora_dir = tmp_path / "lora"
     StableDiffusionPipeline.save_lora_weights(str(lora_dir), unet_lora_layers=get_peft_model_state_dict(pipe.unet))
     lora_file = lora_dir / "pytorch_lora_weights.safetensors"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from pixelai_runner.backends import torch_backend
 from pixelai_runner.backends.torch_backend import TorchBackend, _Loaded, initial_latents, make_scheduler
 from pixelai_runner.device import DeviceInfo

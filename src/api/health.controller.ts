@@ -26,7 +26,7 @@ export class HealthController extends Controller {
   /** Liveness plus a device/engine summary. Keeps the seed server's fields (status, model_loaded, current_model, device, engine, version). */
   @Get()
   async health(): Promise<HealthResponse> {
-    const { engines, config, version } = this.services;
+    const { engines, version } = this.services;
     let redis = true;
     const probes: Partial<Record<EngineName, EngineProbe | null>> = {};
     for (const engine of ["torch", "mlx"] as const) {
@@ -49,7 +49,9 @@ export class HealthController extends Controller {
       engines: Object.fromEntries(
         Object.entries(probes).map(([name, p]) => [
           name,
-          p ? { available: p.available, device: p.device, ...(p.reason ? { reason: p.reason } : {}) } : { available: false, reason: "no worker runs this engine" },
+          p
+            ? { available: p.available, device: p.device, ...(p.reason ? { reason: p.reason } : {}) }
+            : { available: false, reason: "no worker runs this engine" },
         ]),
       ),
     };

@@ -35,7 +35,7 @@ export function hostChecker(allowedHosts: string[]): (host: string | undefined, 
       return `host ${JSON.stringify(host ?? "")} is not allowed (PIXELAI_ALLOWED_HOSTS)`;
     }
     if (origin && origin !== "null") {
-      let originHost = "";
+      let originHost: string;
       try {
         originHost = hostnameOf(new URL(origin).host);
       } catch {

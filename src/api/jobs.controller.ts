@@ -1,6 +1,21 @@
 import { Readable } from "node:stream";
 import type { Request as ExpressRequest } from "express";
-import { Body, Controller, Delete, Get, Path, Post, Produces, Query, Request, Response, Route, Security, SuccessResponse, Tags } from "tsoa";
+import {
+  Body,
+  Controller,
+  Delete,
+  Get,
+  Path,
+  Post,
+  Produces,
+  Query,
+  Request,
+  Response,
+  Route,
+  Security,
+  SuccessResponse,
+  Tags,
+} from "tsoa";
 import { streamJobEvents } from "./job-event-stream";
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";

@@ -153,7 +153,12 @@ export class RunnerSupervisor extends EventEmitter {
 
       child.on("exit", (code, signal) => {
         const wasReady = becameReady;
-        settle(new AppError("ENGINE_UNAVAILABLE", `${engine} runner exited during start-up (code ${code}, signal ${signal}): ${this.lastFailure}`));
+        settle(
+          new AppError(
+            "ENGINE_UNAVAILABLE",
+            `${engine} runner exited during start-up (code ${code}, signal ${signal}): ${this.lastFailure}`,
+          ),
+        );
         if (child !== this.child) return;
         this.child = undefined;
         this.failAll("ENGINE_INTERNAL", `${engine} runner died (code ${code}, signal ${signal})`);
@@ -244,7 +249,10 @@ export class RunnerSupervisor extends EventEmitter {
     options: { onProgress?: (e: ProgressEvent) => void; timeoutMs?: number; id?: string } = {},
   ): Promise<RunnerEvent> {
     if (this.state === "failed") {
-      throw new AppError("ENGINE_UNAVAILABLE", `${this.engine} runner is not available (it failed to start or kept dying): ${this.lastFailure}`);
+      throw new AppError(
+        "ENGINE_UNAVAILABLE",
+        `${this.engine} runner is not available (it failed to start or kept dying): ${this.lastFailure}`,
+      );
     }
     if (this.state !== "ready") await this.start();
     const child = this.child;

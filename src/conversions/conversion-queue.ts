@@ -18,7 +18,12 @@ export class ConversionQueue {
   }
 
   async add(payload: ConvertPayload): Promise<void> {
-    await this.queue.add("convert", payload, { jobId: payload.conversionId, attempts: 1, removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } });
+    await this.queue.add("convert", payload, {
+      jobId: payload.conversionId,
+      attempts: 1,
+      removeOnComplete: { age: 24 * 3600 },
+      removeOnFail: { age: 7 * 24 * 3600 },
+    });
   }
 
   async close(): Promise<void> {

@@ -43,13 +43,32 @@ export class ConversionsRepository {
     await this.db.mlxConversion.updateMany({ where: { id, status: "active" }, data: { progress: percent } });
   }
 
-  async complete(id: string, r: { path: string; manifest: string; sourceRevision: string; converterVersion: string; files: Array<{ path: string; sha256: string; size: number }> }): Promise<void> {
+  async complete(
+    id: string,
+    r: {
+      path: string;
+      manifest: string;
+      sourceRevision: string;
+      converterVersion: string;
+      files: Array<{ path: string; sha256: string; size: number }>;
+    },
+  ): Promise<void> {
     await this.db.$transaction([
       this.db.mlxConversionFile.deleteMany({ where: { conversionId: id } }),
-      this.db.mlxConversionFile.createMany({ data: r.files.map((f) => ({ conversionId: id, path: f.path, sha256: f.sha256, sizeBytes: BigInt(f.size) })) }),
+      this.db.mlxConversionFile.createMany({
+        data: r.files.map((f) => ({ conversionId: id, path: f.path, sha256: f.sha256, sizeBytes: BigInt(f.size) })),
+      }),
       this.db.mlxConversion.update({
         where: { id },
-        data: { status: "completed", progress: 100, path: r.path, manifest: r.manifest, sourceRevision: r.sourceRevision, converterVersion: r.converterVersion, finishedAt: new Date() },
+        data: {
+          status: "completed",
+          progress: 100,
+          path: r.path,
+          manifest: r.manifest,
+          sourceRevision: r.sourceRevision,
+          converterVersion: r.converterVersion,
+          finishedAt: new Date(),
+        },
       }),
     ]);
   }

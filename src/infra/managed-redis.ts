@@ -21,7 +21,12 @@ export async function freePort(): Promise<number> {
 }
 
 function redisServerBinary(): string {
-  for (const candidate of [process.env.REDIS_SERVER_BIN, "/usr/bin/redis-server", "/usr/local/bin/redis-server", "/opt/homebrew/bin/redis-server"]) {
+  for (const candidate of [
+    process.env.REDIS_SERVER_BIN,
+    "/usr/bin/redis-server",
+    "/usr/local/bin/redis-server",
+    "/opt/homebrew/bin/redis-server",
+  ]) {
     if (candidate && fs.existsSync(candidate)) return candidate;
   }
   try {
@@ -35,7 +40,12 @@ function redisServerBinary(): string {
  * Starts a private redis-server on a free loopback port, used when REDIS_URL is unset. AOF keeps queued jobs across a
  * restart of the service; `durable: false` (tests) keeps everything in memory.
  */
-export async function startManagedRedis(opts: { dataDir: string; durable: boolean; logger?: Logger; port?: number }): Promise<ManagedRedis> {
+export async function startManagedRedis(opts: {
+  dataDir: string;
+  durable: boolean;
+  logger?: Logger;
+  port?: number;
+}): Promise<ManagedRedis> {
   const port = opts.port ?? (await freePort());
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", ""];
   if (opts.durable) {

@@ -18,7 +18,9 @@ export function sqliteMigrationsApplied(file: string, migrationsDir: string): bo
   try {
     const table = db.prepare("SELECT name FROM sqlite_master WHERE type='table' AND name='_prisma_migrations'").get();
     if (!table) return false;
-    const rows = db.prepare("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL").all() as Array<{ migration_name: string }>;
+    const rows = db
+      .prepare("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL")
+      .all() as Array<{ migration_name: string }>;
     const applied = new Set(rows.map((r) => r.migration_name));
     return wanted.every((name) => applied.has(name));
   } finally {

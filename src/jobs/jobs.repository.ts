@@ -114,7 +114,11 @@ export class JobsRepository {
   }
 
   /** Unfinished rows, oldest first, for the worker's reconciliation with the queue (job-reconciler.ts). */
-  unfinished(status: "queued" | "active", limit: number, olderThan: Date): Promise<Array<Pick<JobRecord, "id" | "status" | "startedAt" | "createdAt" | "request">>> {
+  unfinished(
+    status: "queued" | "active",
+    limit: number,
+    olderThan: Date,
+  ): Promise<Array<Pick<JobRecord, "id" | "status" | "startedAt" | "createdAt" | "request">>> {
     return this.db.job.findMany({
       where: { status, createdAt: { lt: olderThan } },
       orderBy: { createdAt: "asc" },
@@ -166,7 +170,10 @@ export class JobsRepository {
 
   async pruneImages(ids: string[]): Promise<number> {
     if (ids.length === 0) return 0;
-    const res = await this.db.job.updateMany({ where: { id: { in: ids }, status: "completed" }, data: { resultPng: null, resultSha256: null } });
+    const res = await this.db.job.updateMany({
+      where: { id: { in: ids }, status: "completed" },
+      data: { resultPng: null, resultSha256: null },
+    });
     return res.count;
   }
 

@@ -8,7 +8,15 @@ import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, Resol
 import { JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
 
-export const DEFAULTS = { width: 512, height: 512, steps: 20, guidanceScale: 7, scheduler: "euler", colors: 0, fitMode: "contain" } as const;
+export const DEFAULTS = {
+  width: 512,
+  height: 512,
+  steps: 20,
+  guidanceScale: 7,
+  scheduler: "euler",
+  colors: 0,
+  fitMode: "contain",
+} as const;
 
 export interface EngineDirectory {
   /** The engine for requests that name none (PUT /engines/default changes it). */
@@ -64,7 +72,10 @@ export class JobsService {
   async resolve(req: GenerateJobRequest): Promise<ResolvedJob> {
     const width = req.width ?? DEFAULTS.width;
     const height = req.height ?? DEFAULTS.height;
-    for (const [field, value] of [["width", width], ["height", height]] as const) {
+    for (const [field, value] of [
+      ["width", width],
+      ["height", height],
+    ] as const) {
       if (value % 8 !== 0) throw new AppError("INVALID_REQUEST", `${field} must be a multiple of 8 (got ${value})`, { field });
     }
     if (req.removeBackground === true) {
@@ -110,7 +121,12 @@ export class JobsService {
       lora,
       removeBackground: req.removeBackground || false,
       pixel: req.pixel
-        ? { width: req.pixel.width, height: req.pixel.height, colors: req.pixel.colors ?? DEFAULTS.colors, fitMode: req.pixel.fitMode ?? DEFAULTS.fitMode }
+        ? {
+            width: req.pixel.width,
+            height: req.pixel.height,
+            colors: req.pixel.colors ?? DEFAULTS.colors,
+            fitMode: req.pixel.fitMode ?? DEFAULTS.fitMode,
+          }
         : null,
       priority: req.priority ?? null,
       initNoise: req.initNoise ?? null,
@@ -169,9 +185,13 @@ export class JobsService {
   async delete(id: string): Promise<void> {
     const record = await this.findOr404(id);
     if (!(await this.repo.deleteFinished(id))) {
-      throw new AppError("JOB_NOT_FINISHED", `job ${id} is ${record.status}; cancel it and wait for it to end before deleting it`, { status: record.status });
+      throw new AppError("JOB_NOT_FINISHED", `job ${id} is ${record.status}; cancel it and wait for it to end before deleting it`, {
+        status: record.status,
+      });
     }
-    await this.queue.removeFinished(id).catch((err) => this.logger.warn({ job: id, err: (err as Error).message }, "queue entry of a deleted job not removed"));
+    await this.queue
+      .removeFinished(id)
+      .catch((err) => this.logger.warn({ job: id, err: (err as Error).message }, "queue entry of a deleted job not removed"));
     this.logger.info({ job: id }, "job deleted");
   }
 

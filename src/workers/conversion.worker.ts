@@ -86,7 +86,11 @@ export class ConversionWorker {
     const { python, repoRoot, models } = this.deps;
     const args = [path.join(repoRoot, "scripts", "convert_to_mlx.py"), source, "--name", name, "--dtype", dtype, "--out", models.mlxRoot];
     return new Promise((resolve, reject) => {
-      const child = spawn(python, args, { cwd: repoRoot, env: { ...process.env, PYTHONPATH: path.join(repoRoot, "python") }, stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(python, args, {
+        cwd: repoRoot,
+        env: { ...process.env, PYTHONPATH: path.join(repoRoot, "python") },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       let outcome: ConverterOutcome | undefined;
       const tail: string[] = [];
       readline.createInterface({ input: child.stdout }).on("line", (line) => {

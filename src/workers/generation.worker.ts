@@ -167,7 +167,9 @@ export class GenerationWorker {
     const deps = this.reconcileDeps();
     const row = deps && (await this.deps.jobs.find(jobId).catch(() => null));
     if (!deps || !row || (row.status !== "active" && row.status !== "queued")) return;
-    await reconcileRow(row, deps).catch((err) => this.deps.logger.warn({ job: jobId, err: (err as Error).message }, "could not reconcile stalled job"));
+    await reconcileRow(row, deps).catch((err) =>
+      this.deps.logger.warn({ job: jobId, err: (err as Error).message }, "could not reconcile stalled job"),
+    );
   }
 
   private async cancelRunning(jobId: string): Promise<void> {

@@ -27,7 +27,9 @@ describe("withDeadline", () => {
     const onExpire = jest.fn();
     const onGraceOver = jest.fn();
     await expect(withDeadline(Promise.resolve(42), { timeoutMs: 1_000, graceMs: 10, onExpire, onGraceOver })).resolves.toBe(42);
-    await expect(codeOf(withDeadline(Promise.reject(new AppError("CUDA_OOM", "oom")), { timeoutMs: 1_000, graceMs: 10, onExpire, onGraceOver }))).resolves.toBe("CUDA_OOM");
+    await expect(
+      codeOf(withDeadline(Promise.reject(new AppError("CUDA_OOM", "oom")), { timeoutMs: 1_000, graceMs: 10, onExpire, onGraceOver })),
+    ).resolves.toBe("CUDA_OOM");
     expect(onExpire).not.toHaveBeenCalled();
     expect(onGraceOver).not.toHaveBeenCalled();
   });
@@ -66,7 +68,10 @@ describe("withDeadline", () => {
 
   it("has no budget when timeoutMs is 0", async () => {
     const onExpire = jest.fn();
-    const p = withDeadline(sleep(30).then(() => "done"), { timeoutMs: 0, graceMs: 0, onExpire, onGraceOver: jest.fn() });
+    const p = withDeadline(
+      sleep(30).then(() => "done"),
+      { timeoutMs: 0, graceMs: 0, onExpire, onGraceOver: jest.fn() },
+    );
     await expect(p).resolves.toBe("done");
     expect(onExpire).not.toHaveBeenCalled();
   });

@@ -25,11 +25,14 @@ export async function withDeadline<T>(work: Promise<T>, opts: DeadlineOptions): 
     void Promise.resolve()
       .then(opts.onExpire)
       .catch(() => undefined); // a failed cancel is covered by the grace kill below
-    graceTimer = setTimeout(() => {
-      void Promise.resolve()
-        .then(opts.onGraceOver)
-        .catch(() => undefined);
-    }, Math.max(0, opts.graceMs));
+    graceTimer = setTimeout(
+      () => {
+        void Promise.resolve()
+          .then(opts.onGraceOver)
+          .catch(() => undefined);
+      },
+      Math.max(0, opts.graceMs),
+    );
   }, opts.timeoutMs);
   const timeout = () => new AppError("TIMEOUT", `the job ran past its time budget of ${opts.timeoutMs} ms`, { timeoutMs: opts.timeoutMs });
   try {

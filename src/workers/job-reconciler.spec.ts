@@ -36,7 +36,15 @@ const row = (id: string, status: string): Row => ({ id, status, startedAt: statu
 describe("reconcileJobs", () => {
   it("makes every unfinished row agree with the queue", async () => {
     const { db, added, deps } = world(
-      [row("a", "active"), row("b", "active"), row("c", "active"), row("d", "active"), row("e", "queued"), row("f", "queued"), row("g", "queued")],
+      [
+        row("a", "active"),
+        row("b", "active"),
+        row("c", "active"),
+        row("d", "active"),
+        row("e", "queued"),
+        row("f", "queued"),
+        row("g", "queued"),
+      ],
       {
         a: { state: "active" }, // a live worker holds it
         b: { state: "waiting" }, // its worker died; the stalled checker handed it back

@@ -36,7 +36,11 @@ export function failureCode(reason: string | undefined): string {
  * many stalls → failed, which runs none of our code), and a job Redis lost (no AOF, flushed) is queued again from the
  * request the row keeps. Every write is conditional, so racing a worker that picks the job up is harmless.
  */
-export async function reconcileRow(row: Row, deps: ReconcileDeps, report: ReconcileReport = { requeued: 0, readded: 0, failed: 0 }): Promise<ReconcileReport> {
+export async function reconcileRow(
+  row: Row,
+  deps: ReconcileDeps,
+  report: ReconcileReport = { requeued: 0, readded: 0, failed: 0 },
+): Promise<ReconcileReport> {
   const { state, failedReason } = await deps.state(row.id);
   if (state === "missing") {
     const job = JSON.parse(row.request) as ResolvedJob;
@@ -49,7 +53,7 @@ export async function reconcileRow(row: Row, deps: ReconcileDeps, report: Reconc
     if (await deps.requeueIfUnchanged(row.id, row, "ENGINE_INTERNAL", "its worker stopped mid-job; queued again")) report.requeued++;
   } else if (state === "failed" || state === "completed") {
     // completed with an unfinished row cannot come from our processor (it writes the row first); treat it as lost
-    const reason = state === "failed" ? failedReason ?? "failed in the queue" : "finished in the queue without a recorded result";
+    const reason = state === "failed" ? (failedReason ?? "failed in the queue") : "finished in the queue without a recorded result";
     if (await deps.finish(row.id, "failed", failureCode(reason), reason)) report.failed++;
   }
   return report;

@@ -39,7 +39,8 @@ export async function readStepPreview(outputDir: string, event: ProgressEvent): 
 /** Width and height from a PNG's IHDR chunk (bytes 16–23), without decoding the image. */
 export function pngSize(png: Buffer): { width: number; height: number } | null {
   const signature = "89504e470d0a1a0a";
-  if (png.length < 24 || png.subarray(0, 8).toString("hex") !== signature || png.subarray(12, 16).toString("latin1") !== "IHDR") return null;
+  if (png.length < 24 || png.subarray(0, 8).toString("hex") !== signature || png.subarray(12, 16).toString("latin1") !== "IHDR")
+    return null;
   return { width: png.readUInt32BE(16), height: png.readUInt32BE(20) };
 }
 

@@ -60,7 +60,10 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
     await runner.start().catch((err) => logger.error({ engine, err: (err as Error).message }, `${engine} runner failed to start`));
     const publish = () => publishProbe(engine, runner, engineStatus);
     await publish();
-    logger.info({ engine, device: runner.readyInfo?.device, chip: runner.readyInfo?.chip }, `${engine} runner on ${runner.readyInfo?.device} (${runner.readyInfo?.chip})`);
+    logger.info(
+      { engine, device: runner.readyInfo?.device, chip: runner.readyInfo?.chip },
+      `${engine} runner on ${runner.readyInfo?.device} (${runner.readyInfo?.chip})`,
+    );
     runner.on("restarted", () => void publish());
     runner.on("failed", () => void publish());
     // Probes expire in Redis (engine-status.ts) so a dead worker's engine stops looking available; keep ours fresh.
@@ -100,7 +103,11 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
   await conversionWorker.start();
   closers.unshift(() => conversionWorker.close());
   // Image retention lives with the workers (they write results); idempotent, so several workers may all sweep.
-  const retention = new RetentionSweeper(jobsRepo, { maxAgeHours: config.retentionMaxAgeHours, maxImages: config.retentionMaxImages }, logger.child({ component: "retention" }));
+  const retention = new RetentionSweeper(
+    jobsRepo,
+    { maxAgeHours: config.retentionMaxAgeHours, maxImages: config.retentionMaxImages },
+    logger.child({ component: "retention" }),
+  );
   retention.start();
   closers.unshift(() => retention.stop());
   return { runners, worker, closers };
@@ -113,6 +120,8 @@ async function publishProbe(engine: EngineName, runner: RunnerSupervisor, engine
     runner.readyInfo = { ...runner.readyInfo, ...probe, event: "ready" };
     await engineStatus.publish({ ...probe, engine });
   } catch (err) {
-    await engineStatus.publish({ engine, available: false, reason: `runner not available: ${(err as Error).message}` }).catch(() => undefined);
+    await engineStatus
+      .publish({ engine, available: false, reason: `runner not available: ${(err as Error).message}` })
+      .catch(() => undefined);
   }
 }

@@ -61,7 +61,11 @@ describe("WorkerWatchdog", () => {
   it("a job picked up in between clears the suspicion; errors are reported, not thrown", async () => {
     const { state, worker, reasons } = fakeWorker({ ready: 1 });
     const errors: string[] = [];
-    const dog = new WorkerWatchdog({ ...worker, readyJobs: async () => (state.ready < 0 ? Promise.reject(new Error("redis flaked")) : state.ready) }, 1_000, (e) => errors.push(e.message));
+    const dog = new WorkerWatchdog(
+      { ...worker, readyJobs: async () => (state.ready < 0 ? Promise.reject(new Error("redis flaked")) : state.ready) },
+      1_000,
+      (e) => errors.push(e.message),
+    );
     await dog.tick(0);
     state.active = 1;
     await dog.tick(600);
@@ -74,7 +78,7 @@ describe("WorkerWatchdog", () => {
   });
 
   it("is not fooled by ticks that land between jobs, or by a pause of the whole process, while jobs are being taken", async () => {
-    const { state, worker, reasons } = fakeWorker({ ready: 2 });
+    const { worker, reasons } = fakeWorker({ ready: 2 });
     let taken = 0;
     const dog = new WorkerWatchdog({ ...worker, jobsTaken: () => taken }, 1_000);
     // every tick sees "idle while jobs wait", but a job was taken in between each time

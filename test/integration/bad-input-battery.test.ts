@@ -79,7 +79,12 @@ function conforms(schema: Schema, v: unknown): boolean {
   if (s.enum) return s.enum.includes(v);
   switch (s.type) {
     case "string":
-      return typeof v === "string" && v.length >= (s.minLength ?? 0) && v.length <= (s.maxLength ?? Infinity) && (!s.pattern || new RegExp(s.pattern).test(v));
+      return (
+        typeof v === "string" &&
+        v.length >= (s.minLength ?? 0) &&
+        v.length <= (s.maxLength ?? Infinity) &&
+        (!s.pattern || new RegExp(s.pattern).test(v))
+      );
     case "integer":
     case "number":
       return (
@@ -190,7 +195,21 @@ function badQueryValues(schema: Schema): string[] {
 }
 
 /** Path parameter values that name nothing or cannot name anything. */
-const BAD_PATH_VALUES = ["no-such-thing", "..", "..%2f..%2fetc%2fpasswd", "%2e%2e", "a%00b", "%", "%E0%A4%A", "x".repeat(3000), "%20", "ü", "01aaaaaaaaaaaaaaaaaaaaaaaa", "null", "-1"];
+const BAD_PATH_VALUES = [
+  "no-such-thing",
+  "..",
+  "..%2f..%2fetc%2fpasswd",
+  "%2e%2e",
+  "a%00b",
+  "%",
+  "%E0%A4%A",
+  "x".repeat(3000),
+  "%20",
+  "ü",
+  "01aaaaaaaaaaaaaaaaaaaaaaaa",
+  "null",
+  "-1",
+];
 
 interface Tally {
   cases: number;
@@ -210,7 +229,12 @@ const short = (v: unknown) => {
 };
 
 /** Counts one HTTP answer; `shape` checks the error body (v1 or legacy). */
-function record(t: Tally, name: string, res: { status: number; headers: Record<string, string>; body: unknown } | Error, shape: (body: any) => string | undefined) {
+function record(
+  t: Tally,
+  name: string,
+  res: { status: number; headers: Record<string, string>; body: unknown } | Error,
+  shape: (body: any) => string | undefined,
+) {
   t.cases++;
   if (res instanceof Error) {
     t.other++;
@@ -277,15 +301,18 @@ describe("REST, generated from /openapi.json", () => {
         const pathParams = (op.parameters ?? []).filter((p) => p.in === "path");
         if (bodySchema) {
           const target = fillPath(path, valid[path]);
-          for (const bad of badValues(bodySchema)) await restCase(`${method.toUpperCase()} ${path} body=${short(bad)}`, method, target, JSON.stringify(bad));
+          for (const bad of badValues(bodySchema))
+            await restCase(`${method.toUpperCase()} ${path} body=${short(bad)}`, method, target, JSON.stringify(bad));
         }
         for (const p of (op.parameters ?? []).filter((x) => x.in === "query")) {
-          for (const bad of badQueryValues(p.schema)) await restCase(`${method.toUpperCase()} ${path}?${p.name}=${short(bad)}`, method, `${fillPath(path)}?${p.name}=${bad}`);
+          for (const bad of badQueryValues(p.schema))
+            await restCase(`${method.toUpperCase()} ${path}?${p.name}=${short(bad)}`, method, `${fillPath(path)}?${p.name}=${bad}`);
         }
         const body = bodySchema ? JSON.stringify(validInstance(bodySchema)) : undefined;
         if (pathParams.length > 0) {
           // a bad path with an otherwise valid body: must be refused for the path, never acted on
-          for (const bad of BAD_PATH_VALUES) await restCase(`${method.toUpperCase()} ${path} with ${short(bad)}`, method, fillPath(path, bad), body);
+          for (const bad of BAD_PATH_VALUES)
+            await restCase(`${method.toUpperCase()} ${path} with ${short(bad)}`, method, fillPath(path, bad), body);
         }
       }
     }
@@ -327,7 +354,12 @@ describe("REST, generated from /openapi.json", () => {
       ["conversion of a LoRA name that does not exist", "post", "/models/no-such/conversions", "{}"],
     ];
     for (const [name, method, path, body, type] of hand) await restCase(name, method, path, body, type);
-    await restCase("invalid utf-8", "post", "/jobs", Buffer.concat([Buffer.from('{"prompt": '), Buffer.from([0xff, 0xfe]), Buffer.from("}")]));
+    await restCase(
+      "invalid utf-8",
+      "post",
+      "/jobs",
+      Buffer.concat([Buffer.from('{"prompt": '), Buffer.from([0xff, 0xfe]), Buffer.from("}")]),
+    );
 
     report("REST", rest);
     expect(rest.failures).toEqual([]);
@@ -380,7 +412,12 @@ describe("legacy routes", () => {
       "a knight",
       42,
     ];
-    const cases: Array<[string, string, string, string?]> = generate.map((b) => [`/generate ${short(b)}`, "post", "/generate", JSON.stringify(b)]);
+    const cases: Array<[string, string, string, string?]> = generate.map((b) => [
+      `/generate ${short(b)}`,
+      "post",
+      "/generate",
+      JSON.stringify(b),
+    ]);
     cases.push(
       ["/generate malformed", "post", "/generate", '{"prompt":'],
       ["/generate null", "post", "/generate", "null"],
@@ -462,13 +499,15 @@ describe("WebSocket frames", () => {
       ["binary JSON", Buffer.from(JSON.stringify({ type: "engines" }))],
       ["binary bytes", Buffer.from([0, 1, 2, 255, 254])],
     ];
-    for (const bad of badValues(jobSchema)) cases.push([`submit job=${short(bad)}`, JSON.stringify({ type: "submit", requestId: "gen", job: bad })]);
+    for (const bad of badValues(jobSchema))
+      cases.push([`submit job=${short(bad)}`, JSON.stringify({ type: "submit", requestId: "gen", job: bad })]);
 
     for (const [name, data] of cases) {
       const from = frames.length;
       socket.send(data, { binary: Buffer.isBuffer(data) });
       const deadline = Date.now() + 10_000;
-      while (frames.length === from && Date.now() < deadline && socket.readyState === WebSocket.OPEN) await new Promise((r) => setTimeout(r, 2));
+      while (frames.length === from && Date.now() < deadline && socket.readyState === WebSocket.OPEN)
+        await new Promise((r) => setTimeout(r, 2));
       ws.cases++;
       const frame = frames[from];
       const status = isErrorCode(frame?.code) ? ERROR_CODES[frame.code as keyof typeof ERROR_CODES] : 0;
@@ -477,7 +516,8 @@ describe("WebSocket frames", () => {
       else ws.other++;
       if (socket.readyState !== WebSocket.OPEN) ws.failures.push(`${name}: the connection closed`);
       else if (!frame) ws.failures.push(`${name}: no answer`);
-      else if (frame.type !== "error" || status < 400 || status >= 500 || typeof frame.message !== "string") ws.failures.push(`${name}: ${short(frame)}`);
+      else if (frame.type !== "error" || status < 400 || status >= 500 || typeof frame.message !== "string")
+        ws.failures.push(`${name}: ${short(frame)}`);
       else if (frames.length > from + 1) ws.failures.push(`${name}: more than one answer`);
       if (VERBOSE) console.log(`ws ${short(frame)} ← ${name}`);
     }
@@ -499,7 +539,9 @@ describe("afterwards", () => {
   it("the server is alive and a valid request works; totals", async () => {
     const all = [rest, legacy, ws];
     const sum = (k: "cases" | "c4xx" | "c5xx" | "other") => all.reduce((n, t) => n + t[k], 0);
-    console.log(`[bad-input] total: ${JSON.stringify({ cases: sum("cases"), "4xx": sum("c4xx"), "5xx": sum("c5xx"), other: sum("other") })}`);
+    console.log(
+      `[bad-input] total: ${JSON.stringify({ cases: sum("cases"), "4xx": sum("c4xx"), "5xx": sum("c5xx"), other: sum("other") })}`,
+    );
     expect(sum("cases")).toBeGreaterThanOrEqual(200);
     expect(sum("c5xx")).toBe(0);
 

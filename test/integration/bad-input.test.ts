@@ -72,7 +72,10 @@ describe("bad input on POST /jobs", () => {
   });
 
   it("rejects a huge body as PAYLOAD_TOO_LARGE", async () => {
-    const res = await request(stack.url).post("/jobs").set("Content-Type", "application/json").send(JSON.stringify({ prompt: "x".repeat(200_000) }));
+    const res = await request(stack.url)
+      .post("/jobs")
+      .set("Content-Type", "application/json")
+      .send(JSON.stringify({ prompt: "x".repeat(200_000) }));
     expect(res.status).toBe(413);
     expect(res.body.error.code).toBe("PAYLOAD_TOO_LARGE");
   });

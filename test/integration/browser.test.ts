@@ -9,7 +9,16 @@ const KEY = "browser-admin-key-42";
 const BUILD = path.resolve(__dirname, "..", "..", "build");
 const CHROMIUM = process.env.PIXELAI_CHROMIUM ?? "/usr/bin/chromium";
 // ENVIRONMENT.md "Browser checks": no sandbox (containers), no GPU, and nothing that phones home.
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 
 let stack: TestStack;
 let browser: Browser;

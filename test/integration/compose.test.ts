@@ -54,7 +54,7 @@ function namesTheCodeReads(): Set<string> {
   return names;
 }
 
-const command = (s: Service) => (Array.isArray(s.command) ? s.command.join(" ") : s.command ?? "");
+const command = (s: Service) => (Array.isArray(s.command) ? s.command.join(" ") : (s.command ?? ""));
 const mounts = (s: Service) => (s.volumes ?? []).map((v) => v.split(":"));
 const env = (s: Service) => Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, String(v ?? "")]));
 
@@ -78,7 +78,12 @@ describe("docker-compose.yml", () => {
       const url = new URL(env(s).DATABASE_URL);
       expect(databaseKind(url.href)).toBe("postgresql");
       const pgEnv = env(postgres);
-      expect([url.hostname, url.username, url.password, url.pathname.slice(1)]).toEqual(["postgres", pgEnv.POSTGRES_USER, pgEnv.POSTGRES_PASSWORD, pgEnv.POSTGRES_DB]);
+      expect([url.hostname, url.username, url.password, url.pathname.slice(1)]).toEqual([
+        "postgres",
+        pgEnv.POSTGRES_USER,
+        pgEnv.POSTGRES_PASSWORD,
+        pgEnv.POSTGRES_DB,
+      ]);
     }
   });
 
@@ -120,7 +125,8 @@ describe("docker-compose.yml", () => {
   it("sets only environment variables the code reads (compose and Dockerfile)", () => {
     const read = namesTheCodeReads();
     // Sanity: the scan finds config.ts's and the Python runner's reads.
-    for (const name of ["DATABASE_URL", "REDIS_URL", "HOST", "PIXELAI_ENGINES", "PIXELAI_ALLOWED_HOSTS", "PIXELAI_DEVICE"]) expect(read.has(name)).toBe(true);
+    for (const name of ["DATABASE_URL", "REDIS_URL", "HOST", "PIXELAI_ENGINES", "PIXELAI_ALLOWED_HOSTS", "PIXELAI_DEVICE"])
+      expect(read.has(name)).toBe(true);
     const set = new Set([...Object.keys(env(api)), ...Object.keys(env(worker))]);
     const dockerfile = fs.readFileSync(path.join(repoRoot, "Dockerfile"), "utf8");
     for (const m of dockerfile.matchAll(/^ENV ([A-Z_][A-Z0-9_]*)=/gm)) set.add(m[1]);

@@ -19,7 +19,13 @@ beforeAll(async () => {
   modelsDir = path.join(fixtures, "models");
   lorasDir = path.join(fixtures, "loras");
   for (const name of ["tiny-sd", "tiny-sdxl"]) fs.cpSync(path.join(repo, "models", name), path.join(modelsDir, name), { recursive: true });
-  execFileSync(path.join(repo, ".venv/bin/python"), [path.join(repo, "scripts/make_tiny_lora.py"), "--models", modelsDir, "--out", lorasDir]);
+  execFileSync(path.join(repo, ".venv/bin/python"), [
+    path.join(repo, "scripts/make_tiny_lora.py"),
+    "--models",
+    modelsDir,
+    "--out",
+    lorasDir,
+  ]);
   stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir, PIXELAI_API_KEY: KEY });
 });
 
@@ -61,7 +67,9 @@ describe("GET /engines", () => {
 
 describe("MLX conversion through the API", () => {
   it("refuses an MLX job on an unconverted model with 409 MODEL_NOT_CONVERTED naming the fix", async () => {
-    const res = await request(stack.url).post("/jobs").send({ ...base, engine: "mlx" });
+    const res = await request(stack.url)
+      .post("/jobs")
+      .send({ ...base, engine: "mlx" });
     expect(res.status).toBe(409);
     expect(res.body.error.code).toBe("MODEL_NOT_CONVERTED");
     expect(res.body.error.message).toContain("/models/tiny-sd/conversions");
@@ -160,22 +168,31 @@ describe("LoRA on Torch", () => {
     expect(detail.body.sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 
-  it.each(["tiny-sd-lora", "tiny-sd-lora-kohya"])("%s changes the image; strength 0 does not; the next plain job is unchanged", async (name) => {
-    const withLora = await run({ ...base, lora: { name, strength: 1 } });
-    expect(withLora.status).toBe("completed");
-    expect((await image(withLora.id)).equals(baseline)).toBe(false);
-    const zero = await run({ ...base, lora: { name, strength: 0 } });
-    expect((await image(zero.id)).equals(baseline)).toBe(true);
-    const after = await run(base);
-    expect((await image(after.id)).equals(baseline)).toBe(true);
-  });
+  it.each(["tiny-sd-lora", "tiny-sd-lora-kohya"])(
+    "%s changes the image; strength 0 does not; the next plain job is unchanged",
+    async (name) => {
+      const withLora = await run({ ...base, lora: { name, strength: 1 } });
+      expect(withLora.status).toBe("completed");
+      expect((await image(withLora.id)).equals(baseline)).toBe(false);
+      const zero = await run({ ...base, lora: { name, strength: 0 } });
+      expect((await image(zero.id)).equals(baseline)).toBe(true);
+      const after = await run(base);
+      expect((await image(after.id)).equals(baseline)).toBe(true);
+    },
+  );
 
   it("refuses LoRA on MLX (422), an unknown LoRA (404) and an SD LoRA on SDXL (400) before queueing", async () => {
-    const mlx = await request(stack.url).post("/jobs").send({ ...base, engine: "mlx", lora: { name: "tiny-sd-lora" } });
+    const mlx = await request(stack.url)
+      .post("/jobs")
+      .send({ ...base, engine: "mlx", lora: { name: "tiny-sd-lora" } });
     expect([mlx.status, mlx.body.error.code]).toEqual([422, "LORA_UNSUPPORTED_ENGINE"]);
-    const unknown = await request(stack.url).post("/jobs").send({ ...base, lora: { name: "nope" } });
+    const unknown = await request(stack.url)
+      .post("/jobs")
+      .send({ ...base, lora: { name: "nope" } });
     expect([unknown.status, unknown.body.error.code]).toEqual([404, "LORA_NOT_FOUND"]);
-    const mismatch = await request(stack.url).post("/jobs").send({ ...base, model: "tiny-sdxl", lora: { name: "tiny-sd-lora" } });
+    const mismatch = await request(stack.url)
+      .post("/jobs")
+      .send({ ...base, model: "tiny-sdxl", lora: { name: "tiny-sd-lora" } });
     expect([mismatch.status, mismatch.body.error.code]).toEqual([400, "INVALID_REQUEST"]);
     expect(mismatch.body.error.message).toMatch(/does not fit/);
   });
@@ -186,7 +203,9 @@ describe("LoRA on Torch", () => {
   });
 
   it("refuses birefnet while no BiRefNet weights are present, naming what is missing", async () => {
-    const res = await request(stack.url).post("/jobs").send({ ...base, removeBackground: "birefnet" });
+    const res = await request(stack.url)
+      .post("/jobs")
+      .send({ ...base, removeBackground: "birefnet" });
     expect(res.status).toBe(503);
     expect(res.body.error.code).toBe("ENGINE_UNAVAILABLE");
     expect(res.body.error.message).toMatch(/BiRefNet/);

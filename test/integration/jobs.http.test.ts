@@ -83,7 +83,9 @@ describe("history", () => {
 
     const completed = await request(stack.url).get("/jobs?status=completed&engine=torch&limit=100");
     expect(completed.body.items.length).toBeGreaterThan(0);
-    expect(completed.body.items.every((j: { status: string; engine: string }) => j.status === "completed" && j.engine === "torch")).toBe(true);
+    expect(completed.body.items.every((j: { status: string; engine: string }) => j.status === "completed" && j.engine === "torch")).toBe(
+      true,
+    );
     const none = await request(stack.url).get("/jobs?engine=mlx");
     expect(none.body.items).toEqual([]);
   });
@@ -152,7 +154,9 @@ describe("docs", () => {
     const spec = await request(stack.url).get("/openapi.json");
     expect(spec.status).toBe(200);
     expect(spec.body.openapi).toMatch(/^3\./);
-    expect(Object.keys(spec.body.paths)).toEqual(expect.arrayContaining(["/jobs", "/jobs/{id}", "/jobs/{id}/image", "/jobs/{id}/cancel", "/health"]));
+    expect(Object.keys(spec.body.paths)).toEqual(
+      expect.arrayContaining(["/jobs", "/jobs/{id}", "/jobs/{id}/image", "/jobs/{id}/cancel", "/health"]),
+    );
     const docs = await request(stack.url).get("/docs/");
     expect(docs.status).toBe(200);
     expect(docs.text).toContain("swagger-ui");

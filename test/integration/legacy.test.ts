@@ -7,7 +7,9 @@ let stack: TestStack;
 beforeAll(async () => {
   stack = await startTestStack();
   // Two registered LoRAs, one per architecture, so /loras has something to sort (no LoRA files are needed for that).
-  await stack.service.db.model.create({ data: { name: "pixel-sd", source: "loras/pixel-sd.safetensors", kind: "lora", architecture: "sd" } });
+  await stack.service.db.model.create({
+    data: { name: "pixel-sd", source: "loras/pixel-sd.safetensors", kind: "lora", architecture: "sd" },
+  });
   await stack.service.db.model.create({ data: { name: "pixel-xl", source: "nerijs/pixel-art-xl", kind: "lora", architecture: "sdxl" } });
 });
 
@@ -95,7 +97,9 @@ describe("the old extension's calls", () => {
     expect(ok.status).toBe(200);
     expect(ok.body).toMatchObject({ success: true, model_name: "tiny-sdxl", current_model: "tiny-sdxl" });
     expect((await request(stack.url).get("/health")).body.current_model).toBe("tiny-sdxl");
-    const gen = await request(stack.url).post("/generate").send({ ...oldClientBody, steps: 2 });
+    const gen = await request(stack.url)
+      .post("/generate")
+      .send({ ...oldClientBody, steps: 2 });
     expect(gen.status).toBe(200);
     const job = await request(stack.url).get(`/jobs/${gen.body.generation_id}`);
     expect(job.body.model).toBe("tiny-sdxl");
@@ -124,11 +128,14 @@ describe("the old extension's calls", () => {
     // the job is a normal one: in history, with the same pixels as its PNG
     const job = await request(stack.url).get(`/jobs/${body.generation_id}`);
     expect(job.body).toMatchObject({ status: "completed", seed: body.seed, result: { width: 32, height: 32 } });
-    const png = await request(stack.url).get(`/jobs/${body.generation_id}/image`).buffer(true).parse((r, cb) => {
-      const chunks: Buffer[] = [];
-      r.on("data", (d: Buffer) => chunks.push(d));
-      r.on("end", () => cb(null, Buffer.concat(chunks)));
-    });
+    const png = await request(stack.url)
+      .get(`/jobs/${body.generation_id}/image`)
+      .buffer(true)
+      .parse((r, cb) => {
+        const chunks: Buffer[] = [];
+        r.on("data", (d: Buffer) => chunks.push(d));
+        r.on("end", () => cb(null, Buffer.concat(chunks)));
+      });
     expect(Buffer.compare(decodePng(png.body as Buffer).data, rgba)).toBe(0);
     const history = await request(stack.url).get("/jobs?limit=100");
     expect(history.body.items.map((j: { id: string }) => j.id)).toContain(body.generation_id);
@@ -145,7 +152,13 @@ describe("the old extension's calls", () => {
   });
 
   it("queues several /generate calls at once", async () => {
-    const results = await Promise.all([1, 2, 3].map((seed) => request(stack.url).post("/generate").send({ ...oldClientBody, seed })));
+    const results = await Promise.all(
+      [1, 2, 3].map((seed) =>
+        request(stack.url)
+          .post("/generate")
+          .send({ ...oldClientBody, seed }),
+      ),
+    );
     for (const r of results) expect(r.body.success).toBe(true);
     expect(new Set(results.map((r) => r.body.generation_id)).size).toBe(3);
   });
@@ -154,7 +167,10 @@ describe("the old extension's calls", () => {
 describe("progress and cancel", () => {
   it("GET /progress/{id} reports a running job in the old shape, then 100 % completed", async () => {
     const prompt = "progress probe";
-    const pending = request(stack.url).post("/generate").send({ ...oldClientBody, prompt, width: 256, height: 256, steps: 40 }).then((r) => r);
+    const pending = request(stack.url)
+      .post("/generate")
+      .send({ ...oldClientBody, prompt, width: 256, height: 256, steps: 40 })
+      .then((r) => r);
     const id = await jobIdByPrompt(prompt);
     const running = await waitFor(async () => {
       const res = await request(stack.url).get(`/progress/${id}`);
@@ -176,7 +192,10 @@ describe("progress and cancel", () => {
 
   it("POST /cancel/{id}: 202 on a running job (its /generate fails CANCELLED), 409 once finished, 404 unknown", async () => {
     const prompt = "cancel probe";
-    const pending = request(stack.url).post("/generate").send({ ...oldClientBody, prompt, width: 512, height: 512, steps: 150 }).then((r) => r);
+    const pending = request(stack.url)
+      .post("/generate")
+      .send({ ...oldClientBody, prompt, width: 512, height: 512, steps: 150 })
+      .then((r) => r);
     const id = await jobIdByPrompt(prompt);
     await waitFor(async () => (await request(stack.url).get(`/progress/${id}`)).body.current_step > 0);
     const cancel = await request(stack.url).post(`/cancel/${id}`);
@@ -197,7 +216,13 @@ describe("progress and cancel", () => {
   it("stops waiting when the client hangs up (no leaked watcher); the job still finishes", async () => {
     const prompt = "hang-up probe";
     const url = new URL(stack.url);
-    const req = http.request({ host: url.hostname, port: url.port, path: "/generate", method: "POST", headers: { "content-type": "application/json" } });
+    const req = http.request({
+      host: url.hostname,
+      port: url.port,
+      path: "/generate",
+      method: "POST",
+      headers: { "content-type": "application/json" },
+    });
     req.on("error", () => undefined);
     req.end(JSON.stringify({ ...oldClientBody, prompt, width: 256, height: 256, steps: 30 }));
     const id = await jobIdByPrompt(prompt);
@@ -242,7 +267,9 @@ describe("bad legacy bodies", () => {
   });
 
   it("names the old client's fields in validation messages", async () => {
-    const res = await request(stack.url).post("/generate").send({ ...oldClientBody, guidance_scale: 99 });
+    const res = await request(stack.url)
+      .post("/generate")
+      .send({ ...oldClientBody, guidance_scale: 99 });
     expect(res.status).toBe(400);
     expect(res.body.error).toMatch(/guidance_scale/);
   });

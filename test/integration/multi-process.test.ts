@@ -43,9 +43,17 @@ beforeAll(async () => {
   // Torch only: one Python runner per worker keeps two workers within this machine's memory.
   workers = ["worker-a", "worker-b"].map(
     (name) =>
-      new CliProcess(["worker"], { ...shared, PIXELAI_DATA_DIR: dataDir(name), PIXELAI_ENGINES: "torch", PIXELAI_WORKER_CONCURRENCY: "1" }, path.join(tmp, `${name}.log`)),
+      new CliProcess(
+        ["worker"],
+        { ...shared, PIXELAI_DATA_DIR: dataDir(name), PIXELAI_ENGINES: "torch", PIXELAI_WORKER_CONCURRENCY: "1" },
+        path.join(tmp, `${name}.log`),
+      ),
   );
-  api = new CliProcess(["api"], { ...shared, PIXELAI_DATA_DIR: dataDir("api"), HOST: "127.0.0.1", PORT: String(port) }, path.join(tmp, "api.log"));
+  api = new CliProcess(
+    ["api"],
+    { ...shared, PIXELAI_DATA_DIR: dataDir("api"), HOST: "127.0.0.1", PORT: String(port) },
+    path.join(tmp, "api.log"),
+  );
   url = `http://127.0.0.1:${port}`;
   await Promise.all([api.waitForLog("API listening"), ...workers.map((w) => w.waitForLog("generation worker started"))]);
 });
@@ -61,16 +69,22 @@ describe("one API and two workers on one Redis and one PostgreSQL", () => {
   it(`runs ${JOBS} jobs submitted over HTTP on both workers`, async () => {
     const ids: string[] = [];
     for (let i = 0; i < JOBS; i++) {
-      const res = await request(url).post("/jobs").send({ prompt: `sprite ${i}`, width: 64, height: 64, steps: 4, seed: i, pixel: { width: 32, height: 32, colors: 8 } });
+      const res = await request(url)
+        .post("/jobs")
+        .send({ prompt: `sprite ${i}`, width: 64, height: 64, steps: 4, seed: i, pixel: { width: 32, height: 32, colors: 8 } });
       expect(res.status).toBe(202);
       ids.push(res.body.id);
     }
     const jobs = await Promise.all(
       ids.map((id) =>
-        waitFor(async () => {
-          const res = await request(url).get(`/jobs/${id}`);
-          return ["completed", "failed", "cancelled"].includes(res.body.status) ? res.body : undefined;
-        }, 300_000, 250),
+        waitFor(
+          async () => {
+            const res = await request(url).get(`/jobs/${id}`);
+            return ["completed", "failed", "cancelled"].includes(res.body.status) ? res.body : undefined;
+          },
+          300_000,
+          250,
+        ),
       ),
     );
     expect(jobs.map((j) => j.status)).toEqual(Array(JOBS).fill("completed"));
@@ -83,11 +97,14 @@ describe("one API and two workers on one Redis and one PostgreSQL", () => {
     for (const n of perWorker.values()) expect(n).toBeGreaterThanOrEqual(2);
 
     // The API process, which runs no generation itself, serves every image from the shared database.
-    const res = await request(url).get(`/jobs/${ids[0]}/image`).buffer(true).parse((r, cb) => {
-      const chunks: Buffer[] = [];
-      r.on("data", (c: Buffer) => chunks.push(c));
-      r.on("end", () => cb(null, Buffer.concat(chunks)));
-    });
+    const res = await request(url)
+      .get(`/jobs/${ids[0]}/image`)
+      .buffer(true)
+      .parse((r, cb) => {
+        const chunks: Buffer[] = [];
+        r.on("data", (c: Buffer) => chunks.push(c));
+        r.on("end", () => cb(null, Buffer.concat(chunks)));
+      });
     expect(res.status).toBe(200);
     const png = decodePng(res.body as Buffer);
     expect([png.width, png.height]).toEqual([32, 32]);

@@ -97,7 +97,10 @@ describe("GET /jobs/{id}/events (Server-Sent Events)", () => {
     await waitFor(async () => live.events.some((e) => e.event === "progress" && e.data.step > 0), 30_000, 20);
     await request(stack.url).post(`/jobs/${cancelledId}/cancel`).expect(202);
     await live.done;
-    expect(live.events[live.events.length - 1]).toMatchObject({ event: "cancelled", data: { status: "cancelled", error: { code: "CANCELLED" } } });
+    expect(live.events[live.events.length - 1]).toMatchObject({
+      event: "cancelled",
+      data: { status: "cancelled", error: { code: "CANCELLED" } },
+    });
 
     const missing = await request(stack.url).get("/jobs/j_doesnotexist000000000000/events");
     expect(missing.status).toBe(404);
@@ -132,7 +135,7 @@ describe("DELETE /jobs/{id}", () => {
   it("needs the admin key, removes a finished job with its queue entry, and refuses an active one", async () => {
     const id = await submit(small);
     await finished(id);
-    expect((await stack.service.queue.queue.getJob(id))).toBeTruthy();
+    expect(await stack.service.queue.queue.getJob(id)).toBeTruthy();
     const noKey = await request(stack.url).delete(`/jobs/${id}`);
     expect(noKey.status).toBe(401);
     expect(noKey.body.error.code).toBe("UNAUTHORIZED");
@@ -161,7 +164,9 @@ describe("image retention", () => {
       ids.push(await submit({ ...small, seed }));
       await finished(ids[ids.length - 1]);
     }
-    const before = (await request(stack.url).get("/jobs?status=completed&limit=100")).body.items.filter((j: any) => !j.result.pruned).length;
+    const before = (await request(stack.url).get("/jobs?status=completed&limit=100")).body.items.filter(
+      (j: any) => !j.result.pruned,
+    ).length;
     const byCount = await pruneImages(repo, { maxAgeHours: 0, maxImages: 1 });
     expect(byCount).toEqual({ byAge: 0, byCount: before - 1 });
 
@@ -176,7 +181,10 @@ describe("image retention", () => {
 
     // age: nothing is an hour old now; two hours from now the last image is too
     expect(await pruneImages(repo, { maxAgeHours: 1, maxImages: 0 })).toEqual({ byAge: 0, byCount: 0 });
-    expect(await pruneImages(repo, { maxAgeHours: 1, maxImages: 0 }, new Date(Date.now() + 2 * 3600_000))).toEqual({ byAge: 1, byCount: 0 });
+    expect(await pruneImages(repo, { maxAgeHours: 1, maxImages: 0 }, new Date(Date.now() + 2 * 3600_000))).toEqual({
+      byAge: 1,
+      byCount: 0,
+    });
     expect((await statusOf(ids[2])).result.pruned).toBe(true);
     const history = (await request(stack.url).get("/jobs?limit=100")).body.items.map((j: any) => j.id);
     expect(history).toEqual(expect.arrayContaining(ids));

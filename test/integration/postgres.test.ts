@@ -1,6 +1,6 @@
 import os from "node:os";
 import request from "supertest";
-import { startTestStack, TestStack, waitFor, decodePng, opaqueColours } from "../support/stack";
+import { startTestStack, TestStack, decodePng, opaqueColours } from "../support/stack";
 import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
 import { startTestPostgres, TestPostgres } from "../support/postgres";
 

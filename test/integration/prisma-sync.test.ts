@@ -22,7 +22,10 @@ function models(schemaPath: string): Map<string, string> {
     .replace(/[ \t]+/g, " ");
   const out = new Map<string, string>();
   for (const m of text.matchAll(/^model (\w+) \{([^}]*)\}/gm)) {
-    const lines = m[2].split("\n").map((l) => l.trim()).filter(Boolean);
+    const lines = m[2]
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean);
     out.set(m[1], lines.join("\n"));
   }
   return out;
@@ -49,7 +52,10 @@ async function historyBuildsSchema(databaseUrl: string, schema: string): Promise
   // The CLI prints its driver-adapter warning on stdout too; the schema starts at its first block.
   const introspected = path.join(tmp, `introspected-${path.basename(path.dirname(path.resolve(repoRoot, schema)))}.prisma`);
   fs.writeFileSync(introspected, pulled.stdout.slice(pulled.stdout.search(/^(generator|datasource) /m)));
-  const diff = await prisma(["migrate", "diff", "--from-schema-datamodel", introspected, "--to-schema-datamodel", schema, "--exit-code", "--script"], databaseUrl);
+  const diff = await prisma(
+    ["migrate", "diff", "--from-schema-datamodel", introspected, "--to-schema-datamodel", schema, "--exit-code", "--script"],
+    databaseUrl,
+  );
   expect(diff.code === 0 ? "" : diff.stdout + diff.stderr).toBe("");
   return introspected;
 }
@@ -76,7 +82,10 @@ describe("SQLite and PostgreSQL schemas and migrations stay in step", () => {
 
   it("the PostgreSQL migration history builds prisma/postgres/schema.prisma (introspection and shadow database agree)", async () => {
     await historyBuildsSchema(pg.url, PG_SCHEMA);
-    const fromHistory = await prisma(["migrate", "diff", "--from-migrations", "prisma/postgres/migrations", "--to-schema-datamodel", PG_SCHEMA, "--exit-code"], pg.url);
+    const fromHistory = await prisma(
+      ["migrate", "diff", "--from-migrations", "prisma/postgres/migrations", "--to-schema-datamodel", PG_SCHEMA, "--exit-code"],
+      pg.url,
+    );
     expect(fromHistory.stdout).toMatch(/No difference detected/);
     expect(fromHistory.code).toBe(0);
     // The shadow database migrate diff made is gone again (src/infra/pg-migrate-adapter.ts drops it after its pool closes).
@@ -87,8 +96,11 @@ describe("SQLite and PostgreSQL schemas and migrations stay in step", () => {
     const url = await pg.createDatabase("drift");
     const introspected = await historyBuildsSchema(url, PG_SCHEMA);
     const drifted = path.join(tmp, "drifted.prisma");
-    fs.writeFileSync(drifted, fs.readFileSync(path.join(repoRoot, PG_SCHEMA), "utf8").replace(/^  worker .*$/m, ""));
-    const diff = await prisma(["migrate", "diff", "--from-schema-datamodel", introspected, "--to-schema-datamodel", drifted, "--exit-code", "--script"], url);
+    fs.writeFileSync(drifted, fs.readFileSync(path.join(repoRoot, PG_SCHEMA), "utf8").replace(/^ {2}worker .*$/m, ""));
+    const diff = await prisma(
+      ["migrate", "diff", "--from-schema-datamodel", introspected, "--to-schema-datamodel", drifted, "--exit-code", "--script"],
+      url,
+    );
     expect(diff.code).toBe(2);
     expect(diff.stdout).toMatch(/DROP COLUMN "worker"/);
   });

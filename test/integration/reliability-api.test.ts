@@ -48,16 +48,28 @@ async function active(id: string) {
 
 describe("idempotency keys", () => {
   it("a repeat returns the same job, and two concurrent repeats make one job", async () => {
-    const first = await request(stack.url).post("/jobs").send({ ...tiny, idempotencyKey: "sprite-1" });
-    const again = await request(stack.url).post("/jobs").send({ ...tiny, prompt: "changed", idempotencyKey: "sprite-1" });
+    const first = await request(stack.url)
+      .post("/jobs")
+      .send({ ...tiny, idempotencyKey: "sprite-1" });
+    const again = await request(stack.url)
+      .post("/jobs")
+      .send({ ...tiny, prompt: "changed", idempotencyKey: "sprite-1" });
     expect(first.status).toBe(202);
     expect(again.status).toBe(202);
     expect(again.body.id).toBe(first.body.id);
 
-    const racing = await Promise.all([1, 2, 3, 4].map(() => request(stack.url).post("/jobs").send({ ...tiny, idempotencyKey: "sprite-2" })));
+    const racing = await Promise.all(
+      [1, 2, 3, 4].map(() =>
+        request(stack.url)
+          .post("/jobs")
+          .send({ ...tiny, idempotencyKey: "sprite-2" }),
+      ),
+    );
     expect(racing.map((r) => r.status)).toEqual([202, 202, 202, 202]);
     expect(new Set(racing.map((r) => r.body.id)).size).toBe(1);
-    const keyed = ((await request(stack.url).get("/jobs?limit=100")).body.items as Array<{ prompt: string }>).filter((j) => j.prompt !== "warm-up");
+    const keyed = ((await request(stack.url).get("/jobs?limit=100")).body.items as Array<{ prompt: string }>).filter(
+      (j) => j.prompt !== "warm-up",
+    );
     expect(keyed).toHaveLength(2);
     for (const id of [first.body.id, racing[0].body.id]) expect((await finished(id)).status).toBe("completed");
   });
@@ -102,7 +114,8 @@ describe(`runner killed ${RUNNER_KILLS} times under jobs`, () => {
     const restarts: number[] = [];
     runner.on("restarted", () => restarts.push(Date.now()));
     const ids: string[] = [];
-    for (let i = 0; i < RUNNER_KILLS; i++) ids.push(await submit({ prompt: `victim ${i}`, width: 64, height: 64, steps: 4, seed: 100 + i }));
+    for (let i = 0; i < RUNNER_KILLS; i++)
+      ids.push(await submit({ prompt: `victim ${i}`, width: 64, height: 64, steps: 4, seed: 100 + i }));
     const kills: number[] = [];
     for (let k = 0; k < RUNNER_KILLS; k++) {
       await waitFor(async () => runner.state === "ready" && runner.pid !== undefined, 60_000, 50);

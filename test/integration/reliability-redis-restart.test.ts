@@ -143,7 +143,11 @@ it(`queued jobs survive ${ROUNDS} Redis restarts (AOF), the API degrades without
 
     const thawed = Date.now();
     signalWorkers("SIGCONT");
-    await waitFor(async () => (await db.job.count({ where: { id: { in: accepted }, status: "completed" } })) === accepted.length, 90_000, 200);
+    await waitFor(
+      async () => (await db.job.count({ where: { id: { in: accepted }, status: "completed" } })) === accepted.length,
+      90_000,
+      200,
+    );
     rounds.push({ round, slowestAnswerMs: slowest, outageMs, drainMs: Date.now() - thawed });
   }
 
@@ -160,9 +164,13 @@ it(`queued jobs survive ${ROUNDS} Redis restarts (AOF), the API degrades without
   expect(others).toHaveLength(ROUNDS * 2);
   expect(others.every((r) => r.status === "failed" && r.errorCode === "ENGINE_UNAVAILABLE")).toBe(true);
   // the database row is written before BullMQ records the completion: give the last ones a moment
-  const states = await waitFor(async () => {
-    const all = await Promise.all(accepted.map(async (id) => (await queue.getJob(id))?.getState()));
-    return all.every((st) => st === "completed") ? all : undefined;
-  }, 10_000, 100).catch(async () => Promise.all(accepted.map(async (id) => (await queue.getJob(id))?.getState())));
+  const states = await waitFor(
+    async () => {
+      const all = await Promise.all(accepted.map(async (id) => (await queue.getJob(id))?.getState()));
+      return all.every((st) => st === "completed") ? all : undefined;
+    },
+    10_000,
+    100,
+  ).catch(async () => Promise.all(accepted.map(async (id) => (await queue.getJob(id))?.getState())));
   expect(states).toEqual(accepted.map(() => "completed"));
 });

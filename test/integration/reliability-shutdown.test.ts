@@ -77,10 +77,14 @@ async function submit(body: Record<string, unknown>): Promise<string> {
 
 /** Running on the runner, past its first step (not merely marked active). */
 async function running(id: string): Promise<void> {
-  await waitFor(async () => {
-    const row = await db.job.findUnique({ where: { id } });
-    return row?.status === "active" && row.progressStep >= 1;
-  }, 60_000, 50);
+  await waitFor(
+    async () => {
+      const row = await db.job.findUnique({ where: { id } });
+      return row?.status === "active" && row.progressStep >= 1;
+    },
+    60_000,
+    50,
+  );
 }
 
 /** True once nothing accepts connections on the API port. */
@@ -113,7 +117,10 @@ it("with a tiny grace, hands the active job back (no attempt spent), keeps the q
   const p1 = await startServer({ PIXELAI_SHUTDOWN_GRACE_MS: "300" });
   // long enough (tens of seconds here) that only a hand-back can end it within the test's bounds
   longJob = await submit({ prompt: "long", width: 256, height: 256, steps: 150, seed: 1 });
-  queuedBehind = [await submit({ prompt: "behind 1", width: 64, height: 64, steps: 2, seed: 2 }), await submit({ prompt: "behind 2", width: 64, height: 64, steps: 2, seed: 3 })];
+  queuedBehind = [
+    await submit({ prompt: "behind 1", width: 64, height: 64, steps: 2, seed: 2 }),
+    await submit({ prompt: "behind 2", width: 64, height: 64, steps: 2, seed: 3 }),
+  ];
   await running(longJob);
   const runners = runnerPids(p1);
 
@@ -133,16 +140,22 @@ it("with a tiny grace, hands the active job back (no attempt spent), keeps the q
   expect(job?.attemptsMade).toBe(0);
   expect(["waiting", "delayed", "prioritized"]).toContain(await job!.getState());
   for (const id of queuedBehind) expect((await db.job.findUniqueOrThrow({ where: { id } })).status).toBe("queued");
-  console.log(`[reliability] shutdown hand-back: ${JSON.stringify({ exitCode: code, seconds, runnersLeft: runners.filter(isAlive).length })}`);
+  console.log(
+    `[reliability] shutdown hand-back: ${JSON.stringify({ exitCode: code, seconds, runnersLeft: runners.filter(isAlive).length })}`,
+  );
 });
 
 it("after a restart the handed-back job completes on its first attempt; a short job active at SIGTERM finishes within the grace", async () => {
   const p2 = await startServer({ PIXELAI_SHUTDOWN_GRACE_MS: "60000", PIXELAI_JOB_TIMEOUT_MS: "120000" });
   for (const id of [longJob, ...queuedBehind]) {
-    const row = await waitFor(async () => {
-      const r = await db.job.findUnique({ where: { id } });
-      return r && ["completed", "failed", "cancelled"].includes(r.status) ? r : undefined;
-    }, 120_000, 250);
+    const row = await waitFor(
+      async () => {
+        const r = await db.job.findUnique({ where: { id } });
+        return r && ["completed", "failed", "cancelled"].includes(r.status) ? r : undefined;
+      },
+      120_000,
+      250,
+    );
     expect(row.status).toBe("completed");
     expect(row.attempts).toBe(1);
   }
@@ -165,5 +178,7 @@ it("after a restart the handed-back job completes on its first attempt; a short 
   expect(row.finishedAt!.getTime()).toBeGreaterThanOrEqual(t0);
   expect(p2.output()).not.toContain("handed back");
   expect(await db.job.count({ where: { status: { not: "completed" } } })).toBe(0);
-  console.log(`[reliability] shutdown finish-in-grace: ${JSON.stringify({ exitCode: code, seconds: (Date.now() - t0) / 1000, jobs: await db.job.count() })}`);
+  console.log(
+    `[reliability] shutdown finish-in-grace: ${JSON.stringify({ exitCode: code, seconds: (Date.now() - t0) / 1000, jobs: await db.job.count() })}`,
+  );
 });

@@ -52,7 +52,10 @@ beforeAll(async () => {
     PIXELAI_MAX_STALLED_COUNT: "20",
     PIXELAI_WORKER_WATCHDOG_MS: "5000",
   };
-  stack = await startTestStack({ REDIS_URL: redis.url, DATABASE_URL: databaseUrl, PIXELAI_QUEUE_PREFIX: prefix, PIXELAI_RATE_LIMIT_PER_MIN: "0" }, { api: true, worker: false });
+  stack = await startTestStack(
+    { REDIS_URL: redis.url, DATABASE_URL: databaseUrl, PIXELAI_QUEUE_PREFIX: prefix, PIXELAI_RATE_LIMIT_PER_MIN: "0" },
+    { api: true, worker: false },
+  );
   db = await openDatabase(databaseUrl);
   // one at a time: concurrent `prisma migrate deploy` runs on one SQLite file can fail with a busy database
   for (let i = 0; i < WORKERS; i++) await spawnWorker().waitForLog("generation worker started");
@@ -67,7 +70,9 @@ afterAll(async () => {
 });
 
 async function submit(i: number): Promise<string> {
-  const res = await request(stack.url).post("/jobs").send({ prompt: `chaos ${i}`, width: 64, height: 64, steps: 6, seed: i });
+  const res = await request(stack.url)
+    .post("/jobs")
+    .send({ prompt: `chaos ${i}`, width: 64, height: 64, steps: 6, seed: i });
   expect(res.status).toBe(202);
   return res.body.id as string;
 }
@@ -125,7 +130,9 @@ it(`every job completes exactly once through ${KILLS} worker SIGKILLs`, async ()
   await sleep(500); // let the last QueueEvents arrive
   await events.close();
 
-  const stalled = (await Promise.all(ids.map((id) => stack.service.queue.queue.getJob(id)))).filter((j) => (j?.stalledCounter ?? 0) > 0).length;
+  const stalled = (await Promise.all(ids.map((id) => stack.service.queue.queue.getJob(id)))).filter(
+    (j) => (j?.stalledCounter ?? 0) > 0,
+  ).length;
   const duplicates = [...completions.values()].filter((n) => n > 1).length;
   const missingCompletion = ids.filter((id) => !completions.has(id)).length;
   const rows = await db.job.findMany({ select: { id: true, status: true, resultSha256: true } });

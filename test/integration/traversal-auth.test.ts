@@ -21,7 +21,10 @@ beforeAll(async () => {
   // symlinks that point out of their roots: registering through them must be refused
   fs.symlinkSync(path.join(outside, "stolen-model"), path.join(models, "escape"));
   fs.symlinkSync(path.join(outside, "stolen.safetensors"), path.join(loras, "escape.safetensors"));
-  stack = await startTestStack({ PIXELAI_MODELS_DIR: models, PIXELAI_LORAS_DIR: loras, PIXELAI_API_KEY: KEY }, { api: true, worker: false });
+  stack = await startTestStack(
+    { PIXELAI_MODELS_DIR: models, PIXELAI_LORAS_DIR: loras, PIXELAI_API_KEY: KEY },
+    { api: true, worker: false },
+  );
 });
 
 afterAll(async () => {
@@ -36,17 +39,42 @@ const register = (body: Record<string, unknown>) => withKey(api().post("/models"
 
 const cases: Case[] = [
   ["register without key", () => api().post("/models").send({ name: "x", source: "tiny-sd", kind: "base" }), 401, "UNAUTHORIZED"],
-  ["register with wrong key", () => api().post("/models").set("X-API-Key", "nope").send({ name: "x", source: "tiny-sd", kind: "base" }), 401, "UNAUTHORIZED"],
-  ["register with empty key", () => api().post("/models").set("X-API-Key", "").send({ name: "x", source: "tiny-sd", kind: "base" }), 401, "UNAUTHORIZED"],
-  ["register with key prefix", () => api().post("/models").set("X-API-Key", KEY.slice(0, -1)).send({ name: "x", source: "tiny-sd", kind: "base" }), 401, "UNAUTHORIZED"],
+  [
+    "register with wrong key",
+    () => api().post("/models").set("X-API-Key", "nope").send({ name: "x", source: "tiny-sd", kind: "base" }),
+    401,
+    "UNAUTHORIZED",
+  ],
+  [
+    "register with empty key",
+    () => api().post("/models").set("X-API-Key", "").send({ name: "x", source: "tiny-sd", kind: "base" }),
+    401,
+    "UNAUTHORIZED",
+  ],
+  [
+    "register with key prefix",
+    () => api().post("/models").set("X-API-Key", KEY.slice(0, -1)).send({ name: "x", source: "tiny-sd", kind: "base" }),
+    401,
+    "UNAUTHORIZED",
+  ],
   ["default engine without key", () => api().put("/engines/default").send({ engine: "mlx" }), 401, "UNAUTHORIZED"],
   ["default engine with wrong key", () => api().put("/engines/default").set("X-API-Key", "x").send({ engine: "mlx" }), 401, "UNAUTHORIZED"],
   ["conversion without key", () => api().post("/models/tiny-sd/conversions").send({}), 401, "UNAUTHORIZED"],
-  ["key in query string does not count", () => api().post(`/models?apiKey=${KEY}`).send({ name: "x", source: "tiny-sd", kind: "base" }), 401, "UNAUTHORIZED"],
+  [
+    "key in query string does not count",
+    () => api().post(`/models?apiKey=${KEY}`).send({ name: "x", source: "tiny-sd", kind: "base" }),
+    401,
+    "UNAUTHORIZED",
+  ],
   ["source ..", () => register({ name: "x", source: "..", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source ../outside", () => register({ name: "x", source: "../outside/stolen-model", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source nested ..", () => register({ name: "x", source: "tiny-sd/../../outside/stolen-model", kind: "base" }), 400, "INVALID_REQUEST"],
-  ["source absolute", () => register({ name: "x", source: path.join(fixtures, "outside/stolen-model"), kind: "base" }), 400, "INVALID_REQUEST"],
+  [
+    "source absolute",
+    () => register({ name: "x", source: path.join(fixtures, "outside/stolen-model"), kind: "base" }),
+    400,
+    "INVALID_REQUEST",
+  ],
   ["source /etc/passwd", () => register({ name: "x", source: "/etc/passwd", kind: "lora" }), 400, "INVALID_REQUEST"],
   ["source windows drive", () => register({ name: "x", source: "C:\\Windows\\system32", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source backslash ..", () => register({ name: "x", source: "..\\outside", kind: "base" }), 400, "INVALID_REQUEST"],
@@ -54,7 +82,12 @@ const cases: Case[] = [
   ["source with NUL", () => register({ name: "x", source: "tiny-sd\u0000/../..", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source symlink out (model)", () => register({ name: "x", source: "escape", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source symlink out (lora)", () => register({ name: "x", source: "escape.safetensors", kind: "lora" }), 400, "INVALID_REQUEST"],
-  ["lora that is not safetensors", () => register({ name: "x", source: "../outside/stolen.safetensors", kind: "lora" }), 400, "INVALID_REQUEST"],
+  [
+    "lora that is not safetensors",
+    () => register({ name: "x", source: "../outside/stolen.safetensors", kind: "lora" }),
+    400,
+    "INVALID_REQUEST",
+  ],
   ["name with ..", () => register({ name: "..", source: "tiny-sd", kind: "base" }), 400, "INVALID_REQUEST"],
   ["name with slash", () => register({ name: "a/b", source: "tiny-sd", kind: "base" }), 400, "INVALID_REQUEST"],
   ["name hidden", () => register({ name: ".hidden", source: "tiny-sd", kind: "base" }), 400, "INVALID_REQUEST"],
@@ -68,8 +101,24 @@ const cases: Case[] = [
   ["conversion id traversal", () => api().get("/conversions/..%2F..%2Fetc"), 404, "NOT_FOUND"],
   ["job model traversal", () => api().post("/jobs").send({ prompt: "x", model: "../outside/stolen-model" }), 400, "INVALID_REQUEST"],
   ["job model encoded", () => api().post("/jobs").send({ prompt: "x", model: "%2e%2e%2fx" }), 400, "INVALID_REQUEST"],
-  ["job lora traversal", () => api().post("/jobs").send({ prompt: "x", lora: { name: "../../outside/stolen" } }), 400, "INVALID_REQUEST"],
-  ["job lora absolute", () => api().post("/jobs").send({ prompt: "x", lora: { name: "/etc/passwd" } }), 400, "INVALID_REQUEST"],
+  [
+    "job lora traversal",
+    () =>
+      api()
+        .post("/jobs")
+        .send({ prompt: "x", lora: { name: "../../outside/stolen" } }),
+    400,
+    "INVALID_REQUEST",
+  ],
+  [
+    "job lora absolute",
+    () =>
+      api()
+        .post("/jobs")
+        .send({ prompt: "x", lora: { name: "/etc/passwd" } }),
+    400,
+    "INVALID_REQUEST",
+  ],
 ];
 
 describe("traversal and auth battery", () => {

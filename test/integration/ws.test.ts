@@ -71,7 +71,9 @@ class Client {
 const knight = { prompt: "a knight", width: 64, height: 64, steps: 4, seed: 7, pixel: { width: 32, height: 32, colors: 8 } };
 
 function decodeFrameWithLua(frame: Frame): string {
-  return execFileSync("lua5.4", [path.join(repoRoot, "aseprite", "tools", "decode_frame.lua")], { input: JSON.stringify(frame) }).toString().trim();
+  return execFileSync("lua5.4", [path.join(repoRoot, "aseprite", "tools", "decode_frame.lua")], { input: JSON.stringify(frame) })
+    .toString()
+    .trim();
 }
 
 describe("submit → accepted → progress → completed", () => {
@@ -97,11 +99,14 @@ describe("submit → accepted → progress → completed", () => {
     expect(mine[mine.length - 1].type).toBe("completed");
 
     // the same pixels as the stored PNG
-    const png = await request(stack.url).get(`/jobs/${id}/image`).buffer(true).parse((r, cb) => {
-      const chunks: Buffer[] = [];
-      r.on("data", (d: Buffer) => chunks.push(d));
-      r.on("end", () => cb(null, Buffer.concat(chunks)));
-    });
+    const png = await request(stack.url)
+      .get(`/jobs/${id}/image`)
+      .buffer(true)
+      .parse((r, cb) => {
+        const chunks: Buffer[] = [];
+        r.on("data", (d: Buffer) => chunks.push(d));
+        r.on("end", () => cb(null, Buffer.concat(chunks)));
+      });
     expect(Buffer.compare(decodePng(png.body as Buffer).data, rgba)).toBe(0);
 
     // the Aseprite extension's own parser (protocol.lua + base64.lua) takes the frame
@@ -158,7 +163,11 @@ describe("cancel and subscribe", () => {
   it("lets a second client subscribe to a running job, and to a finished one (final frame at once)", async () => {
     const a = await Client.open();
     const b = await Client.open();
-    a.send({ type: "submit", requestId: "shared-1", job: { prompt: "shared", width: 128, height: 128, steps: 30, seed: 3, pixel: { width: 32, height: 32 } } });
+    a.send({
+      type: "submit",
+      requestId: "shared-1",
+      job: { prompt: "shared", width: 128, height: 128, steps: 30, seed: 3, pixel: { width: 32, height: 32 } },
+    });
     const { id } = await a.next((f) => f.type === "accepted");
     b.send({ type: "subscribe", id });
     const bDone = await b.next((f) => f.type === "completed" && f.id === id);
@@ -237,7 +246,11 @@ describe("bad frames", () => {
       });
     }
     // and borderline values both accept: seed -1 (random), removeBackground false, an empty negative prompt
-    for (const [i, job] of [{ ...knight, seed: -1 }, { ...knight, removeBackground: false }, { ...knight, negativePrompt: "" }].entries()) {
+    for (const [i, job] of [
+      { ...knight, seed: -1 },
+      { ...knight, removeBackground: false },
+      { ...knight, negativePrompt: "" },
+    ].entries()) {
       // earlier accepted jobs keep sending their own frames: wait for the answer to this submit
       const from = c.frames.length;
       c.send({ type: "submit", requestId: `ok-${i}`, job });
@@ -254,11 +267,11 @@ describe("bad frames", () => {
     const bad: Array<[unknown, string, boolean?]> = [
       ["not json", "INVALID_REQUEST"],
       ["", "INVALID_REQUEST"],
-      ["{\"type\":", "INVALID_REQUEST"],
+      ['{"type":', "INVALID_REQUEST"],
       ["[]", "INVALID_REQUEST"],
       ["42", "INVALID_REQUEST"],
       ["null", "INVALID_REQUEST"],
-      ["\"submit\"", "INVALID_REQUEST"],
+      ['"submit"', "INVALID_REQUEST"],
       ["true", "INVALID_REQUEST"],
       [{}, "INVALID_REQUEST"],
       [{ type: 5 }, "INVALID_REQUEST"],

@@ -71,7 +71,18 @@ export async function startTestPostgres(dbName = "pixelai"): Promise<TestPostgre
     url,
     createDatabase,
     databases: async () => {
-      const { stdout } = await pg("psql", ["-h", tmp, "-p", String(port), "-U", user, "-d", "postgres", "-Atc", "SELECT datname FROM pg_database"]);
+      const { stdout } = await pg("psql", [
+        "-h",
+        tmp,
+        "-p",
+        String(port),
+        "-U",
+        user,
+        "-d",
+        "postgres",
+        "-Atc",
+        "SELECT datname FROM pg_database",
+      ]);
       return stdout.split("\n").filter(Boolean);
     },
     stop: async () => {

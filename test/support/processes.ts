@@ -23,7 +23,10 @@ function newest(dir: string, filter: (f: string) => boolean): number {
  */
 export function ensureBuilt(): void {
   const cli = path.join(REPO, "dist", "cli.js");
-  const src = newest(path.join(REPO, "src"), (f) => f.endsWith(".ts") && !f.includes(`${path.sep}generated${path.sep}`) && !f.endsWith(".spec.ts"));
+  const src = newest(
+    path.join(REPO, "src"),
+    (f) => f.endsWith(".ts") && !f.includes(`${path.sep}generated${path.sep}`) && !f.endsWith(".spec.ts"),
+  );
   if (fs.existsSync(cli) && fs.statSync(cli).mtimeMs >= src) return;
   execFileSync("npm", ["run", "--silent", "build"], { cwd: REPO, stdio: "ignore" });
 }
@@ -49,7 +52,18 @@ export class TestRedis {
   }
 
   async up(): Promise<void> {
-    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--dir", this.dir, "--appendonly", this.aof ? "yes" : "no"];
+    const args = [
+      "--port",
+      String(this.port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--dir",
+      this.dir,
+      "--appendonly",
+      this.aof ? "yes" : "no",
+    ];
     this.child = spawn("redis-server", args, { stdio: "ignore" });
     await waitForPort(this.port, 10_000);
   }

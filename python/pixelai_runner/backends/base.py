@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from PIL import Image
 
@@ -34,16 +35,16 @@ class GenerateRequest:
     seed: int
     output_dir: str
     model_name: str = ""
-    negative_prompt: Optional[str] = None
-    scheduler: Optional[str] = None
-    init_noise: Optional[str] = None
-    pixel: Optional[PixelSpec] = None
+    negative_prompt: str | None = None
+    scheduler: str | None = None
+    init_noise: str | None = None
+    pixel: PixelSpec | None = None
     remove_background: Any = False
-    lora: Optional[dict] = None
-    preview_every: Optional[int] = None
+    lora: dict | None = None
+    preview_every: int | None = None
 
     @classmethod
-    def from_params(cls, p: dict) -> "GenerateRequest":
+    def from_params(cls, p: dict) -> GenerateRequest:
         pixel = p.get("pixel")
         return cls(
             job_id=str(p["jobId"]),
@@ -84,7 +85,8 @@ class GenerateOutput:
 
 
 # on_step(step, total_steps, preview_image=None) is called after every denoising step; a backend passes a small PIL
-# preview (preview.latents_to_rgb) on the steps `preview_every` asks for. check_cancel() raises RunnerError("CANCELLED").
+# preview (preview.latents_to_rgb) on the steps `preview_every` asks for.
+# check_cancel() raises RunnerError("CANCELLED").
 StepCallback = Callable[..., None]
 CancelCheck = Callable[[], None]
 
@@ -107,7 +109,7 @@ class Backend(ABC):
     def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:
         """Run text-to-image for `req`; same seed and params give the same image."""
 
-    def unload(self, source: Optional[str] = None) -> list[str]:
+    def unload(self, source: str | None = None) -> list[str]:
         return []
 
     def unload_lora(self) -> None:

@@ -8,13 +8,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
-from .. import background
+from .. import background, preview
 from .. import device as devices
-from .. import preview
 from ..errors import RunnerError
 from ..versions import package_versions
 from .base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
@@ -36,9 +35,14 @@ def _cache_size_from_env() -> int:
         return DEFAULT_CACHE_SIZE
 
 
-def make_scheduler(name: Optional[str], base_config: Any):
+def make_scheduler(name: str | None, base_config: Any):
     """A fresh scheduler of the requested kind, configured like the one the model shipped with."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+    )
 
     kind = name or DEFAULT_SCHEDULER
     if kind == "euler":
@@ -63,13 +67,13 @@ class _Loaded:
     pipe: Any
     kind: str  # "sd" | "sdxl"
     base_scheduler_config: Any
-    lora: Optional[tuple[str, float]] = None  # (source, strength) of the adapter active on the pipe
+    lora: tuple[str, float] | None = None  # (source, strength) of the adapter active on the pipe
 
 
 class TorchBackend(Backend):
     engine = "torch"
 
-    def __init__(self, device_info: Optional[devices.DeviceInfo] = None, cache_size: Optional[int] = None):
+    def __init__(self, device_info: devices.DeviceInfo | None = None, cache_size: int | None = None):
         forced = os.environ.get("PIXELAI_DEVICE", "").strip().lower()
         if device_info is None:
             if forced:
@@ -81,7 +85,7 @@ class TorchBackend(Backend):
         self.info = device_info
         self.torch_dtype = getattr(torch, device_info.dtype)
         self.cache_size = cache_size or _cache_size_from_env()
-        self._cache: "OrderedDict[str, _Loaded]" = OrderedDict()
+        self._cache: OrderedDict[str, _Loaded] = OrderedDict()
         # Serialises generation, loading and unloading; `probe` never takes it so it answers during a generation.
         self._lock = threading.RLock()
         self._loaded_names: tuple[str, ...] = ()
@@ -128,7 +132,7 @@ class TorchBackend(Backend):
             self.last_load_ms = (time.perf_counter() - started) * 1000.0
             return loaded
 
-    def unload(self, source: Optional[str] = None) -> list[str]:
+    def unload(self, source: str | None = None) -> list[str]:
         with self._lock:
             names = [source] if source is not None else list(self._cache)
             unloaded = []
@@ -204,7 +208,7 @@ class TorchBackend(Backend):
         )
 
     # ---- loading --------------------------------------------------------------------------------------------
-    def _pipeline_class_name(self, source: str) -> Optional[str]:
+    def _pipeline_class_name(self, source: str) -> str | None:
         index = os.path.join(source, "model_index.json")
         try:
             with open(index, encoding="utf-8") as fh:
@@ -227,7 +231,9 @@ class TorchBackend(Backend):
                     source, safety_checker=None, requires_safety_checker=False, **options
                 )
             else:
-                raise RunnerError("INVALID_REQUEST", f"unsupported pipeline {class_name!r} in {source} (SD 1.x / SDXL only)")
+                raise RunnerError(
+                    "INVALID_REQUEST", f"unsupported pipeline {class_name!r} in {source} (SD 1.x / SDXL only)"
+                )
         elif os.path.isabs(source) or source.startswith("."):
             raise RunnerError("MODEL_NOT_FOUND", f"model folder {source} does not exist")
         else:
@@ -257,7 +263,7 @@ class TorchBackend(Backend):
             torch.mps.empty_cache()
 
     # ---- LoRA -----------------------------------------------------------------------------------------------
-    def _set_lora(self, loaded: _Loaded, lora: Optional[dict]) -> None:
+    def _set_lora(self, loaded: _Loaded, lora: dict | None) -> None:
         """Make `loaded` carry exactly the requested LoRA (or none); a same-source request only changes strength."""
         wanted = None if not lora else (str(lora.get("source") or ""), float(lora.get("strength", 1.0)))
         if wanted is not None and not wanted[0]:
@@ -285,7 +291,8 @@ class TorchBackend(Backend):
                 if mismatch:
                     raise RunnerError(
                         "INVALID_REQUEST",
-                        f"LoRA {os.path.basename(source)!r} does not fit the {loaded.kind} model it was used with: {mismatch}",
+                        f"LoRA {os.path.basename(source)!r} does not fit the {loaded.kind} model "
+                        f"it was used with: {mismatch}",
                     ) from None
                 if isinstance(exc, RuntimeError):
                     raise
@@ -302,7 +309,7 @@ class TorchBackend(Backend):
             pass
 
 
-def _lora_mismatch(exc: BaseException) -> Optional[str]:
+def _lora_mismatch(exc: BaseException) -> str | None:
     """A short reason when `exc` says the LoRA was made for another architecture, else None.
 
     peft injects the adapter and then loads its tensors: a LoRA for another model either names modules this UNet lacks

@@ -17,7 +17,8 @@ describe("admin browser session", () => {
     expect(validSessionToken(token, "another-key", now)).toBe(false);
     const [exp, sig] = token.split(".");
     expect(validSessionToken(`${Number(exp) + 3600}.${sig}`, key, now)).toBe(false);
-    for (const junk of [undefined, "", "abc", `${exp}.`, `${exp}.${sig}x`, `-1.${sig}`]) expect(validSessionToken(junk, key, now)).toBe(false);
+    for (const junk of [undefined, "", "abc", `${exp}.`, `${exp}.${sig}x`, `-1.${sig}`])
+      expect(validSessionToken(junk, key, now)).toBe(false);
   });
 
   it("compares secrets of any length", () => {

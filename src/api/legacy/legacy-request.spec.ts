@@ -57,7 +57,15 @@ describe("toLegacyJob", () => {
   });
 
   it("treats null as absent, 0×0 pixel size as no pixel step, and numeric strings as numbers", () => {
-    const { job, fitMode } = toLegacyJob({ ...base, seed: null, lora_model: "None", pixel_width: 0, pixel_height: 0, colors: 16, steps: "6" });
+    const { job, fitMode } = toLegacyJob({
+      ...base,
+      seed: null,
+      lora_model: "None",
+      pixel_width: 0,
+      pixel_height: 0,
+      colors: 16,
+      steps: "6",
+    });
     expect(job).toEqual({ ...base, steps: 6 });
     expect(fitMode).toBeNull();
   });

@@ -102,7 +102,8 @@ export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
 
   const lora = given(body, "lora_model");
   if (lora !== undefined) {
-    if (typeof lora !== "string") throw new AppError("INVALID_REQUEST", "lora_model must be a string (\"None\" for no LoRA)", { field: "lora_model" });
+    if (typeof lora !== "string")
+      throw new AppError("INVALID_REQUEST", 'lora_model must be a string ("None" for no LoRA)', { field: "lora_model" });
     const name = legacyLoraName(lora);
     if (name) {
       const strength = givenNumber(body, "lora_strength");
@@ -125,7 +126,9 @@ export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
   const off = (v: unknown) => v === undefined || v === 0;
   if (!(off(pw) && off(ph))) {
     if (off(pw) || off(ph)) {
-      throw new AppError("INVALID_REQUEST", "pixel_width and pixel_height go together (both set, or both 0/absent)", { field: off(pw) ? "pixel_width" : "pixel_height" });
+      throw new AppError("INVALID_REQUEST", "pixel_width and pixel_height go together (both set, or both 0/absent)", {
+        field: off(pw) ? "pixel_width" : "pixel_height",
+      });
     }
     const pixel: Record<string, unknown> = { width: pw, height: ph };
     const colors = givenNumber(body, "colors");
@@ -149,7 +152,9 @@ export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
         return [V1_TO_LEGACY[v1] ?? v1, v.message];
       }),
     );
-    const summary = Object.entries(fields).map(([k, m]) => `${k}: ${m}`).join("; ");
+    const summary = Object.entries(fields)
+      .map(([k, m]) => `${k}: ${m}`)
+      .join("; ");
     throw new AppError("INVALID_REQUEST", `invalid request: ${summary}`, { fields });
   }
   const effectiveFit: FitMode | null = validated.pixel ? (validated.pixel.fitMode ?? "contain") : null;

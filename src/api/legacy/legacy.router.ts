@@ -70,12 +70,21 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
       return sendFailure(res, "CANCELLED", view.error?.message ?? "the generation was cancelled", { generation_id: view.id });
     }
     if (view.status !== "completed") {
-      return sendFailure(res, view.error?.code ?? "ENGINE_INTERNAL", view.error?.message ?? "the generation failed", { generation_id: view.id });
+      return sendFailure(res, view.error?.code ?? "ENGINE_INTERNAL", view.error?.message ?? "the generation failed", {
+        generation_id: view.id,
+      });
     }
     const { width, height, rgba } = pngToRgba(await deps.jobs.image(view.id));
     res.json({
       success: true,
-      image: { base64: rgba.toString("base64"), width, height, mode: "rgba", fit_mode: legacy.fitMode, preserve_aspect: legacy.preserveAspect },
+      image: {
+        base64: rgba.toString("base64"),
+        width,
+        height,
+        mode: "rgba",
+        fit_mode: legacy.fitMode,
+        preserve_aspect: legacy.preserveAspect,
+      },
       seed: view.seed,
       prompt: view.prompt,
       generation_time: round((Date.now() - started) / 1000, 3),
@@ -169,7 +178,12 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     const { status, body } = toErrorBody(err);
     if (status >= 500) logger.error({ err: err?.message, path: req.path }, "legacy request failed");
     if (res.headersSent) return;
-    res.status(status).json({ success: false, error: body.error.message, code: body.error.code, ...(body.error.details ? { details: body.error.details } : {}) });
+    res.status(status).json({
+      success: false,
+      error: body.error.message,
+      code: body.error.code,
+      ...(body.error.details ? { details: body.error.details } : {}),
+    });
   };
   router.use(legacyErrors);
   return router;

@@ -53,7 +53,7 @@ export function parseClientFrame(data: Buffer, isBinary: boolean): ParsedFrame {
   } catch (err) {
     return invalid(`frame is not valid JSON: ${(err as Error).message}`);
   }
-  if (!isPlainObject(value)) return invalid("frame must be a JSON object with a \"type\"");
+  if (!isPlainObject(value)) return invalid('frame must be a JSON object with a "type"');
   const type = value.type;
   if (typeof type !== "string" || !(TYPES as readonly string[]).includes(type)) {
     return invalid(`unknown frame type ${JSON.stringify(type ?? null)}; expected one of ${TYPES.join(", ")}`);

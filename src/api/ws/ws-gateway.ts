@@ -199,7 +199,12 @@ export class WsGateway {
     } else if (view.status === "cancelled") {
       conn.send({ type: "cancelled", id: view.id });
     } else {
-      conn.send({ type: "failed", id: view.id, code: view.error?.code ?? "ENGINE_INTERNAL", message: view.error?.message ?? "the job failed" });
+      conn.send({
+        type: "failed",
+        id: view.id,
+        code: view.error?.code ?? "ENGINE_INTERNAL",
+        message: view.error?.message ?? "the job failed",
+      });
     }
   }
 

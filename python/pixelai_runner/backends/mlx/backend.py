@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ...errors import RunnerError
 from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
@@ -37,7 +38,7 @@ def device_kind() -> str:
     return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
 
 
-def default_dtype_name(device: str, env: Optional[str] = None) -> str:
+def default_dtype_name(device: str, env: str | None = None) -> str:
     forced = (env if env is not None else os.environ.get(DTYPE_ENV, "")).strip().lower()
     if forced:
         if forced not in _DTYPE_NAMES:
@@ -84,7 +85,7 @@ def native_noise(seed: int, shape_nhwc: tuple) -> tuple[Any, Callable[[tuple], A
 class MLXBackend(Backend):
     engine = "mlx"
 
-    def __init__(self, cache_size: Optional[int] = None):
+    def __init__(self, cache_size: int | None = None):
         from . import cpu_blas
 
         cpu_blas.prefer_optimised_blas()
@@ -94,7 +95,7 @@ class MLXBackend(Backend):
             log(f"CPU matmuls through {cpu_blas.loaded}")
 
         self.cache_size = max(1, cache_size or int(os.environ.get(CACHE_ENV, "2")))
-        self._cache: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._verifier = ManifestVerifier()
         self._fp32_only: set[str] = set()  # sources that went non-finite in half precision
@@ -112,10 +113,15 @@ class MLXBackend(Backend):
             info = mx.device_info()
         except Exception as exc:
             return {
-                "engine": self.engine, "available": False, "reason": f"mlx unusable: {type(exc).__name__}: {exc}",
-                "device": "cpu", "chip": chip_name("cpu"), "dtype": "float32",
+                "engine": self.engine,
+                "available": False,
+                "reason": f"mlx unusable: {type(exc).__name__}: {exc}",
+                "device": "cpu",
+                "chip": chip_name("cpu"),
+                "dtype": "float32",
                 "versions": package_versions("mlx", "numpy", "transformers", "safetensors"),
-                "features": {k: False for k in FEATURES}, "schedulers": [],
+                "features": {k: False for k in FEATURES},
+                "schedulers": [],
             }
         # MLX names the GPU well ("Apple M2 Pro"); for the CPU the runner's cpuinfo/sysctl lookup is more precise
         chip = str(info.get("device_name") or "") if device == "gpu" else ""
@@ -137,7 +143,7 @@ class MLXBackend(Backend):
         name = default_dtype_name(device_kind())
         return "float32" if folder in self._fp32_only else name
 
-    def ensure_loaded(self, source: str, dtype_name: Optional[str] = None) -> Any:
+    def ensure_loaded(self, source: str, dtype_name: str | None = None) -> Any:
         """Verify the converted folder's manifest (cached per file), then load it or take it from the LRU."""
         import mlx.core as mx
 
@@ -162,7 +168,7 @@ class MLXBackend(Backend):
                 log(f"evicted {evicted[0]} ({evicted[1]}) from the model cache")
         return model
 
-    def unload(self, source: Optional[str] = None) -> list[str]:
+    def unload(self, source: str | None = None) -> list[str]:
         import mlx.core as mx
 
         with self._lock:
@@ -180,7 +186,9 @@ class MLXBackend(Backend):
 
     def _validate(self, req: GenerateRequest) -> None:
         if req.lora:
-            raise RunnerError("LORA_UNSUPPORTED_ENGINE", "LoRA is not supported by the MLX engine; use the torch engine")
+            raise RunnerError(
+                "LORA_UNSUPPORTED_ENGINE", "LoRA is not supported by the MLX engine; use the torch engine"
+            )
         if (req.scheduler or "euler") not in SCHEDULERS:
             raise RunnerError(
                 "INVALID_REQUEST", f"scheduler {req.scheduler!r} is not available on MLX ({', '.join(SCHEDULERS)})"
@@ -202,8 +210,18 @@ class MLXBackend(Backend):
         # "" and None mean the same to the torch engine (it passes `negative_prompt or None`); for SDXL that is the
         # zeroed unconditional embedding, so normalise the same way to keep the engines' images equal.
         return model.generate(
-            req.prompt, req.negative_prompt or None, req.width, req.height, req.steps, req.guidance_scale, req.scheduler,
-            initial, noise_fn=draw, on_step=on_step, check_cancel=check_cancel, preview_every=req.preview_every,
+            req.prompt,
+            req.negative_prompt or None,
+            req.width,
+            req.height,
+            req.steps,
+            req.guidance_scale,
+            req.scheduler,
+            initial,
+            noise_fn=draw,
+            on_step=on_step,
+            check_cancel=check_cancel,
+            preview_every=req.preview_every,
         )
 
     def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:

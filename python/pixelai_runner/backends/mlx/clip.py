@@ -8,7 +8,6 @@ projected pooled state of encoder 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -23,7 +22,7 @@ class TextEncoderOutput:
     last_hidden_state: mx.array  # after final_layer_norm
     penultimate_hidden_state: mx.array  # output of layer N-1, before any norm (SDXL's conditioning)
     pooled: mx.array  # final-normed state at the end-of-text position
-    text_embeds: Optional[mx.array]  # pooled @ text_projection (encoder with projection only)
+    text_embeds: mx.array | None  # pooled @ text_projection (encoder with projection only)
 
 
 class CLIPEmbeddings(nn.Module):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 
 def read_json(path: str | Path) -> dict:
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 
@@ -53,9 +52,9 @@ class UNetConfig:
     has_mid_block: bool = True
     use_linear_projection: bool = False
     # SDXL micro-conditioning ("text_time"): time ids and pooled text embedding added to the time embedding.
-    addition_embed_type: Optional[str] = None
-    addition_time_embed_dim: Optional[int] = None
-    projection_class_embeddings_input_dim: Optional[int] = None
+    addition_embed_type: str | None = None
+    addition_time_embed_dim: int | None = None
+    projection_class_embeddings_input_dim: int | None = None
     sample_size: int = 64
 
     @property
@@ -63,7 +62,7 @@ class UNetConfig:
         return self.block_out_channels[0] * 4
 
     @classmethod
-    def from_dict(cls, c: dict) -> "UNetConfig":
+    def from_dict(cls, c: dict) -> UNetConfig:
         unsupported = {
             "class_embed_type": None,
             "encoder_hid_dim_type": None,
@@ -140,8 +139,8 @@ class VAEConfig:
     layers_per_block: int = 2
     norm_num_groups: int = 32
     scaling_factor: float = 0.18215
-    latents_mean: Optional[tuple] = None
-    latents_std: Optional[tuple] = None
+    latents_mean: tuple | None = None
+    latents_std: tuple | None = None
     force_upcast: bool = True
     use_quant_conv: bool = True
     use_post_quant_conv: bool = True
@@ -153,7 +152,7 @@ class VAEConfig:
         return 2 ** (len(self.block_out_channels) - 1)
 
     @classmethod
-    def from_dict(cls, c: dict) -> "VAEConfig":
+    def from_dict(cls, c: dict) -> VAEConfig:
         for key in ("down_block_types", "up_block_types"):
             kinds = set(c.get(key, []))
             if kinds - {"DownEncoderBlock2D", "UpDecoderBlock2D"}:
@@ -187,10 +186,10 @@ class CLIPTextConfig:
     hidden_act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
     eos_token_id: int = 49407
-    projection_dim: Optional[int] = None  # set only for CLIPTextModelWithProjection (SDXL encoder 2)
+    projection_dim: int | None = None  # set only for CLIPTextModelWithProjection (SDXL encoder 2)
 
     @classmethod
-    def from_dict(cls, c: dict, with_projection: bool = False) -> "CLIPTextConfig":
+    def from_dict(cls, c: dict, with_projection: bool = False) -> CLIPTextConfig:
         if "text_config" in c:  # a full CLIPConfig: the text part is what matters
             c = {**c["text_config"], "architectures": c.get("architectures")}
         act = c.get("hidden_act", "quick_gelu")
@@ -212,4 +211,3 @@ class CLIPTextConfig:
 
 def is_projection_encoder(c: dict) -> bool:
     return "CLIPTextModelWithProjection" in (c.get("architectures") or [])
-

@@ -14,9 +14,9 @@ import os
 import re
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def content_revision(source: Path, files: list[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def resolve_source(source: str) -> tuple[Path, str, Optional[str]]:
+def resolve_source(source: str) -> tuple[Path, str, str | None]:
     """(local folder, recorded source, hub commit or None). Hub ids only work where a hub is reachable."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -108,8 +108,11 @@ def _convert_into(staging: Path, source: Path, components: list[str], dtype, tic
         (staging / component).mkdir()
         shutil.copyfile(source / component / "config.json", staging / component / "config.json")
         tensors = W.cast_floats(W.load_component(source / component, component), dtype)
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / component / WEIGHTS_NAME),
-                  metadata={"format": "mlx", "converter": f"pixelai {CONVERTER_VERSION}"})
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+            str(staging / component / WEIGHTS_NAME),
+            metadata={"format": "mlx", "converter": f"pixelai {CONVERTER_VERSION}"},
+        )
         del tensors
         tick()
     for tok in _tokenizer_dirs(source):
@@ -137,7 +140,7 @@ def _swap_in(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _unchanged(target: Path, revision: str, dtype_name: str) -> Optional[dict]:
+def _unchanged(target: Path, revision: str, dtype_name: str) -> dict | None:
     """The existing manifest when the target is already this exact conversion and intact, else None."""
     if not (target / MANIFEST_NAME).is_file():
         return None
@@ -159,8 +162,13 @@ def _unchanged(target: Path, revision: str, dtype_name: str) -> Optional[dict]:
     return manifest
 
 
-def convert(source: str, name: str, dtype: str = "float16", out_root: str | os.PathLike = "models/mlx",
-            on_progress: Optional[ProgressFn] = None) -> dict:
+def convert(
+    source: str,
+    name: str,
+    dtype: str = "float16",
+    out_root: str | os.PathLike = "models/mlx",
+    on_progress: ProgressFn | None = None,
+) -> dict:
     """Convert `source` into `out_root/name`; returns {"path", "manifest", "unchanged"}.
 
     Raises RunnerError: INVALID_REQUEST (bad name/dtype), MODEL_NOT_FOUND (no source), CONVERSION_FAILED.
@@ -211,7 +219,7 @@ def convert(source: str, name: str, dtype: str = "float16", out_root: str | os.P
             "dtype": dtype,
             "architecture": architecture_of(model_index, staging),
             "converterVersion": CONVERTER_VERSION,
-            "createdAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         _write_json(staging / MANIFEST_NAME, manifest)
         # mkdtemp and safetensors create owner-only entries; a model store is shared read-only data

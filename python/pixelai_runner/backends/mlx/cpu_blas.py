@@ -16,7 +16,6 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from typing import Optional
 
 ENV = "PIXELAI_MLX_BLAS"
 _CANDIDATES = (
@@ -26,10 +25,10 @@ _CANDIDATES = (
     "/usr/lib/libopenblas.so.0",
 )
 
-loaded: Optional[str] = None  # the library in use, for logs
+loaded: str | None = None  # the library in use, for logs
 
 
-def _candidate(setting: str) -> Optional[str]:
+def _candidate(setting: str) -> str | None:
     if setting:
         return setting
     found = ctypes.util.find_library("openblas")  # a soname the dynamic loader can resolve
@@ -38,7 +37,7 @@ def _candidate(setting: str) -> Optional[str]:
     return next((path for path in _CANDIDATES if os.path.exists(path)), None)
 
 
-def prefer_optimised_blas() -> Optional[str]:
+def prefer_optimised_blas() -> str | None:
     """Load an optimised BLAS globally if that can still take effect; returns its path or None. Never raises."""
     global loaded
     setting = os.environ.get(ENV, "").strip()

@@ -74,7 +74,9 @@ class LayerNorm(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         dtype = x.dtype
-        out = mx.fast.layer_norm(x.astype(mx.float32), self.weight.astype(mx.float32), self.bias.astype(mx.float32), self.eps)
+        out = mx.fast.layer_norm(
+            x.astype(mx.float32), self.weight.astype(mx.float32), self.bias.astype(mx.float32), self.eps
+        )
         return out.astype(dtype)
 
 
@@ -91,7 +93,10 @@ def attention(q: mx.array, k: mx.array, v: mx.array, num_heads: int, mask: mx.ar
 
 
 def upsample_nearest(x: mx.array, size: tuple[int, int] | None = None) -> mx.array:
-    """Nearest-neighbour resize of NHWC `x` to `size` (default: twice each side), as torch's `interpolate(mode="nearest")`."""
+    """Nearest-neighbour resize of NHWC `x` to `size` (default: twice each side).
+
+    Matches torch's `interpolate(mode="nearest")`.
+    """
     height, width = x.shape[1], x.shape[2]
     if size is None or size == (2 * height, 2 * width):
         return mx.repeat(mx.repeat(x, 2, axis=1), 2, axis=2)

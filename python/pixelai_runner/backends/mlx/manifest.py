@@ -24,7 +24,6 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Optional
 
 from ...errors import RunnerError
 
@@ -62,7 +61,7 @@ def resolve_under(root: str | Path, name: str) -> Path:
 
 def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST_NAME
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 
@@ -122,7 +121,7 @@ class ManifestVerifier:
         with self._lock:
             self._good[key] = stamp
 
-    def forget(self, folder: Optional[str | Path] = None) -> None:
+    def forget(self, folder: str | Path | None = None) -> None:
         with self._lock:
             if folder is None:
                 self._good.clear()

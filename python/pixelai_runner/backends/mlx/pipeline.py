@@ -7,9 +7,9 @@ Latents are NHWC here; callers that hand in NCHW noise (the torch-compatible dra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import mlx.core as mx
 import numpy as np
@@ -47,8 +47,8 @@ def load_tokenizer(folder: Path):
 @dataclass
 class Conditioning:
     context: mx.array  # (B, 77, cross_attention_dim); B = 2 with guidance: [negative, positive]
-    text_embeds: Optional[mx.array] = None  # SDXL pooled embeddings
-    time_ids: Optional[mx.array] = None  # SDXL micro-conditioning
+    text_embeds: mx.array | None = None  # SDXL pooled embeddings
+    time_ids: mx.array | None = None  # SDXL micro-conditioning
 
 
 class StableDiffusion:
@@ -88,28 +88,30 @@ class StableDiffusion:
 
     # --- text ---------------------------------------------------------------------------------------------------
 
-    def _tokenize(self, tokenizer, text: str, max_length: Optional[int] = None) -> np.ndarray:
+    def _tokenize(self, tokenizer, text: str, max_length: int | None = None) -> np.ndarray:
         return tokenizer(
-            [text], padding="max_length", max_length=max_length or tokenizer.model_max_length, truncation=True,
+            [text],
+            padding="max_length",
+            max_length=max_length or tokenizer.model_max_length,
+            truncation=True,
             return_tensors="np",
         )["input_ids"]
 
-    def _encode_sd(self, text: str, max_length: Optional[int] = None) -> mx.array:
+    def _encode_sd(self, text: str, max_length: int | None = None) -> mx.array:
         ids = self._tokenize(self.tokenizers[0], text, max_length)
         return self.text_encoders[0](ids).last_hidden_state
 
-    def _encode_sdxl(self, text: str, max_length: Optional[int] = None) -> tuple[mx.array, mx.array]:
+    def _encode_sdxl(self, text: str, max_length: int | None = None) -> tuple[mx.array, mx.array]:
         """Penultimate hidden states of both encoders side by side; pooled = projection of encoder 2's end token."""
         states, pooled = [], None
-        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
             out = encoder(self._tokenize(tokenizer, text, max_length))
             states.append(out.penultimate_hidden_state)
             if out.text_embeds is not None:
                 pooled = out.text_embeds
         return mx.concatenate(states, axis=-1), pooled
 
-    def encode(self, prompt: str, negative_prompt: Optional[str], guidance: bool, height: int,
-               width: int) -> Conditioning:
+    def encode(self, prompt: str, negative_prompt: str | None, guidance: bool, height: int, width: int) -> Conditioning:
         if self.architecture == "sd":
             positive = self._encode_sd(prompt)
             if not guidance:
@@ -134,10 +136,18 @@ class StableDiffusion:
 
     # --- denoising and decoding ---------------------------------------------------------------------------------
 
-    def denoise(self, latents: mx.array, cond: Conditioning, steps: int, guidance_scale: float,
-                scheduler: Optional[str], noise_fn: Optional[Callable[[tuple], mx.array]] = None,
-                on_step: Optional[Callable[[int, int], None]] = None,
-                check_cancel: Optional[Callable[[], None]] = None, preview_every: Optional[int] = None) -> mx.array:
+    def denoise(
+        self,
+        latents: mx.array,
+        cond: Conditioning,
+        steps: int,
+        guidance_scale: float,
+        scheduler: str | None,
+        noise_fn: Callable[[tuple], mx.array] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        check_cancel: Callable[[], None] | None = None,
+        preview_every: int | None = None,
+    ) -> mx.array:
         """latents: NHWC standard-normal noise. Returns the final latents (float32, diffusion-space scaled).
         Every `preview_every` steps on_step also gets an approximate RGB preview (preview.py)."""
         sampler = make_sampler(scheduler, self.scheduler_config, steps, noise_fn)
@@ -176,16 +186,26 @@ class StableDiffusion:
             raise NonFiniteError("non-finite pixels after VAE decode")
         return (np.array(images[0]) * 255).round().astype(np.uint8)
 
-    def generate(self, prompt: str, negative_prompt: Optional[str], width: int, height: int, steps: int,
-                 guidance_scale: float, scheduler: Optional[str], initial_noise: mx.array,
-                 noise_fn: Optional[Callable[[tuple], mx.array]] = None,
-                 on_step: Optional[Callable[[int, int], None]] = None,
-                 check_cancel: Optional[Callable[[], None]] = None,
-                 preview_every: Optional[int] = None) -> Image.Image:
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str | None,
+        width: int,
+        height: int,
+        steps: int,
+        guidance_scale: float,
+        scheduler: str | None,
+        initial_noise: mx.array,
+        noise_fn: Callable[[tuple], mx.array] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        check_cancel: Callable[[], None] | None = None,
+        preview_every: int | None = None,
+    ) -> Image.Image:
         """initial_noise: standard-normal latents, NHWC (1, H/f, W/f, C)."""
         cond = self.encode(prompt, negative_prompt, guidance_scale > 1.0, height, width)
-        latents = self.denoise(initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel,
-                               preview_every)
+        latents = self.denoise(
+            initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel, preview_every
+        )
         return Image.fromarray(self.decode(latents))
 
 

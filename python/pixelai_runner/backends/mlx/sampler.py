@@ -3,8 +3,9 @@
 The schedule (betas → ᾱ → σ, timestep spacing, σ interpolation, final σ) is computed in numpy the way diffusers does:
 float32 betas, a cumulative product accumulated in float64 and stored as float32 (what torch.cumprod does on CPU),
 float64 interpolation. Timesteps match exactly; sigmas to float32 rounding (torch.linspace's vectorised kernel can
-differ from numpy's linspace in the last bit of a beta, and that is all). Missing config keys take each diffusers class's own default (a PNDM config of an SD 1.5 folder read
-as DDIM gets DDIM's clip_sample=True default, exactly as `DDIMScheduler.from_config` would).
+differ from numpy's linspace in the last bit of a beta, and that is all). Missing config keys take each diffusers
+class's own default (a PNDM config of an SD 1.5 folder read as DDIM gets DDIM's clip_sample=True default, exactly as
+`DDIMScheduler.from_config` would).
 
 Latent arithmetic is done in float32, like diffusers' `sample.to(torch.float32)` upcast inside `step`.
 """
@@ -12,8 +13,8 @@ Latent arithmetic is done in float32, like diffusers' `sample.to(torch.float32)`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import mlx.core as mx
 import numpy as np
@@ -22,16 +23,37 @@ SCHEDULERS = ("euler", "euler_a", "ddim")
 
 # diffusers' __init__ defaults of the three classes; config values override these.
 _BASE_DEFAULTS = dict(
-    num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", trained_betas=None,
-    prediction_type="epsilon", timestep_spacing="linspace", steps_offset=0, rescale_betas_zero_snr=False,
+    num_train_timesteps=1000,
+    beta_start=0.0001,
+    beta_end=0.02,
+    beta_schedule="linear",
+    trained_betas=None,
+    prediction_type="epsilon",
+    timestep_spacing="linspace",
+    steps_offset=0,
+    rescale_betas_zero_snr=False,
 )
 CLASS_DEFAULTS = {
-    "euler": dict(_BASE_DEFAULTS, interpolation_type="linear", use_karras_sigmas=False, use_exponential_sigmas=False,
-                  use_beta_sigmas=False, sigma_min=None, sigma_max=None, timestep_type="discrete",
-                  final_sigmas_type="zero"),
+    "euler": dict(
+        _BASE_DEFAULTS,
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+        use_exponential_sigmas=False,
+        use_beta_sigmas=False,
+        sigma_min=None,
+        sigma_max=None,
+        timestep_type="discrete",
+        final_sigmas_type="zero",
+    ),
     "euler_a": dict(_BASE_DEFAULTS),
-    "ddim": dict(_BASE_DEFAULTS, timestep_spacing="leading", clip_sample=True, clip_sample_range=1.0,
-                 set_alpha_to_one=True, thresholding=False),
+    "ddim": dict(
+        _BASE_DEFAULTS,
+        timestep_spacing="leading",
+        clip_sample=True,
+        clip_sample_range=1.0,
+        set_alpha_to_one=True,
+        thresholding=False,
+    ),
 }
 
 
@@ -44,6 +66,7 @@ def resolve_config(name: str, scheduler_config: dict) -> dict:
 
 
 # --- the noise schedule --------------------------------------------------------------------------------------------
+
 
 def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     """Shift and scale √ᾱ so the last timestep has zero SNR (Lin et al. 2023, Algorithm 1)."""
@@ -65,8 +88,10 @@ def betas_for(cfg: dict) -> np.ndarray:
         # linear in √β — the latent-diffusion schedule
         betas = np.linspace(cfg["beta_start"] ** 0.5, cfg["beta_end"] ** 0.5, n, dtype=np.float32) ** 2
     elif cfg["beta_schedule"] == "squaredcos_cap_v2":
+
         def alpha_bar(t):
             return np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2
+
         t = np.arange(n)
         betas = np.minimum(1 - alpha_bar((t + 1) / n) / alpha_bar(t / n), 0.999).astype(np.float32)
     else:
@@ -124,7 +149,7 @@ class Schedule:
     """What the denoising loop needs: the UNet timesteps and, for sigma samplers, sigmas (one more than steps)."""
 
     timesteps: np.ndarray  # float32, passed to the UNet
-    sigmas: Optional[np.ndarray]  # float32 (Euler family) or None (DDIM)
+    sigmas: np.ndarray | None  # float32 (Euler family) or None (DDIM)
     init_noise_sigma: float
 
 
@@ -156,8 +181,11 @@ def euler_schedule(cfg: dict, steps: int) -> Schedule:
     sigmas = np.concatenate([sigmas, [last]]).astype(np.float32)
     max_sigma = float(sigmas.max())
     # "leading" spacing never reaches t = T, so the first input needs the extra unit variance of x_T itself
-    init = max_sigma if cfg["timestep_spacing"] in ("linspace", "trailing") else float(
-        np.float32((np.float32(max_sigma) ** 2 + 1) ** 0.5))
+    init = (
+        max_sigma
+        if cfg["timestep_spacing"] in ("linspace", "trailing")
+        else float(np.float32((np.float32(max_sigma) ** 2 + 1) ** 0.5))
+    )
     return Schedule(timesteps=timesteps, sigmas=sigmas, init_noise_sigma=init)
 
 
@@ -174,6 +202,7 @@ def ddim_schedule(cfg: dict, steps: int) -> Schedule:
 
 
 # --- the update rules ---------------------------------------------------------------------------------------------
+
 
 def predicted_x0_from_sigma(sample: mx.array, model_output: mx.array, sigma: float, prediction_type: str) -> mx.array:
     if prediction_type == "epsilon":
@@ -221,7 +250,7 @@ class EulerSampler(Sampler):
     name = "euler"
 
     def step(self, model_output: mx.array, index: int, sample: mx.array) -> mx.array:
-        sigma, sigma_next = (float(s) for s in self.schedule.sigmas[index:index + 2])
+        sigma, sigma_next = (float(s) for s in self.schedule.sigmas[index : index + 2])
         sample = sample.astype(mx.float32)
         x0 = predicted_x0_from_sigma(sample, model_output.astype(mx.float32), sigma, self.cfg["prediction_type"])
         derivative = (sample - x0) / sigma
@@ -242,7 +271,7 @@ class EulerAncestralSampler(Sampler):
         return euler_schedule(euler_cfg, steps)
 
     def step(self, model_output: mx.array, index: int, sample: mx.array) -> mx.array:
-        sigma, sigma_next = (float(s) for s in self.schedule.sigmas[index:index + 2])
+        sigma, sigma_next = (float(s) for s in self.schedule.sigmas[index : index + 2])
         sample = sample.astype(mx.float32)
         x0 = predicted_x0_from_sigma(sample, model_output.astype(mx.float32), sigma, self.cfg["prediction_type"])
         sigma_up = (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5
@@ -293,8 +322,9 @@ class DDIMSampler(Sampler):
         return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
 
 
-def make_sampler(name: Optional[str], scheduler_config: dict, steps: int,
-                 noise_fn: Optional[Callable[[tuple], mx.array]] = None) -> Sampler:
+def make_sampler(
+    name: str | None, scheduler_config: dict, steps: int, noise_fn: Callable[[tuple], mx.array] | None = None
+) -> Sampler:
     name = name or "euler"
     cfg = resolve_config(name, scheduler_config)
     if steps < 1:

@@ -9,7 +9,6 @@ embedding; SDXL also adds an embedding of (pooled text, original size, crop, tar
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -18,8 +17,9 @@ from .config import UNetConfig
 from .layers import Conv2d, GroupNorm, LayerNorm, attention, gelu, silu, upsample_nearest
 
 
-def timestep_embedding(timesteps: mx.array, dim: int, flip_sin_to_cos: bool, freq_shift: float,
-                       max_period: float = 10000.0) -> mx.array:
+def timestep_embedding(
+    timesteps: mx.array, dim: int, flip_sin_to_cos: bool, freq_shift: float, max_period: float = 10000.0
+) -> mx.array:
     """Sinusoidal embedding of (fractional) timesteps, frequencies geometric from 1 to 1/max_period."""
     half = dim // 2
     exponent = -math.log(max_period) * mx.arange(half, dtype=mx.float32) / (half - freq_shift)
@@ -46,8 +46,15 @@ class TimestepMLP(nn.Module):
 class ResnetBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the time embedding added between; 1×1 conv on the skip when widths differ."""
 
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: Optional[int], groups: int, eps: float,
-                 output_scale_factor: float = 1.0):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        temb_dim: int | None,
+        groups: int,
+        eps: float,
+        output_scale_factor: float = 1.0,
+    ):
         super().__init__()
         self.norm1 = GroupNorm(groups, in_ch, eps)
         self.conv1 = Conv2d(in_ch, out_ch, 3, padding=1)
@@ -60,7 +67,7 @@ class ResnetBlock(nn.Module):
         self.has_shortcut = in_ch != out_ch
         self.output_scale_factor = output_scale_factor
 
-    def __call__(self, x: mx.array, temb: Optional[mx.array] = None) -> mx.array:
+    def __call__(self, x: mx.array, temb: mx.array | None = None) -> mx.array:
         h = self.conv1(silu(self.norm1(x)))
         if temb is not None:
             h = h + self.time_emb_proj(silu(temb))[:, None, None, :]
@@ -81,7 +88,7 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, query_dim, bias=False)
         self.to_out = nn.Linear(query_dim, query_dim)
 
-    def __call__(self, x: mx.array, context: Optional[mx.array] = None) -> mx.array:
+    def __call__(self, x: mx.array, context: mx.array | None = None) -> mx.array:
         context = x if context is None else context
         return self.to_out(attention(self.to_q(x), self.to_k(context), self.to_v(context), self.num_heads))
 
@@ -118,7 +125,8 @@ class BasicTransformerBlock(nn.Module):
 
 
 class Transformer2D(nn.Module):
-    """Spatial transformer: GroupNorm, project in, `depth` transformer blocks over the H·W tokens, project out, residual.
+    """Spatial transformer: GroupNorm, project in, `depth` transformer blocks over the H·W tokens, project
+    out, residual.
 
     SD 1.x stores proj_in/proj_out as 1×1 convolutions, SD 2.x/SDXL as linears; a 1×1 conv on channels-last data
     *is* a linear over channels, so weights.py turns both into linears and this module has one code path.
@@ -153,7 +161,7 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = Conv2d(channels, channels, 3, padding=1)
 
-    def __call__(self, x: mx.array, size: Optional[tuple[int, int]] = None) -> mx.array:
+    def __call__(self, x: mx.array, size: tuple[int, int] | None = None) -> mx.array:
         return self.conv(upsample_nearest(x, size))
 
 
@@ -165,7 +173,9 @@ class DownBlock(nn.Module):
         self.resnets = [ResnetBlock(in_ch if i == 0 else out_ch, out_ch, temb_dim, groups, eps) for i in range(layers)]
         if with_attention:
             heads, depth = cfg.num_heads[index], cfg.transformer_layers[index]
-            self.attentions = [Transformer2D(out_ch, cfg.cross_attention_dim, heads, depth, groups) for _ in range(layers)]
+            self.attentions = [
+                Transformer2D(out_ch, cfg.cross_attention_dim, heads, depth, groups) for _ in range(layers)
+            ]
         self.with_attention = with_attention
         if not is_final:
             self.downsampler = Downsample(out_ch, cfg.downsample_padding)
@@ -185,8 +195,16 @@ class DownBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    def __init__(self, cfg: UNetConfig, index: int, prev_ch: int, out_ch: int, skip_in_ch: int, with_attention: bool,
-                 is_final: bool):
+    def __init__(
+        self,
+        cfg: UNetConfig,
+        index: int,
+        prev_ch: int,
+        out_ch: int,
+        skip_in_ch: int,
+        with_attention: bool,
+        is_final: bool,
+    ):
         super().__init__()
         down_index = len(cfg.block_out_channels) - 1 - index
         layers = cfg.layers_per_block[down_index] + 1
@@ -199,14 +217,22 @@ class UpBlock(nn.Module):
             self.resnets.append(ResnetBlock(resnet_in + skip_ch, out_ch, temb_dim, groups, eps))
         if with_attention:
             heads, depth = cfg.num_heads[down_index], cfg.up_transformer_layers[index]
-            self.attentions = [Transformer2D(out_ch, cfg.cross_attention_dim, heads, depth, groups) for _ in range(layers)]
+            self.attentions = [
+                Transformer2D(out_ch, cfg.cross_attention_dim, heads, depth, groups) for _ in range(layers)
+            ]
         self.with_attention = with_attention
         if not is_final:
             self.upsampler = Upsample(out_ch)
         self.is_final = is_final
 
-    def __call__(self, x: mx.array, skips: list[mx.array], temb: mx.array, context: mx.array,
-                 upsample_size: Optional[tuple[int, int]]) -> mx.array:
+    def __call__(
+        self,
+        x: mx.array,
+        skips: list[mx.array],
+        temb: mx.array,
+        context: mx.array,
+        upsample_size: tuple[int, int] | None,
+    ) -> mx.array:
         for i, resnet in enumerate(self.resnets):
             x = resnet(mx.concatenate([x, skips.pop()], axis=-1), temb)
             if self.with_attention:
@@ -223,7 +249,9 @@ class MidBlock(nn.Module):
         temb_dim, groups, eps = cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps
         scale = cfg.mid_block_scale_factor
         self.resnets = [ResnetBlock(ch, ch, temb_dim, groups, eps, scale) for _ in range(2)]
-        self.attentions = [Transformer2D(ch, cfg.cross_attention_dim, cfg.num_heads[-1], cfg.transformer_layers[-1], groups)]
+        self.attentions = [
+            Transformer2D(ch, cfg.cross_attention_dim, cfg.num_heads[-1], cfg.transformer_layers[-1], groups)
+        ]
 
     def __call__(self, x: mx.array, temb: mx.array, context: mx.array) -> mx.array:
         x = self.resnets[0](x, temb)
@@ -263,13 +291,16 @@ class UNet2DConditionModel(nn.Module):
             prev_ch, out_ch = out_ch, reversed_channels[i]
             skip_in_ch = reversed_channels[min(i + 1, len(channels) - 1)]
             self.up_blocks.append(
-                UpBlock(cfg, i, prev_ch, out_ch, skip_in_ch, kind.startswith("CrossAttn"), is_final=i == len(channels) - 1)
+                UpBlock(
+                    cfg, i, prev_ch, out_ch, skip_in_ch, kind.startswith("CrossAttn"), is_final=i == len(channels) - 1
+                )
             )
         self.conv_norm_out = GroupNorm(cfg.norm_num_groups, channels[0], cfg.norm_eps)
         self.conv_out = Conv2d(channels[0], cfg.out_channels, 3, padding=1)
 
-    def time_conditioning(self, timesteps: mx.array, dtype, text_embeds: Optional[mx.array],
-                          time_ids: Optional[mx.array]) -> mx.array:
+    def time_conditioning(
+        self, timesteps: mx.array, dtype, text_embeds: mx.array | None, time_ids: mx.array | None
+    ) -> mx.array:
         cfg = self.config
         t_emb = timestep_embedding(timesteps, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)
         emb = self.time_embedding(t_emb.astype(dtype))
@@ -277,14 +308,21 @@ class UNet2DConditionModel(nn.Module):
             if text_embeds is None or time_ids is None:
                 raise ValueError("an SDXL UNet needs text_embeds and time_ids")
             batch = time_ids.shape[0]
-            ids_emb = timestep_embedding(time_ids.reshape(-1), cfg.addition_time_embed_dim, cfg.flip_sin_to_cos,
-                                         cfg.freq_shift).reshape(batch, -1)
+            ids_emb = timestep_embedding(
+                time_ids.reshape(-1), cfg.addition_time_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift
+            ).reshape(batch, -1)
             added = mx.concatenate([text_embeds, ids_emb.astype(text_embeds.dtype)], axis=-1)
             emb = emb + self.add_embedding(added.astype(dtype))
         return emb
 
-    def __call__(self, sample: mx.array, timestep, context: mx.array, text_embeds: Optional[mx.array] = None,
-                 time_ids: Optional[mx.array] = None) -> mx.array:
+    def __call__(
+        self,
+        sample: mx.array,
+        timestep,
+        context: mx.array,
+        text_embeds: mx.array | None = None,
+        time_ids: mx.array | None = None,
+    ) -> mx.array:
         """sample: (B, H, W, C) latents; timestep: scalar or (B,); context: (B, 77, cross_attention_dim)."""
         batch = sample.shape[0]
         timesteps = mx.broadcast_to(mx.array(timestep, dtype=mx.float32).reshape(-1), (batch,))

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -90,7 +90,7 @@ def map_vae(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def map_clip(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for key, value in tensors.items():
-        new_key = key[len("text_model."):] if key.startswith("text_model.") else key
+        new_key = key[len("text_model.") :] if key.startswith("text_model.") else key
         if new_key.endswith("position_ids"):
             continue  # a buffer of 0..76, recomputed at run time
         out[new_key] = value
@@ -108,8 +108,15 @@ MAPPERS: dict[str, Callable[[dict], dict]] = {
 # --- reading diffusers / transformers safetensors without torch -------------------------------------------------
 
 _ST_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
 }
 
 
@@ -121,20 +128,22 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     """
     data = np.memmap(path, dtype=np.uint8, mode="r")
     (header_len,) = struct.unpack("<Q", bytes(data[:8]))
-    header = json.loads(bytes(data[8:8 + header_len]).decode("utf-8"))
+    header = json.loads(bytes(data[8 : 8 + header_len]).decode("utf-8"))
     base = 8 + header_len
     tensors: dict[str, np.ndarray] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         start, end = info["data_offsets"]
-        raw = data[base + start:base + end]
+        raw = data[base + start : base + end]
         shape = tuple(info["shape"])
         if info["dtype"] == "BF16":
             bits = np.frombuffer(raw.tobytes(), dtype="<u2").astype(np.uint32) << 16
             tensors[name] = bits.view(np.float32).reshape(shape)
         elif info["dtype"] in _ST_DTYPES:
-            tensors[name] = np.frombuffer(raw.tobytes(), dtype=np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")).reshape(shape)
+            tensors[name] = np.frombuffer(
+                raw.tobytes(), dtype=np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")
+            ).reshape(shape)
         else:
             raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
     del data
@@ -163,7 +172,11 @@ def component_weight_files(folder: Path, component: str) -> list[Path]:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             return [folder / shard for shard in shards]
     pickled = sorted(p.name for p in folder.glob("*.bin"))
-    hint = f" (found {', '.join(pickled)}: pickled PyTorch weights are not read; save the model with safetensors)" if pickled else ""
+    hint = (
+        f" (found {', '.join(pickled)}: pickled PyTorch weights are not read; save the model with safetensors)"
+        if pickled
+        else ""
+    )
     raise FileNotFoundError(f"no safetensors weights for {component} in {folder}{hint}")
 
 
