@@ -1,4 +1,4 @@
--- Error codes (DESIGN.md "Error taxonomy", plus the client's own) -> words an
+-- Error codes (docs/design.md "Error taxonomy", plus the client's own) -> words an
 -- artist can act on. The server's message is appended as detail, because it
 -- often names the exact model, LoRA or limit involved.
 

@@ -1,4 +1,4 @@
--- The /ws wire protocol (DESIGN.md "WebSocket (/ws)"): frame builders for
+-- The /ws wire protocol (docs/design.md "WebSocket /ws"): frame builders for
 -- client -> server and a parser for server -> client frames.
 -- Pure: no Aseprite globals. The JSON codec is passed in, because inside
 -- Aseprite it is the built-in `json` and elsewhere (tests, tools) dkjson.

@@ -4,7 +4,7 @@
 
 local M = {}
 
--- Limits mirror the server's POST /jobs validation (DESIGN.md): checking here
+-- Limits mirror the server's POST /jobs validation (src/jobs/jobs.dto.ts): checking here
 -- gives the artist the reason before a round trip.
 M.LIMITS = {
   size = { min = 64, max = 2048, multiple = 8 },

@@ -1,6 +1,6 @@
 local errors = require("errors")
 
--- The taxonomy of DESIGN.md plus codes the brief lists for the extension.
+-- The taxonomy of docs/design.md (src/backends/error-codes.ts).
 local SERVER_CODES = {
   "INVALID_REQUEST", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "MODEL_NOT_FOUND", "LORA_NOT_FOUND",
   "JOB_NOT_CANCELLABLE", "JOB_NOT_FINISHED", "MODEL_NOT_CONVERTED", "PAYLOAD_TOO_LARGE", "LORA_UNSUPPORTED_ENGINE",

@@ -16,7 +16,7 @@ describe("error taxonomy", () => {
     expect(JSON.parse(out)).toEqual(ERROR_CODES);
   });
 
-  it("covers every code DESIGN.md names", () => {
+  it("covers every code docs/design.md names", () => {
     for (const code of [
       "INVALID_REQUEST",
       "UNAUTHORIZED",

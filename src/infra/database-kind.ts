@@ -1,6 +1,6 @@
 /**
  * Which database a DATABASE_URL names, and where that provider's Prisma schema and migrations live. SQLite (file:) is the
- * one-machine default; postgres:// or postgresql:// is for many machines (DESIGN.md "Scale"). prisma.config.ts, the
+ * one-machine default; postgres:// or postgresql:// is for many machines (docs/design.md "Scale"). prisma.config.ts, the
  * migration runner and openDatabase all decide by this one function, so they cannot disagree.
  */
 export type DatabaseKind = "sqlite" | "postgresql";

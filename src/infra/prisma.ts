@@ -22,7 +22,7 @@ export async function openDatabase(url: string): Promise<Db> {
   return openSqlite(url);
 }
 
-/** SQLite gets WAL + synchronous=NORMAL (3× faster writes here, see ENVIRONMENT.md) and waits on a busy file. */
+/** SQLite gets WAL + synchronous=NORMAL (3× faster writes here, see docs/environment.md) and waits on a busy file. */
 async function openSqlite(url: string): Promise<Db> {
   const adapter = new PrismaBetterSQLite3({ url });
   const db = new PrismaClient({ adapter });

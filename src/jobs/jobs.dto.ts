@@ -1,6 +1,6 @@
 /**
  * Request/response shapes of the jobs API. tsoa reads the JSDoc tags for both runtime validation and the OpenAPI spec
- * (tags must be multi-line: the one-line form is silently ignored, see ENVIRONMENT.md).
+ * (tags must be multi-line: the one-line form is silently ignored, see docs/environment.md).
  */
 
 export type EngineName = "torch" | "mlx";

@@ -8,7 +8,7 @@ import { startTestStack, TestStack } from "../support/stack";
 const KEY = "browser-admin-key-42";
 const BUILD = path.resolve(__dirname, "..", "..", "build");
 const CHROMIUM = process.env.PIXELAI_CHROMIUM ?? "/usr/bin/chromium";
-// ENVIRONMENT.md "Browser checks": no sandbox (containers), no GPU, and nothing that phones home.
+// docs/environment.md "Browser checks": no sandbox (containers), no GPU, and nothing that phones home.
 const FLAGS = [
   "--headless",
   "--no-sandbox",

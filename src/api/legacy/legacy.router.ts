@@ -38,7 +38,7 @@ function round(n: number, digits: number): number {
 
 /**
  * The seed Flask server's routes, kept so its Aseprite extension works unchanged against http://127.0.0.1:5000
- * (DESIGN.md "Legacy routes"). Jobs go through the normal queue (source "legacy", listed in GET /jobs); answers and
+ * (docs/design.md "Legacy routes"). Jobs go through the normal queue (source "legacy", listed in GET /jobs); answers and
  * errors keep the old shapes: `{success:true, …}` / `{success:false, error, code}`. GET /health and GET /models are
  * v1 routes that carry the old fields too, so they are not here.
  */

@@ -91,7 +91,7 @@ class Connection {
 }
 
 /**
- * The /ws endpoint for Aseprite (DESIGN.md "WebSocket (/ws)"). Live updates come from BullMQ QueueEvents via the
+ * The /ws endpoint for Aseprite (docs/design.md "WebSocket /ws"). Live updates come from BullMQ QueueEvents via the
  * JobEventsHub, final states from the database, so it works with the worker in any process.
  */
 export class WsGateway {
