@@ -24,6 +24,14 @@ ERROR_CODES: dict[str, int] = {
     "TIMEOUT": 504,
     "CUDA_OOM": 507,
     "MPS_OOM": 507,
+    # Installs from the hub (python/pixelai_runner/hub_install.py); each comes with a hint.
+    "HUB_NOT_FOUND": 404,
+    "HUB_ACCESS_DENIED": 403,
+    "UNSAFE_WEIGHTS": 422,
+    "HUB_REPO_UNSUPPORTED": 422,
+    "HUB_UNREACHABLE": 503,
+    "INSUFFICIENT_STORAGE": 507,
+    "INSTALL_FAILED": 500,
 }
 
 
