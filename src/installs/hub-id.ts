@@ -93,3 +93,12 @@ export function parseHubRef(reference: string, revision?: string | null, field =
 export function formatHubRef(ref: HubRef): string {
   return ref.revision === DEFAULT_REVISION ? ref.repoId : `${ref.repoId}@${ref.revision}`;
 }
+
+/**
+ * The registry name an install gets when none is given: the repository's name (hub names use the registry's alphabet;
+ * trimmed to the registry's 64 characters and to a letter or digit at both ends).
+ */
+export function registryNameFor(repoId: string): string {
+  const name = repoId.slice(repoId.indexOf("/") + 1).slice(0, 64);
+  return name.replace(/^[^A-Za-z0-9]+/, "").replace(/[^A-Za-z0-9]+$/, "") || "hub-model";
+}
