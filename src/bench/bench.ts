@@ -5,7 +5,8 @@
  *   grows, in a separate API-only process), (d) optionally the MLX-vs-Torch engine bench;
  * writes bench/results.json and prints tables. Env: BENCH_JOBS (100; a row runs at least 3 jobs per client),
  * BENCH_CONCURRENCY ("1,8,64"), BENCH_RAW_JOBS (2000), BENCH_RAW_CONCURRENCY (50), BENCH_DEPTH_JOBS (10000; 0 skips (e)),
- * BENCH_DEPTH_CLIENTS (32), BENCH_DEPTH_WINDOW (1000), BENCH_MLX (tiny|full|off, default tiny), BENCH_OUT,
+ * BENCH_DEPTH_CLIENTS (32), BENCH_DEPTH_WINDOW (1000), BENCH_PROFILE_JOBS (30; 0 skips (f)), BENCH_MLX (tiny|full|off,
+ * default tiny), BENCH_OUT,
  * BENCH_REDIS_URL, BENCH_LOG_LEVEL.
  */
 import fs from "node:fs";
@@ -16,8 +17,9 @@ import { GENERATE_QUEUE } from "../jobs/job-queue";
 import { CompletionTracker } from "./completions";
 import { runDirectPhase } from "./direct-path";
 import { runHttpPhase, TINY_JOB } from "./http-path";
-import { machineInfo } from "./machine";
+import { machineInfo, versionsInfo } from "./machine";
 import { MlxMode, runMlxPhase } from "./mlx-engines";
+import { runProfilePhase } from "./overhead-profile";
 import { runQueueDepthPhase } from "./queue-depth";
 import { runRawPhase } from "./raw-bullmq";
 import { BenchResults, compare, formatTable } from "./report";
@@ -45,6 +47,7 @@ function log(message: string): void {
 
 async function main(): Promise<void> {
   const started = performance.now();
+  const machine = machineInfo();
   const jobs = envInt("BENCH_JOBS", 100);
   const concurrencies = (process.env.BENCH_CONCURRENCY ?? "1,8,64").split(",").map((c) => envIntValue(c.trim()));
   const rawJobs = envInt("BENCH_RAW_JOBS", 2000);
@@ -52,21 +55,22 @@ async function main(): Promise<void> {
   const depthJobs = envInt("BENCH_DEPTH_JOBS", 10_000, 0);
   const depthClients = envInt("BENCH_DEPTH_CLIENTS", 32);
   const depthWindow = envInt("BENCH_DEPTH_WINDOW", 1000);
+  const profileJobs = envInt("BENCH_PROFILE_JOBS", 30, 0);
   const mlxMode = (process.env.BENCH_MLX ?? "tiny") as MlxMode;
   if (!["tiny", "full", "off"].includes(mlxMode)) throw new Error(`BENCH_MLX must be tiny, full or off`);
 
   log("starting the service (managed redis, temp SQLite, warm torch runner)…");
   const stack = await startBenchStack();
   const { config } = stack;
-  const outPath = path.resolve(config.repoRoot, process.env.BENCH_OUT ?? path.join("bench", "results.json"));
+  const outPath = path.resolve(config.repoRoot, process.env.BENCH_OUT ?? path.join("bench", "results", "service.json"));
   let results: BenchResults;
   try {
-    const machine = await machineInfo(config.repoRoot, stack.service.redisUrl);
+    const versions = await versionsInfo(config.repoRoot, stack.service.redisUrl);
 
     // (b) first, while the service sits idle (its runner only waits on stdin), so the two do not share the CPUs.
     log(`(b) direct in-process: ${jobs} jobs…`);
     const direct = await runDirectPhase({ python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, jobs, timeoutMs: 240_000 });
-    Object.assign(machine, { python: direct.versions.python, torch: direct.versions.torch, diffusers: direct.versions.diffusers });
+    Object.assign(versions, direct.versions);
 
     const tracker = new CompletionTracker({ queueName: GENERATE_QUEUE, redisUrl: stack.service.redisUrl, prefix: config.queuePrefix });
     await tracker.ready();
@@ -79,6 +83,11 @@ async function main(): Promise<void> {
         http.push(await runHttpPhase({ url: stack.url, tracker, jobs: jobsFor(c, jobs), concurrency: c, seedBase: 1000 * c, jobTimeoutMs: 120_000 }));
       }
 
+      log(profileJobs ? `(f) per-job breakdown: ${profileJobs} instrumented jobs, 1 client…` : "(f) breakdown skipped (BENCH_PROFILE_JOBS=0)");
+      const profile = profileJobs
+        ? await runProfilePhase({ url: stack.url, redisUrl: stack.service.redisUrl, tracker, jobs: profileJobs, seedBase: 900_000, jobTimeoutMs: 120_000 })
+        : undefined;
+
       log(`(c) raw BullMQ: ${rawJobs} no-op jobs, concurrency ${rawConcurrency}…`);
       const rawBullmq = await runRawPhase({ redisUrl: stack.service.redisUrl, prefix: `${config.queuePrefix}-raw`, jobs: rawJobs, concurrency: rawConcurrency, sequentialJobs: 200 });
 
@@ -90,6 +99,7 @@ async function main(): Promise<void> {
       results = {
         timestamp: new Date().toISOString(),
         machine,
+        versions,
         settings: {
           job: `${TINY_JOB.model} ${TINY_JOB.width}×${TINY_JOB.height}, ${TINY_JOB.steps} ${TINY_JOB.scheduler} steps, cfg ${TINY_JOB.guidanceScale} → ${TINY_JOB.pixel.width}×${TINY_JOB.pixel.height} px, ${TINY_JOB.pixel.colors} colours`,
           jobs,
@@ -100,6 +110,7 @@ async function main(): Promise<void> {
           depthJobs,
           depthClients,
           depthWindow,
+          profileJobs,
           completionSignal: "BullMQ QueueEvents 'completed' (no polling)",
           mlxMode,
         },
@@ -107,6 +118,7 @@ async function main(): Promise<void> {
         direct,
         rawBullmq,
         comparison: compare(http, direct),
+        profile,
         mlx: { ran: false, reason: "not run yet" },
         queueDepth,
         totalSeconds: 0,

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -8,16 +9,22 @@ export interface MachineInfo {
   cores: number;
   memoryGiB: number;
   platform: string;
-  node: string;
-  bullmq: string;
-  redis: string;
-  /** Filled from the Python side (bench_direct's versions). */
-  python?: string;
-  torch?: string;
-  diffusers?: string;
   /** 1-minute load average when the bench started and ended: on a shared 2-core box this says how noisy the run was. */
   loadAvgStart: number;
   loadAvgEnd?: number;
+}
+
+/** Runtime and library versions; the Python ones are filled from bench_direct's answer. */
+export interface Versions {
+  node: string;
+  bullmq: string;
+  redis: string;
+  /** The commit the bench ran on, "+dirty" when the tree had uncommitted changes. */
+  commit: string;
+  python?: string;
+  torch?: string;
+  diffusers?: string;
+  transformers?: string;
 }
 
 function packageVersion(repoRoot: string, name: string): string {
@@ -40,16 +47,32 @@ async function redisVersion(url: string): Promise<string> {
   }
 }
 
-export async function machineInfo(repoRoot: string, redisUrl: string): Promise<MachineInfo> {
+function gitCommit(repoRoot: string): string {
+  try {
+    const head = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).length > 0;
+    return dirty ? `${head}+dirty` : head;
+  } catch {
+    return "unknown (not a git checkout)";
+  }
+}
+
+export function machineInfo(): MachineInfo {
   const cpus = os.cpus();
   return {
     cpuModel: cpus[0]?.model.trim() ?? "unknown",
     cores: cpus.length,
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    loadAvgStart: +os.loadavg()[0].toFixed(2),
+  };
+}
+
+export async function versionsInfo(repoRoot: string, redisUrl: string): Promise<Versions> {
+  return {
     node: process.version,
     bullmq: packageVersion(repoRoot, "bullmq"),
     redis: await redisVersion(redisUrl),
-    loadAvgStart: +os.loadavg()[0].toFixed(2),
+    commit: gitCommit(repoRoot),
   };
 }

@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { runPythonModule } from "./python-json";
 
@@ -31,17 +32,19 @@ export async function runMlxPhase(opts: { python: string; repoRoot: string; mode
   if (opts.mode === "off") return { ran: false, reason: "BENCH_MLX=off" };
   const modulePath = path.join(opts.repoRoot, "python", "pixelai_runner", "bench_mlx.py");
   if (!fs.existsSync(modulePath)) return { ran: false, reason: "python/pixelai_runner/bench_mlx.py does not exist" };
-  // bench/results-mlx.json matches the bench/results*.json ignore rule, so a run leaves no untracked file behind.
-  const reportPath = path.join(opts.repoRoot, "bench", "results-mlx.json");
+  // The full run (with the SD-1.5-sized UNet) is what bench/results/mlx.json records; a tiny run must not replace it.
+  const reportPath =
+    opts.mode === "full" ? path.join(opts.repoRoot, "bench", "results", "mlx.json") : path.join(os.tmpdir(), `pixelai-bench-mlx-${process.pid}.json`);
   const args = ["--out", reportPath];
   if (opts.mode !== "full") args.push("--no-sd15");
   try {
     fs.rmSync(reportPath, { force: true });
     await runPythonModule({ python: opts.python, repoRoot: opts.repoRoot, module: "pixelai_runner.bench_mlx", args, timeoutMs: opts.timeoutMs });
     const report = JSON.parse(fs.readFileSync(reportPath, "utf8")) as MlxReport;
+    if (opts.mode !== "full") fs.rmSync(reportPath, { force: true });
     return {
       ran: true,
-      reportPath: path.relative(opts.repoRoot, reportPath),
+      reportPath: opts.mode === "full" ? path.relative(opts.repoRoot, reportPath) : undefined,
       tiny: {
         torch: report.tiny?.torch?.secondsPerImage,
         mlxFloat32: report.tiny?.mlx_float32?.secondsPerImage,

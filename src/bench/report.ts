@@ -1,7 +1,8 @@
 import type { DirectPhaseResult } from "./direct-path";
 import type { HttpPhaseResult } from "./http-path";
-import type { MachineInfo } from "./machine";
+import type { MachineInfo, Versions } from "./machine";
 import type { MlxPhaseResult } from "./mlx-engines";
+import { formatProfile, ProfileResult } from "./overhead-profile";
 import type { DepthResult } from "./queue-depth";
 import type { RawPhaseResult } from "./raw-bullmq";
 import { formatDepthTable, formatLoadTable } from "./report-load";
@@ -10,11 +11,14 @@ import { round } from "./stats";
 export interface BenchResults {
   timestamp: string;
   machine: MachineInfo;
+  versions: Versions;
   settings: Record<string, unknown>;
   http: HttpPhaseResult[];
   direct: DirectPhaseResult;
   rawBullmq: RawPhaseResult;
   comparison: Comparison;
+  /** (f) the per-job breakdown; absent when skipped (BENCH_PROFILE_JOBS=0) and in results written before it existed. */
+  profile?: ProfileResult;
   mlx: MlxPhaseResult;
   /** (e) the API with a deep queue; absent in results written before it existed. */
   queueDepth?: DepthResult | { ran: false; reason: string };
@@ -54,7 +58,10 @@ export function formatTable(r: BenchResults): string {
   ];
   const lines = [
     `PixelAI bench ${r.timestamp}`,
-    `machine: ${m.cpuModel} × ${m.cores} cores, ${m.memoryGiB} GiB, ${m.platform}; node ${m.node}, python ${m.python}, torch ${m.torch}, diffusers ${m.diffusers}, bullmq ${m.bullmq}, redis ${m.redis}; load avg ${m.loadAvgStart} → ${m.loadAvgEnd}`,
+    `machine: ${m.cpuModel} × ${m.cores} cores, ${m.memoryGiB} GiB, ${m.platform}; load avg ${m.loadAvgStart} → ${m.loadAvgEnd}`,
+    `versions: ${Object.entries(r.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ")}`,
     ...(Math.max(m.loadAvgStart, m.loadAvgEnd ?? 0) > m.cores
       ? [`warning: load average above the core count: other processes shared the CPUs, tails (p99) are noisy`]
       : []),
@@ -71,6 +78,7 @@ export function formatTable(r: BenchResults): string {
     ),
     `  direct: generate p50 ${r.direct.generateMs.p50} ms (torch threads ${r.direct.torchThreads}, device ${r.direct.device}; cold first job ${r.direct.coldFirstJobSeconds} s)`,
     "",
+    ...(r.profile ? [...formatProfile(r.profile), ""] : []),
     ...formatLoadTable(r.http),
     "",
     ...(r.queueDepth ? [...formatDepthTable(r.queueDepth), ""] : []),
