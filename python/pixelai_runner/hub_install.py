@@ -68,6 +68,8 @@ _WEIGHTS = re.compile(r"^(?P<stem>[^./]+)(?:\.(?P<variant>\w+))?(?:-\d{5}-of-\d{
 # `diffusion_pytorch_model.safetensors.index.json`, `….safetensors.index.fp16.json`
 _INDEX = re.compile(r"^(?P<stem>[^./]+)\.safetensors\.index(?:\.(?P<variant>\w+))?\.json$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# A pipeline component is a folder name (`unet`, `text_encoder_2`); anything else in model_index.json is not fetched.
+_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 # Configs and tokenizer files of a component (`.model` is a sentencepiece tokenizer).
 _SMALL_FILES = (".json", ".txt", ".model")
 DISK_HEADROOM = 16 * 1024 * 1024
@@ -123,7 +125,7 @@ def select_base(entries: list[RepoEntry], model_index: dict, variant: str | None
     patterns = ["model_index.json"]
     used_variant: str | None = None
     for component, spec in sorted(model_index.items()):
-        if component.startswith("_") or component in SKIPPED_COMPONENTS:
+        if component.startswith("_") or component in SKIPPED_COMPONENTS or not _COMPONENT.match(component):
             continue
         if not (isinstance(spec, list) and len(spec) == 2 and spec[0] and spec[1]):
             continue  # an optional component the pipeline does not use (e.g. [null, null])
@@ -338,6 +340,14 @@ def _present_bytes(target: Path, entry: RepoEntry) -> int:
     return min(part.stat().st_size, entry.size) if part.is_file() else 0
 
 
+def _inside(snapshot: Path, rel: str) -> Path:
+    """`snapshot/rel`, refusing a listed path that would land elsewhere (a hub or mirror is not trusted with paths)."""
+    parts = rel.split("/")
+    if not rel or "\\" in rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InstallError("INSTALL_FAILED", f"the hub listed an unsafe file path {rel!r}", "")
+    return snapshot.joinpath(*parts)
+
+
 def _fetch(repo_id: str, commit: str, entry: RepoEntry, target: Path, endpoint: str | None, progress: Progress):
     """One file into `target`, resuming `<target>.incomplete`; verified before it is moved into place."""
     if target.is_file() and target.stat().st_size == entry.size:
@@ -469,7 +479,7 @@ def install(
             selection = select_base(entries, json.loads((snapshot / "model_index.json").read_text()), variant)
         else:
             selection = select_lora(entries, weight_name)
-        present = {e.path: _present_bytes(snapshot / e.path, e) for e in selection.files}
+        present = {e.path: _present_bytes(_inside(snapshot, e.path), e) for e in selection.files}
         total = sum(e.size for e in selection.files)
         _check_disk(snapshot, total - sum(present.values()))
         emit(
@@ -490,7 +500,7 @@ def install(
         )
         progress = Progress(emit, total, len(selection.files))
         for entry in selection.files:
-            _fetch(repo_id, commit, entry, snapshot / entry.path, endpoint, progress)
+            _fetch(repo_id, commit, entry, _inside(snapshot, entry.path), endpoint, progress)
         record = {
             "repo": repo_id,
             "revision": revision,

@@ -267,6 +267,16 @@ def test_selection_handles_sharded_and_variant_weights():
     ]
 
 
+def test_paths_from_the_hub_cannot_leave_the_snapshot(tmp_path):
+    index = {"unet": ["diffusers", "UNet"], "../evil": ["diffusers", "UNet"], "a/b": ["x", "Y"]}
+    entries = _entries("model_index.json", "unet/config.json", "../evil/x.safetensors", "a/b/c.safetensors")
+    assert [e.path for e in select_base(entries, index, None).files] == ["model_index.json", "unet/config.json"]
+    for bad in ("../x", "a/../../x", "/etc/passwd", "a\\..\\x", "a//b", "./x", ""):
+        with pytest.raises(InstallError):
+            hub_install._inside(tmp_path, bad)
+    assert hub_install._inside(tmp_path, "unet/config.json") == tmp_path / "unet" / "config.json"
+
+
 def test_lora_selection_prefers_the_named_then_the_default_file():
     entries = _entries("a.safetensors", "pytorch_lora_weights.safetensors", "b.bin")
     assert select_lora(entries, None).weight_name == "pytorch_lora_weights.safetensors"
