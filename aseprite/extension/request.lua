@@ -4,16 +4,21 @@
 
 local M = {}
 
--- Limits mirror the server's POST /jobs validation (src/jobs/jobs.dto.ts): checking here
--- gives the artist the reason before a round trip.
+-- Limits are the server's POST /jobs limits (its OpenAPI spec, /openapi.json):
+-- checking here gives the artist the reason before a round trip.
+-- spec/limits_spec.lua reads the spec and fails when one of these drifts.
 M.LIMITS = {
+  prompt = { maxLength = 2000 },
+  negativePrompt = { maxLength = 2000 },
   size = { min = 64, max = 2048, multiple = 8 },
   steps = { min = 1, max = 150 },
   guidanceScale = { min = 0, max = 30 },
   colors = { min = 0, max = 256 },
   pixel = { min = 1, max = 2048 },
-  seed = { min = 0, max = 4294967295 },
-  loraStrength = { min = 0, max = 200 }, -- slider percent
+  -- -1 (random) is sent as "no seed"; a chosen seed is 0..2^31-1.
+  seed = { min = 0, max = 2147483647 },
+  -- The slider is in percent and offers 0..200 % of the server's -4..4.
+  loraStrength = { min = 0, max = 200 },
 }
 
 M.CUSTOM = "Custom"
@@ -261,6 +266,25 @@ local function intIn(errors, label, v, range)
   return n
 end
 
+-- The server measures a string as JavaScript does, in UTF-16 code units:
+-- a character beyond U+FFFF (most emoji) counts twice. Text that is not
+-- UTF-8 counts its bytes (the server would refuse it anyway).
+local function utf16Length(text)
+  local n = 0
+  local ok = pcall(function()
+    for _, cp in utf8.codes(text) do n = n + (cp > 0xFFFF and 2 or 1) end
+  end)
+  return ok and n or #text
+end
+M.utf16Length = utf16Length
+
+local function lengthAtMost(errors, label, text, limit)
+  local n = utf16Length(text)
+  if n > limit.maxLength then
+    errors[#errors + 1] = ("%s is too long (%d characters, at most %d)"):format(label, n, limit.maxLength)
+  end
+end
+
 local function sizeIn(errors, label, v)
   local r = M.LIMITS.size
   local n = intIn(errors, label, v, r)
@@ -287,8 +311,10 @@ function M.buildJob(values, enginesFrame)
   if prompt == "" then
     errors[#errors + 1] = "Prompt is empty"
   end
+  lengthAtMost(errors, "Prompt", prompt, M.LIMITS.prompt)
   job.prompt = prompt
   local negative = trim(values.negativePrompt)
+  lengthAtMost(errors, "Negative prompt", negative, M.LIMITS.negativePrompt)
   if negative ~= "" then job.negativePrompt = negative end
 
   local engineName = M.engineNameFromLabel(values.engine)
