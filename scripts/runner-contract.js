@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Everything derived from contract/runner-protocol.schema.json, the one Node ↔ runner contract:
-//   node scripts/runner-contract.js types          → src/generated/runner-protocol.ts (run by `npm run generate`)
-//   node scripts/runner-contract.js docs [--check] → the field tables in docs/runner-protocol.md (--check: fail if stale)
+//   node scripts/runner-contract.js types [--check] → src/generated/runner-protocol.ts (run by `npm run generate`)
+//   node scripts/runner-contract.js docs [--check]  → the field tables in docs/runner-protocol.md
+//   node scripts/runner-contract.js undocumented    → $defs the doc does not render (JSON list)
+// --check writes nothing and exits 1 when the file is stale.
 const fs = require("node:fs");
 const path = require("node:path");
 
@@ -55,10 +57,21 @@ function cell(text) {
   return String(text).replace(/\|/g, "\\|").replace(/\n/g, " ");
 }
 
+/** The op table: each op, its request definition and the definition of its result payload. */
+function renderOps(schema) {
+  const lines = ["| op | request | result payload (next to `id` and `event`) |", "|---|---|---|"];
+  for (const [op, ref] of Object.entries(schema.$defs.RunnerOps.properties)) {
+    const pair = schema.$defs[refName(ref.$ref)].properties;
+    lines.push(`| \`${op}\` | \`${refName(pair.request.$ref)}\` | \`${refName(pair.result.$ref)}\` |`);
+  }
+  return lines.join("\n");
+}
+
 /** One markdown table for an object definition (or a one-line note for an enum or union). */
 function renderDef(schema, name) {
   const def = schema.$defs[name];
   if (!def) throw new Error(`docs/runner-protocol.md names ${name}, which is not in the schema's $defs`);
+  if (name === "RunnerOps") return renderOps(schema);
   const lines = [];
   if (def.description) lines.push(def.description, "");
   if (def.type !== "object") {
@@ -97,8 +110,21 @@ function documentedDefs(doc) {
 async function main(argv) {
   const [command, flag] = argv;
   if (command === "types") {
+    const fresh = await typesSource();
+    if (flag === "--check") {
+      if (fs.existsSync(TYPES_PATH) && fs.readFileSync(TYPES_PATH, "utf8") === fresh) return 0;
+      console.error("src/generated/runner-protocol.ts is stale: run npm run generate");
+      return 1;
+    }
     fs.mkdirSync(path.dirname(TYPES_PATH), { recursive: true });
-    fs.writeFileSync(TYPES_PATH, await typesSource());
+    fs.writeFileSync(TYPES_PATH, fresh);
+    return 0;
+  }
+  if (command === "undocumented") {
+    // $defs the doc has no generated block for (the request/result pairs are covered by the RunnerOps table).
+    const documented = new Set(documentedDefs(fs.readFileSync(DOC_PATH, "utf8")));
+    const missing = Object.keys(loadSchema().$defs).filter((name) => !documented.has(name) && !/Op$/.test(name));
+    console.log(JSON.stringify(missing));
     return 0;
   }
   if (command === "docs") {
@@ -112,7 +138,7 @@ async function main(argv) {
     fs.writeFileSync(DOC_PATH, fresh);
     return 0;
   }
-  console.error("usage: node scripts/runner-contract.js types | docs [--check]");
+  console.error("usage: node scripts/runner-contract.js types [--check] | docs [--check] | undocumented");
   return 2;
 }
 

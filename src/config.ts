@@ -1,4 +1,5 @@
 import path from "node:path";
+import type { RunnerSettings } from "./backends/runner-contract";
 
 /** Every environment variable the server reads, in one place (docker-compose.yml and README list the same names). */
 export interface Config {
@@ -39,13 +40,29 @@ export interface Config {
   /** Submissions (POST /jobs, POST /generate, WS submit) per client IP per minute; 0 turns the limit off. */
   rateLimitPerMin: number;
   logLevel: string;
+  /** redis-server binary for the managed Redis (REDIS_SERVER_BIN); unset = the usual install locations, then PATH. */
+  redisServerBin: string | undefined;
   queuePrefix: string;
+  /** What every runner is started with, besides its engine (command-line options; the runner reads no variables). */
+  runner: Omit<RunnerSettings, "engine">;
   /** GET /jobs/{id}/events: a comment line this often keeps proxies and idle timeouts from closing the stream. */
   sseHeartbeatMs: number;
   /** Retention (src/jobs/retention.ts): completed jobs' images older than this many hours are pruned; 0 = no limit. */
   retentionMaxAgeHours: number;
   /** Retention: only the newest this many completed images are kept; 0 = no limit. Job records always stay. */
   retentionMaxImages: number;
+}
+
+// Exhaustive (satisfies Record<…>): a value added to the runner contract must be added here too, or this fails to compile.
+const DEVICES = { auto: 1, cuda: 1, mps: 1, cpu: 1 } satisfies Record<NonNullable<RunnerSettings["device"]>, 1>;
+const MLX_DTYPES = { auto: 1, float16: 1, float32: 1, bfloat16: 1 } satisfies Record<NonNullable<RunnerSettings["mlxDtype"]>, 1>;
+
+function oneOf<T extends string>(name: string, value: string | undefined, options: Record<T, 1>, fallback: T): T {
+  if (value === undefined || value === "") return fallback;
+  if (!Object.prototype.hasOwnProperty.call(options, value)) {
+    throw new Error(`${name} must be one of ${Object.keys(options).join(", ")}, got ${JSON.stringify(value)}`);
+  }
+  return value as T;
 }
 
 function int(value: string | undefined, fallback: number): number {
@@ -66,6 +83,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const dataDir = path.resolve(repoRoot, env.PIXELAI_DATA_DIR ?? "data");
   const port = int(env.PORT, 5000);
   const host = env.HOST ?? "127.0.0.1";
+  const modelsRoot = path.resolve(repoRoot, env.PIXELAI_MODELS_DIR ?? "models");
   const engines = (env.PIXELAI_ENGINES ?? "torch,mlx")
     .split(",")
     .map((e) => e.trim())
@@ -78,7 +96,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisUrl: env.REDIS_URL || undefined,
     redisDataDir: path.join(dataDir, "redis"),
     repoRoot,
-    modelsRoot: path.resolve(repoRoot, env.PIXELAI_MODELS_DIR ?? "models"),
+    modelsRoot,
     lorasRoot: path.resolve(repoRoot, env.PIXELAI_LORAS_DIR ?? "loras"),
     dataDir,
     python: env.PIXELAI_PYTHON ?? path.join(repoRoot, ".venv", "bin", "python"),
@@ -104,9 +122,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workerWatchdogMs: int(env.PIXELAI_WORKER_WATCHDOG_MS, 15_000),
     rateLimitPerMin: int(env.PIXELAI_RATE_LIMIT_PER_MIN, 600),
     logLevel: env.LOG_LEVEL ?? "info",
+    redisServerBin: env.REDIS_SERVER_BIN || undefined,
     queuePrefix: env.PIXELAI_QUEUE_PREFIX ?? "pixelai",
     sseHeartbeatMs: int(env.PIXELAI_SSE_HEARTBEAT_MS, 15_000),
     retentionMaxAgeHours: int(env.PIXELAI_RETENTION_MAX_AGE_HOURS, 0),
     retentionMaxImages: int(env.PIXELAI_RETENTION_MAX_IMAGES, 0),
+    runner: {
+      device: oneOf("PIXELAI_DEVICE", env.PIXELAI_DEVICE, DEVICES, "auto"),
+      pipelineCache: Math.max(1, int(env.PIXELAI_PIPELINE_CACHE, 2)),
+      mlxDtype: oneOf("PIXELAI_MLX_DTYPE", env.PIXELAI_MLX_DTYPE, MLX_DTYPES, "auto"),
+      mlxBlas: env.PIXELAI_MLX_BLAS || "auto",
+      birefnetDir: path.join(modelsRoot, "birefnet"),
+      autoInstall: env.ALLOW_AUTO_INSTALL === "1",
+    },
   };
 }

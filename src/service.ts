@@ -71,7 +71,12 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   let managed: ManagedRedis | undefined;
   let redisUrl = config.redisUrl;
   if (!redisUrl) {
-    managed = await startManagedRedis({ dataDir: config.redisDataDir, durable: opts.durableRedis ?? true, logger });
+    managed = await startManagedRedis({
+      dataDir: config.redisDataDir,
+      durable: opts.durableRedis ?? true,
+      logger,
+      serverBin: config.redisServerBin,
+    });
     redisUrl = managed.url;
   }
 

@@ -23,7 +23,6 @@ from PIL import Image
 
 from .errors import RunnerError
 
-DIR_ENV = "PIXELAI_BIREFNET_DIR"
 AUTO_CLASS = "AutoModelForImageSegmentation"
 # BiRefNet is trained at 1024×1024 with ImageNet normalisation; other sizes work but segment worse.
 INPUT_SIZE = 1024
@@ -31,16 +30,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def weights_dir() -> str | None:
-    """The folder named by PIXELAI_BIREFNET_DIR (the server sets `<modelsRoot>/birefnet`), or None when unset."""
-    value = os.environ.get(DIR_ENV, "").strip()
-    return value or None
-
-
-def weights_present(folder: str | None = None) -> bool:
+def weights_present(folder: str) -> bool:
     """Cheap check for the probe: a config.json whose auto_map names AutoModelForImageSegmentation. Nothing is loaded,
-    so a folder with broken weights still shows up here and fails at the first job with the loader's reason."""
-    folder = folder if folder is not None else weights_dir()
+    so a folder with broken weights still shows up here and fails at the first job with the loader's reason.
+    `folder` is the runner's --birefnet-dir (the server passes `<modelsRoot>/birefnet`); empty means none."""
     if not folder:
         return False
     try:
@@ -52,13 +45,12 @@ def weights_present(folder: str | None = None) -> bool:
     return isinstance(auto_map, dict) and AUTO_CLASS in auto_map
 
 
-def missing_reason(folder: str | None = None) -> str:
+def missing_reason(folder: str) -> str:
     """Why the torch runner cannot run BiRefNet, naming where the weights go."""
-    folder = folder if folder is not None else weights_dir()
     if not folder:
         return (
-            f"removeBackground 'birefnet' needs BiRefNet weights, and {DIR_ENV} is not set (the server sets it to "
-            "<modelsRoot>/birefnet); use 'color-key' instead"
+            "removeBackground 'birefnet' needs BiRefNet weights, and this runner has no --birefnet-dir (the server "
+            "passes <modelsRoot>/birefnet); use 'color-key' instead"
         )
     return (
         f"removeBackground 'birefnet' needs BiRefNet weights in {folder}: put the files of the hub repository "

@@ -75,7 +75,7 @@ def _request(source: str, steps: int, size: int):
     )
 
 
-def worker_pipeline(engine: str, source: str, steps: int, size: int, repeats: int) -> dict:
+def worker_pipeline(engine: str, source: str, steps: int, size: int, repeats: int, dtype: str | None = None) -> dict:
     if engine == "torch":
         from .backends.torch_backend import TorchBackend
 
@@ -83,7 +83,7 @@ def worker_pipeline(engine: str, source: str, steps: int, size: int, repeats: in
     else:
         from .backends.mlx import MLXBackend
 
-        backend = MLXBackend()
+        backend = MLXBackend(dtype=dtype)
     req = _request(source, steps, size)
     seconds = timed(lambda: backend.generate(req, lambda k, n: None, lambda: None), repeats)
     return {"secondsPerImage": seconds, "peakRssMB": peak_rss_mb(), **_mlx_peak(engine)}
@@ -160,9 +160,10 @@ def worker_sd15_unet(engine: str, folder: str, steps: int, size: int, repeats: i
                     x = scheduler.step(uncond + 7.5 * (text - uncond), t, x).prev_sample
             return x
     else:
+        from . import settings
         from .backends.mlx import cpu_blas
 
-        cpu_blas.prefer_optimised_blas()  # must precede the first mlx import
+        cpu_blas.prefer_optimised_blas(settings.current().mlx_blas)  # must precede the first mlx import
         import mlx.core as mx
 
         from .backends.mlx.config import UNetConfig
@@ -192,11 +193,10 @@ def worker_sd15_unet(engine: str, folder: str, steps: int, size: int, repeats: i
 # --- orchestration ------------------------------------------------------------------------------------------------
 
 
-def _spawn(args: list[str], env_extra: dict | None = None) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "python"), **(env_extra or {}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pixelai_runner.bench_mlx", "--worker", *args], capture_output=True, text=True, env=env
-    )
+def _spawn(args: list[str], blas: str = "auto") -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "python"))
+    command = [sys.executable, "-m", "pixelai_runner.bench_mlx", "--mlx-blas", blas, "--worker", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"bench worker {args} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -245,13 +245,13 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
             result = convert(str(source), f"tiny-{dtype}", dtype, workdir / "mlx")
             sizes[dtype] = sum(f["size"] for f in result["manifest"]["files"].values())
             tiny[f"mlx_{dtype}"] = _spawn(
-                ["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats)], {"PIXELAI_MLX_DTYPE": dtype}
+                ["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats), dtype]
             )
             if dtype == "float32" and sys.platform.startswith("linux"):
                 # the same run on the reference BLAS the mlx[cpu] wheel bundles (see backends/mlx/cpu_blas.py)
                 tiny["mlx_float32_bundledBlas"] = _spawn(
-                    ["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats)],
-                    {"PIXELAI_MLX_DTYPE": dtype, "PIXELAI_MLX_BLAS": "off"},
+                    ["pipeline", "mlx", result["path"], str(steps), str(size), str(repeats), dtype],
+                    blas="off",
                 )
         tiny["torch"] = _spawn(["pipeline", "torch", str(source), str(steps), str(size), str(repeats)])
         tiny["mlxFolderBytes"] = sizes
@@ -276,7 +276,7 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
             if sys.platform.startswith("linux"):
                 case["mlx_float32_bundledBlas"] = _spawn(
                     ["sd15", "mlx", str(folder), str(steps), str(size), str(repeats), "float32"],
-                    {"PIXELAI_MLX_BLAS": "off"},
+                    blas="off",
                 )
             case["ratios"] = {
                 "mlxSecondsOverTorch": _ratio(case["mlx_float32"]["secondsPerImage"], case["torch"]["secondsPerImage"]),
@@ -312,10 +312,17 @@ def _print_summary(report: dict) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--mlx-blas"]:
+        from . import settings
+
+        # Set before anything imports backends.mlx, which picks the BLAS mlx binds to (cpu_blas.py).
+        settings.use(settings.RunnerSettings(mlx_blas=argv[1]))
+        argv = argv[2:]
     if argv[:1] == ["--worker"]:
         kind, rest = argv[1], argv[2:]
         if kind == "pipeline":
-            result = worker_pipeline(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
+            dtype = rest[5] if len(rest) > 5 else None
+            result = worker_pipeline(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]), dtype)
         elif kind == "prepare-sd15":
             result = worker_prepare_sd15(rest[0])
         else:

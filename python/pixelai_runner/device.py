@@ -108,3 +108,10 @@ class DeviceInfo:
 def detect(cuda_available: Probe | None = None, mps_available: Probe | None = None) -> DeviceInfo:
     device = pick_device(cuda_available, mps_available)
     return DeviceInfo(device=device, chip=chip_name(device), dtype=dtype_name_for(device))
+
+
+def forced(device: str) -> DeviceInfo:
+    """The DeviceInfo for a device the operator chose (runner option --device), without probing for others."""
+    if device not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"device must be cuda, mps or cpu, got {device!r}")
+    return DeviceInfo(device=device, chip=chip_name(device), dtype=dtype_name_for(device))

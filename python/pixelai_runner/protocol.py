@@ -9,7 +9,10 @@ import sys
 import threading
 from typing import Any
 
-OPS = ("probe", "generate", "cancel", "unload", "shutdown")
+from . import contract
+
+# The ops and the shape of each request come from the schema (RunnerOps), so a new op is declared there once.
+OPS = tuple(contract.definition("RunnerOps")["properties"])
 
 
 class ProtocolError(Exception):
@@ -59,7 +62,8 @@ class ProtocolWriter:
 
 
 def parse_request(line: str) -> dict:
-    """Decode and shape-check one request line; raises ProtocolError with whatever id could be recovered."""
+    """Decode and check one request line against its op's schema; raises ProtocolError (naming the bad field) with
+    whatever id could be recovered."""
     try:
         message = json.loads(line)
     except ValueError as exc:
@@ -74,7 +78,17 @@ def parse_request(line: str) -> dict:
     op = message.get("op")
     if op not in OPS:
         raise ProtocolError(f"unknown op {op!r} (expected one of {', '.join(OPS)})", request_id)
+    try:
+        contract.validate(request_definition(op), message)
+    except contract.ContractError as exc:
+        raise ProtocolError(f"bad {op} request: {exc}", request_id) from None
     return message
+
+
+def request_definition(op: str) -> str:
+    """The schema's $defs name of `op`'s request (RunnerOps.<op>.request)."""
+    op_ref = contract.definition("RunnerOps")["properties"][op]["$ref"]
+    return contract.definition(op_ref.rsplit("/", 1)[-1])["properties"]["request"]["$ref"].rsplit("/", 1)[-1]
 
 
 def _plain(value: Any) -> bool:

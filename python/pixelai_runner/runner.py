@@ -16,6 +16,7 @@ from . import background, postprocess, preview
 from .backends.base import FEATURES, Backend, GenerateRequest
 from .errors import RunnerError, classify_exception
 from .protocol import ProtocolError, ProtocolWriter, parse_request
+from .settings import RunnerSettings
 
 RESULT_NAME = "result.png"
 SHUTDOWN_GRACE_S = 30.0
@@ -49,30 +50,33 @@ class UnavailableEngine:
         }
 
 
-def load_backend(engine: str) -> Backend | UnavailableEngine:
+def load_backend(settings: RunnerSettings) -> Backend | UnavailableEngine:
     """Import the engine lazily; any failure becomes an UnavailableEngine carrying the reason."""
+    engine = settings.engine
     try:
         if engine == "torch":
             from .backends.torch_backend import TorchBackend
 
-            return TorchBackend()
+            return TorchBackend.from_settings(settings)
         if engine == "mlx":
             from .backends.mlx import MLXBackend
 
+            def make() -> Backend:
+                return MLXBackend.from_settings(settings)
+
             try:
-                return MLXBackend()
+                return make()
             except ImportError as exc:
                 if _mlx_importable():
                     raise  # something else is missing: the generic reason below says what
-                return _install_mlx_or_explain(MLXBackend, exc)
+                return _install_mlx_or_explain(make, exc, settings)
     except Exception as exc:  # an engine that cannot start must not take the runner down with it
         return UnavailableEngine(engine, f"{engine} engine unavailable: {type(exc).__name__}: {exc}")
     return UnavailableEngine(engine, f"unknown engine {engine!r}")
 
 
-AUTO_INSTALL_ENV = "ALLOW_AUTO_INSTALL"
-# Test hook: replaces `<python> -m pip` (shlex-split), so a test can point it at a harmless fake installer.
-PIP_COMMAND_ENV = "PIXELAI_PIP_COMMAND"
+# The server-side switch behind --auto-install (src/config.ts), named in messages so an operator knows what to set.
+AUTO_INSTALL_SWITCH = "ALLOW_AUTO_INSTALL=1"
 PIP_TIMEOUT_S = 900.0
 
 
@@ -91,25 +95,26 @@ def _mlx_requirement() -> str:
     return "mlx" if sys.platform == "darwin" else "mlx[cpu]"
 
 
-def _install_mlx_or_explain(factory: Callable[[], Backend], error: ImportError) -> Backend | UnavailableEngine:
-    """mlx is missing: with ALLOW_AUTO_INSTALL=1 pip-install it into this interpreter and retry once; otherwise say
-    exactly which command installs it. Opt-in because installing packages is not something a server should do
-    silently."""
+def _install_mlx_or_explain(
+    factory: Callable[[], Backend], error: ImportError, settings: RunnerSettings
+) -> Backend | UnavailableEngine:
+    """mlx is missing: with --auto-install pip-install it into this interpreter and retry once; otherwise say exactly
+    which command installs it. Opt-in because installing packages is not something a server should do silently."""
     import importlib
     import shlex
     import subprocess
 
     requirement = _mlx_requirement()
     manual = f'{shlex.quote(sys.executable)} -m pip install "{requirement}"'
-    if os.environ.get(AUTO_INSTALL_ENV, "").strip() != "1":
+    if not settings.auto_install:
         return UnavailableEngine(
             "mlx",
             f"mlx is not installed ({type(error).__name__}: {error}): run {manual} "
-            f"or set {AUTO_INSTALL_ENV}=1 to let the runner install it",
+            f"or set {AUTO_INSTALL_SWITCH} to let the runner install it",
         )
-    pip = shlex.split(os.environ.get(PIP_COMMAND_ENV, "")) or [sys.executable, "-m", "pip"]
+    pip = settings.pip_argv or [sys.executable, "-m", "pip"]
     command = [*pip, "install", requirement]
-    log(f"[RUNNER][mlx] mlx is not installed; {AUTO_INSTALL_ENV}=1, running: {shlex.join(command)}")
+    log(f"[RUNNER][mlx] mlx is not installed; auto-install is on, running: {shlex.join(command)}")
     try:
         # pip's output goes to stderr (fd 2): stdout belongs to the protocol.
         code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=2, stderr=2, timeout=PIP_TIMEOUT_S).returncode
@@ -143,10 +148,17 @@ def _ms(value: float) -> float:
 
 
 class Runner:
-    def __init__(self, engine: str, writer: ProtocolWriter, backend_factory: Callable[[str], Any] = load_backend):
-        self.engine = engine
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        writer: ProtocolWriter,
+        backend_factory: Callable[[RunnerSettings], Any] = load_backend,
+    ):
+        self.settings = settings
+        self.engine = settings.engine
         self.out = writer
-        self.backend = backend_factory(engine)
+        self.backend = backend_factory(settings)
+        self._probe_at_start: dict = {}
         self.available, self.unavailable_reason = self._availability()
         self._jobs: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue()
         self._state_lock = threading.Lock()
@@ -159,11 +171,13 @@ class Runner:
     def _availability(self) -> tuple[bool, str]:
         """A backend may import fine and still find it cannot run (e.g. no Metal); its probe has the last word."""
         if isinstance(self.backend, UnavailableEngine):
+            self._probe_at_start = self.backend.probe()
             return False, self.backend.reason
         try:
             info = self.backend.probe()
         except Exception as exc:
             return False, f"{self.engine} engine probe failed: {type(exc).__name__}: {exc}"
+        self._probe_at_start = info
         if not info.get("available", False):
             return False, str(info.get("reason") or f"{self.engine} engine reports itself unavailable")
         return True, ""
@@ -171,7 +185,7 @@ class Runner:
     # ---- reader side ----------------------------------------------------------------------------------------
     def serve(self, stdin: TextIO) -> int:
         self._worker.start()
-        self.out.send({"event": "ready", "engine": self.engine, "pid": os.getpid()})
+        self.out.send(self._ready_event())
         if not self.available:
             log(f"[RUNNER][{self.engine}] started without an engine: {self.unavailable_reason}")
         for line in stdin:
@@ -196,6 +210,24 @@ class Runner:
         self._stop_worker()
         return 0
 
+    def _ready_event(self) -> dict:
+        """The ready line (ReadyEvent): what Node needs before its first probe, the device above all."""
+        from . import device as devices
+
+        info = self._probe_at_start
+        event = {
+            "event": "ready",
+            "engine": self.engine,
+            "pid": os.getpid(),
+            "available": self.available,
+            "device": str(info.get("device") or "cpu"),
+            "chip": str(info.get("chip") or devices.chip_name("cpu")),
+            "dtype": str(info.get("dtype") or "float32"),
+        }
+        if not self.available:
+            event["reason"] = self.unavailable_reason
+        return event
+
     def _dispatch(self, request: dict) -> None:
         rid, op = request["id"], request["op"]
         if op == "probe":
@@ -211,14 +243,8 @@ class Runner:
     def _accept_generate(self, rid: Any, params: Any) -> None:
         if not self.available:
             raise RunnerError("ENGINE_UNAVAILABLE", self.unavailable_reason)
-        if not isinstance(params, dict):
-            raise RunnerError("INVALID_REQUEST", "generate needs a params object")
-        try:
-            req = GenerateRequest.from_params(params)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunnerError("INVALID_REQUEST", f"bad generate params: {type(exc).__name__}: {exc}") from None
-        if req.width <= 0 or req.height <= 0 or req.steps <= 0:
-            raise RunnerError("INVALID_REQUEST", "width, height and steps must be positive")
+        # params were checked against the schema (GenerateParams) with the request line (protocol.parse_request).
+        req = GenerateRequest.from_params(params)
         # Fail before queueing: a bad post-process option should not cost a whole generation first.
         birefnet_missing = self._birefnet_missing() if req.remove_background == "birefnet" else None
         postprocess.validate(req.pixel, req.remove_background, birefnet_missing)
@@ -255,7 +281,7 @@ class Runner:
         except Exception as exc:
             return f"removeBackground 'birefnet': {self.engine} engine probe failed: {type(exc).__name__}: {exc}"
         if self.engine == "torch":
-            return background.missing_reason()
+            return background.missing_reason(self.settings.birefnet_dir)
         return (
             f"removeBackground 'birefnet' runs on the torch engine only (the {self.engine} runner has no torch at "
             "inference); use engine torch or 'color-key'"
@@ -263,8 +289,8 @@ class Runner:
 
     def _background_remover(self) -> background.BiRefNetRemover:
         """The runner's one BiRefNet, on the engine's device and dtype; the model itself loads on first use."""
-        folder = background.weights_dir()
-        if folder is None or not background.weights_present(folder):
+        folder = self.settings.birefnet_dir
+        if not background.weights_present(folder):
             # The folder went away between accepting the job and running it.
             raise RunnerError("ENGINE_UNAVAILABLE", background.missing_reason(folder))
         if self._remover is None or self._remover.folder != folder:

@@ -59,11 +59,8 @@ def test_weights_present_needs_a_config_naming_the_segmentation_auto_class(tmp_p
     (tmp_path / "broken" / "config.json").write_text("{not json")
     assert not background.weights_present(str(tmp_path / "broken"))
 
-    monkeypatch.delenv(background.DIR_ENV, raising=False)
-    assert background.weights_dir() is None and not background.weights_present()
-    assert background.DIR_ENV in background.missing_reason()
-    monkeypatch.setenv(background.DIR_ENV, str(birefnet_dir))
-    assert background.weights_dir() == str(birefnet_dir) and background.weights_present()
+    assert not background.weights_present("")  # a runner started without --birefnet-dir
+    assert "--birefnet-dir" in background.missing_reason("")
     assert str(tmp_path / "absent") in background.missing_reason(str(tmp_path / "absent"))
 
 
@@ -135,8 +132,8 @@ def test_birefnet_without_a_model_is_engine_unavailable():
 
 
 def _runner(tmp_path: Path, birefnet: str) -> RunnerProcess:
-    env = {"PIXELAI_DEVICE": "cpu", background.DIR_ENV: birefnet, "HF_MODULES_CACHE": str(tmp_path / "hf-modules")}
-    proc = RunnerProcess(["-m", "pixelai_runner", "--engine", "torch"], tmp_path / "stderr.log", env=env)
+    argv = ["-m", "pixelai_runner", "--engine", "torch", "--device", "cpu", "--birefnet-dir", birefnet]
+    proc = RunnerProcess(argv, tmp_path / "stderr.log", env={"HF_MODULES_CACHE": str(tmp_path / "hf-modules")})
     proc.next_message(lambda m: m.get("event") == "ready", timeout=120)
     return proc
 
@@ -203,9 +200,10 @@ def test_runner_without_weights_refuses_birefnet_naming_the_folder(tmp_path, tin
 
 
 def test_a_runner_whose_engine_lacks_the_feature_says_birefnet_is_torch_only(tmp_path):
-    """The MLX runner keeps backgroundRemoval false (no torch at inference), whatever PIXELAI_BIREFNET_DIR says."""
+    """The MLX runner keeps backgroundRemoval false (no torch at inference), whatever --birefnet-dir says."""
     from pixelai_runner.backends.base import Backend
     from pixelai_runner.runner import Runner
+    from pixelai_runner.settings import RunnerSettings
     from test_runner_loop import CollectingWriter
 
     class NoMatteBackend(Backend):
@@ -222,7 +220,10 @@ def test_a_runner_whose_engine_lacks_the_feature_says_birefnet_is_torch_only(tmp
 
     writer = CollectingWriter()
     request = {"id": "g", "op": "generate", "params": _params(Path("unused"), tmp_path / "job")}
-    Runner("mlx", writer, backend_factory=lambda _engine: NoMatteBackend()).serve(iter([json.dumps(request) + "\n"]))
+    settings = RunnerSettings(engine="mlx", birefnet_dir=str(tmp_path))
+    Runner(settings, writer, backend_factory=lambda _settings: NoMatteBackend()).serve(
+        iter([json.dumps(request) + "\n"])
+    )
     error = writer.messages[-1]
     assert error["event"] == "error" and error["code"] == "ENGINE_UNAVAILABLE"
     assert "torch engine only" in error["message"]

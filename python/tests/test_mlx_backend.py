@@ -19,6 +19,7 @@ from pixelai_runner.backends.mlx import MLXBackend
 from pixelai_runner.backends.mlx import backend as B
 from pixelai_runner.backends.mlx import manifest as M
 from pixelai_runner.errors import RunnerError
+from pixelai_runner.settings import RunnerSettings
 
 
 def _request(source, **overrides) -> GenerateRequest:
@@ -57,11 +58,15 @@ def test_probe_reports_cpu_engine():
 
 
 def test_dtype_defaults_and_override():
-    assert B.default_dtype_name("gpu", env="") == "float16"
-    assert B.default_dtype_name("cpu", env="") == "float32"
-    assert B.default_dtype_name("cpu", env="float16") == "float16"
+    assert B.default_dtype_name("gpu") == "float16"
+    assert B.default_dtype_name("cpu") == "float32"
+    assert B.default_dtype_name("cpu", "float16") == "float16"
     with pytest.raises(RunnerError):
-        B.default_dtype_name("cpu", env="float8")
+        B.default_dtype_name("cpu", "float8")
+    with pytest.raises(RunnerError):
+        MLXBackend(dtype="float8")  # refused at start-up, not at the first job
+    forced = MLXBackend.from_settings(RunnerSettings(engine="mlx", mlx_dtype="float16", pipeline_cache=3)).probe()
+    assert forced["dtype"] == "float16" and forced["cacheSize"] == 3
 
 
 def test_generate_with_torch_noise_matches_diffusers(converted_sd, torch_sd):
@@ -138,7 +143,6 @@ def test_lru_cache_reuses_and_evicts(converted_sd, converted_sdxl, tmp_path, mon
 def test_float16_non_finite_falls_back_to_float32(converted_sd, monkeypatch, capsys):
     from pixelai_runner.backends.mlx import pipeline as P
 
-    monkeypatch.setenv(B.DTYPE_ENV, "float16")
     real_denoise = P.StableDiffusion.denoise
     dtypes = []
 
@@ -149,7 +153,7 @@ def test_float16_non_finite_falls_back_to_float32(converted_sd, monkeypatch, cap
         return real_denoise(self, *args, **kwargs)
 
     monkeypatch.setattr(P.StableDiffusion, "denoise", flaky_denoise)
-    backend = MLXBackend()
+    backend = MLXBackend(dtype="float16")
     out, steps = _run(backend, _request(converted_sd))
     assert out.dtype == "float32" and dtypes == ["mlx.core.float16", "mlx.core.float32"]
     assert "float32" in capsys.readouterr().err

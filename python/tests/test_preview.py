@@ -67,9 +67,7 @@ def test_write_preview_names_the_step_and_hashes_the_file(tmp_path):
 @pytest.fixture(scope="module")
 def torch_runner(tmp_path_factory):
     logs = tmp_path_factory.mktemp("preview-runner-logs")
-    proc = RunnerProcess(
-        [str(HERE / "noisy_runner.py"), "--engine", "torch"], logs / "stderr.log", env={"PIXELAI_DEVICE": "cpu"}
-    )
+    proc = RunnerProcess([str(HERE / "noisy_runner.py"), "--engine", "torch", "--device", "cpu"], logs / "stderr.log")
     proc.next_message(lambda m: m.get("event") == "ready", timeout=120)
     yield proc
     proc.close()

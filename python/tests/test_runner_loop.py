@@ -13,6 +13,7 @@ from pixelai_runner.backends.base import Backend, GenerateOutput
 from pixelai_runner.errors import RunnerError
 from pixelai_runner.protocol import ProtocolWriter
 from pixelai_runner.runner import Runner, UnavailableEngine, load_backend
+from pixelai_runner.settings import RunnerSettings
 from runner_client import PYTHON_DIR, RunnerProcess
 
 
@@ -73,7 +74,7 @@ def _serve(backend, lines: list) -> list[dict]:
                 return
             time.sleep(0.01)
 
-    assert Runner("fake", writer, backend_factory=lambda _engine: backend).serve(stdin()) == 0
+    assert Runner(RunnerSettings(engine="fake"), writer, backend_factory=lambda _settings: backend).serve(stdin()) == 0
     return writer.messages
 
 
@@ -144,7 +145,7 @@ def test_missing_ids_and_params(tmp_path):
 
 def test_failed_engine_import_gives_an_unavailable_engine(monkeypatch):
     monkeypatch.setitem(sys.modules, "pixelai_runner.backends.mlx", None)  # makes the import raise ImportError
-    backend = load_backend("mlx")
+    backend = load_backend(RunnerSettings(engine="mlx"))
     assert isinstance(backend, UnavailableEngine)
     info = backend.probe()
     assert info["available"] is False and "mlx" in info["reason"]
@@ -203,14 +204,9 @@ def test_auto_install_runs_pip_and_retries_the_import(tmp_path):
         "print('fake pip: installed mlx')\n"
     )
     proc = RunnerProcess(
-        ["-m", "pixelai_runner", "--engine", "mlx"],
+        ["-m", "pixelai_runner", "--engine", "mlx", "--auto-install", "--pip-command", f"{sys.executable} {fake_pip}"],
         tmp_path / "mlx.log",
-        env={
-            "PYTHONPATH": f"{site}:{PYTHON_DIR}",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "ALLOW_AUTO_INSTALL": "1",
-            "PIXELAI_PIP_COMMAND": f"{sys.executable} {fake_pip}",
-        },
+        env={"PYTHONPATH": f"{site}:{PYTHON_DIR}", "PYTHONDONTWRITEBYTECODE": "1"},
     )
     try:
         assert proc.next_message(lambda m: m.get("event") == "ready", 120)["engine"] == "mlx"
@@ -219,7 +215,7 @@ def test_auto_install_runs_pip_and_retries_the_import(tmp_path):
         requirement = "mlx" if sys.platform == "darwin" else "mlx[cpu]"
         assert json.loads(record.read_text()) == ["install", requirement]
         log = proc.stderr_tail()
-        assert "ALLOW_AUTO_INSTALL=1, running:" in log and "fake pip: installed mlx" in log  # pip output on stderr
+        assert "auto-install is on, running:" in log and "fake pip: installed mlx" in log  # pip output on stderr
         assert proc.request({"id": "s", "op": "shutdown"})["event"] == "result"
     finally:
         proc.close()
@@ -229,12 +225,10 @@ def test_auto_install_failure_names_the_manual_command(tmp_path, monkeypatch):
     # In-process: hide mlx (and any already-imported mlx.core) from the import system, and make "pip" fail.
     monkeypatch.setitem(sys.modules, "mlx", None)
     monkeypatch.setitem(sys.modules, "mlx.core", None)
-    monkeypatch.setenv("ALLOW_AUTO_INSTALL", "1")
-    monkeypatch.setenv("PIXELAI_PIP_COMMAND", f"{sys.executable} -c 'import sys; sys.exit(3)'")
-    backend = load_backend("mlx")
+    failing_pip = f"{sys.executable} -c 'import sys; sys.exit(3)'"
+    backend = load_backend(RunnerSettings(engine="mlx", auto_install=True, pip_command=failing_pip))
     assert isinstance(backend, UnavailableEngine)
     assert "pip exit 3" in backend.reason and "-m pip install" in backend.reason
 
-    monkeypatch.delenv("ALLOW_AUTO_INSTALL")
-    backend = load_backend("mlx")
+    backend = load_backend(RunnerSettings(engine="mlx", pip_command=failing_pip))
     assert isinstance(backend, UnavailableEngine) and "ALLOW_AUTO_INSTALL=1" in backend.reason

@@ -27,10 +27,9 @@ def _rid(prefix: str) -> str:
 def runner(tmp_path_factory):
     logs = tmp_path_factory.mktemp("runner-logs")
     proc = RunnerProcess(
-        [str(HERE / "noisy_runner.py"), "--engine", "torch"],
+        # No --birefnet-dir: the probe below expects backgroundRemoval false.
+        [str(HERE / "noisy_runner.py"), "--engine", "torch", "--device", DEVICE],
         logs / "stderr.log",
-        # No BiRefNet folder, whatever the caller's environment says: the probe below expects backgroundRemoval false.
-        env={"PIXELAI_DEVICE": DEVICE, "PIXELAI_BIREFNET_DIR": ""},
     )
     ready = proc.next_message(lambda m: m.get("event") == "ready", timeout=120)
     proc.ready = ready
@@ -82,7 +81,9 @@ def _ok(final: dict) -> dict:
 
 
 def test_ready_line_and_native_noise_stays_off_the_protocol(runner):
-    assert runner.ready == {"event": "ready", "engine": "torch", "pid": runner.proc.pid}
+    assert runner.ready["event"] == "ready" and runner.ready["engine"] == "torch"
+    assert runner.ready["pid"] == runner.proc.pid and runner.ready["available"] is True
+    assert (runner.ready["device"], runner.ready["dtype"]) == (DEVICE, DTYPE) and runner.ready["chip"]
     assert json.loads(runner.raw_lines[0]) == runner.ready
     runner.request({"id": _rid("probe"), "op": "probe"})  # make sure start-up noise has been flushed by now
     stderr = runner.stderr_tail(200_000)

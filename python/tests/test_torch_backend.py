@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pixelai_runner.backends import torch_backend
 from pixelai_runner.backends.torch_backend import TorchBackend, _Loaded, initial_latents, make_scheduler
 from pixelai_runner.device import DeviceInfo
 from pixelai_runner.errors import RunnerError
+from pixelai_runner.settings import RunnerSettings, parse_args
 
 CPU = DeviceInfo("cpu", "test cpu", "float32")
 
@@ -21,8 +21,7 @@ def counting_backend(monkeypatch):
         return _Loaded(pipe=object(), kind="sd", base_scheduler_config={})
 
     monkeypatch.setattr(TorchBackend, "_load", fake_load)
-    monkeypatch.setenv("PIXELAI_PIPELINE_CACHE", "2")
-    return TorchBackend(device_info=CPU), loads
+    return TorchBackend(device_info=CPU, cache_size=2), loads
 
 
 def test_lru_keeps_the_most_recent_pipelines(counting_backend):
@@ -43,10 +42,17 @@ def test_cache_hit_reports_zero_load_time(counting_backend):
     assert backend.last_load_ms == 0.0
 
 
-@pytest.mark.parametrize("raw, size", [("", 2), ("1", 1), ("5", 5), ("junk", 2), ("0", 1)])
-def test_cache_size_from_env(monkeypatch, raw, size):
-    monkeypatch.setenv("PIXELAI_PIPELINE_CACHE", raw)
-    assert torch_backend._cache_size_from_env() == size
+@pytest.mark.parametrize("argv, size", [([], 2), (["--pipeline-cache", "1"], 1), (["--pipeline-cache", "5"], 5)])
+def test_cache_size_from_the_runner_option(argv, size):
+    backend = TorchBackend.from_settings(parse_args(["--device", "cpu", *argv]))
+    assert backend.cache_size == size and backend.probe()["cacheSize"] == size
+
+
+@pytest.mark.parametrize("bad", [["--pipeline-cache", "junk"], ["--pipeline-cache", "0"], ["--device", "tpu"]])
+def test_bad_runner_options_stop_the_runner_with_usage(bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(bad)
+    assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err
 
 
 def test_schedulers_are_built_from_the_model_config(tiny_sd):
@@ -77,9 +83,6 @@ def test_initial_latents_are_the_documented_cpu_randn():
     assert not torch.equal(latents, initial_latents(1235, 4, 64, 96))
 
 
-def test_pixelai_device_override(monkeypatch):
-    monkeypatch.setenv("PIXELAI_DEVICE", "cpu")
-    assert TorchBackend().info.device == "cpu"
-    monkeypatch.setenv("PIXELAI_DEVICE", "tpu")
-    with pytest.raises(RunnerError):
-        TorchBackend()
+def test_device_option_forces_the_device():
+    backend = TorchBackend.from_settings(RunnerSettings(engine="torch", device="cpu"))
+    assert backend.info.device == "cpu" and backend.info.dtype == "float32" and backend.probe()["device"] == "cpu"

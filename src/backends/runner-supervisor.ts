@@ -2,29 +2,65 @@ import { ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import readline from "node:readline";
 import { AppError, ErrorCode, isErrorCode } from "./error-codes";
+import {
+  EngineName,
+  EngineProbe,
+  GenerateParams,
+  GenerateResult,
+  ProgressEvent,
+  ReadyEvent,
+  RequestFields,
+  ResultPayload,
+  RunnerOp,
+  RunnerSettings,
+  runnerArgv,
+} from "./runner-contract";
 import type { Logger } from "../infra/logger";
 
-/** One protocol line from a runner (docs/runner-protocol.md). */
-export interface RunnerEvent {
-  id?: string | null;
-  event: "ready" | "progress" | "result" | "error" | string;
+export type { ProgressEvent } from "./runner-contract";
+
+/** A line as it comes off the runner's stdout, before it is matched to a request (shapes: runner-contract.ts). */
+interface RawEvent {
+  id?: string | number | null;
+  event?: string;
   [key: string]: unknown;
 }
 
-export interface ProgressEvent {
-  step: number;
-  totalSteps: number;
-  [key: string]: unknown;
+export interface GenerateOptions {
+  /** The request id; pass one to be able to `cancel(id)` this generation. */
+  id?: string;
+  onProgress?: (event: ProgressEvent) => void;
 }
+
+/**
+ * A warm runner as its callers see it: one typed method per op of the runner contract
+ * (contract/runner-protocol.schema.json). Supervision (restarts, timeouts) is the implementation's business.
+ */
+export interface RunnerClient {
+  readonly engine: EngineName;
+  /** The runner's ready line (device, chip, dtype, available); undefined until it first became ready. */
+  readonly readyInfo: ReadyEvent | undefined;
+  generate(params: GenerateParams, opts?: GenerateOptions): Promise<GenerateResult>;
+  probe(): Promise<EngineProbe>;
+  /** Asks the runner to stop a generation between steps; true when it was still running (it then fails CANCELLED). */
+  cancel(id: string): Promise<boolean>;
+  /** Frees loaded pipelines (one model source, or all); resolves with the sources freed. */
+  unload(model?: string): Promise<string[]>;
+  /** Stops the runner for good (no restart). */
+  shutdown(): Promise<void>;
+}
+
+const PROBE_TIMEOUT_MS = 30_000;
+const CANCEL_TIMEOUT_MS = 10_000;
 
 export interface RunnerOptions {
-  engine: string;
+  /** What the runner is started with (`python -m pixelai_runner <runnerArgv(settings)>`); built from Config. */
+  settings: RunnerSettings;
   python: string;
   cwd: string;
-  /** Python module to run (tests start a fake runner); default `pixelai_runner`. */
+  /** Python module to run instead of the runner (the supervisor spec starts a fake one). */
   module?: string;
-  /** Args after the module; default `--engine <engine>`. */
-  args?: string[];
+  /** Extra environment for the process (tests); runner settings go in `settings`, never here. */
   env?: NodeJS.ProcessEnv;
   /** A request with no line for this long fails with TIMEOUT and the runner is restarted (it is wedged). */
   silenceTimeoutMs: number;
@@ -40,8 +76,8 @@ export interface RunnerOptions {
 export type RunnerState = "idle" | "starting" | "ready" | "restarting" | "failed" | "stopped";
 
 interface Pending {
-  op: string;
-  resolve: (value: RunnerEvent) => void;
+  op: RunnerOp;
+  resolve: (value: RawEvent) => void;
   reject: (err: AppError) => void;
   onProgress?: (event: ProgressEvent) => void;
   timer?: NodeJS.Timeout;
@@ -53,7 +89,7 @@ interface Pending {
  * requests, and restarts a dead or wedged runner with backoff and a cap. Every request in flight when the runner dies
  * fails with ENGINE_INTERNAL; requests made after the cap is reached fail at once with ENGINE_UNAVAILABLE.
  */
-export class RunnerSupervisor extends EventEmitter {
+export class RunnerSupervisor extends EventEmitter implements RunnerClient {
   private child: ChildProcess | undefined;
   private pending = new Map<string, Pending>();
   private nextId = 1;
@@ -62,7 +98,7 @@ export class RunnerSupervisor extends EventEmitter {
   private stopping = false;
   private lastFailure = "";
   state: RunnerState = "idle";
-  readyInfo: RunnerEvent | undefined;
+  readyInfo: ReadyEvent | undefined;
 
   constructor(private readonly opts: RunnerOptions) {
     super();
@@ -72,8 +108,8 @@ export class RunnerSupervisor extends EventEmitter {
     return this.child?.pid;
   }
 
-  get engine(): string {
-    return this.opts.engine;
+  get engine(): EngineName {
+    return this.opts.settings.engine;
   }
 
   /** Starts the runner (once) and resolves when it printed `ready`. */
@@ -89,11 +125,13 @@ export class RunnerSupervisor extends EventEmitter {
 
   private spawnRunner(): Promise<void> {
     this.state = this.state === "restarting" ? "restarting" : "starting";
-    const { python, cwd, engine, logger } = this.opts;
-    const args = ["-u", "-m", this.opts.module ?? "pixelai_runner", ...(this.opts.args ?? ["--engine", engine])];
+    const { python, cwd, logger } = this.opts;
+    const engine = this.engine;
+    const args = ["-u", "-m", this.opts.module ?? "pixelai_runner", ...runnerArgv(this.opts.settings)];
     const child = spawn(python, args, {
       cwd,
-      env: { ...process.env, ...this.opts.env, PYTHONPATH: joinPath(`${cwd}/python`, this.opts.env?.PYTHONPATH ?? process.env.PYTHONPATH) },
+      // The parent's environment passes through for the libraries (CUDA, HF caches, threads); our settings are args.
+      env: { ...process.env, ...this.opts.env, PYTHONPATH: joinPath(`${cwd}/python`, this.opts.env?.PYTHONPATH) },
       stdio: ["pipe", "pipe", "pipe"],
     });
     this.child = child;
@@ -132,16 +170,17 @@ export class RunnerSupervisor extends EventEmitter {
       });
 
       readline.createInterface({ input: child.stdout! }).on("line", (line) => {
-        let event: RunnerEvent;
+        let event: RawEvent;
         try {
           event = JSON.parse(line);
         } catch {
           logger.warn({ engine, line }, "runner wrote a non-JSON line to its protocol stream; ignored");
           return;
         }
+        if (typeof event !== "object" || event === null) return;
         if (event.event === "ready" && child === this.child) {
           this.state = "ready";
-          this.readyInfo = event;
+          this.readyInfo = event as unknown as ReadyEvent;
           becameReady = true;
           logger.info({ engine, pid: child.pid, ready: event }, "runner ready");
           this.emit("ready", event);
@@ -201,7 +240,7 @@ export class RunnerSupervisor extends EventEmitter {
     }, delay).unref();
   }
 
-  private dispatch(event: RunnerEvent): void {
+  private dispatch(event: RawEvent): void {
     const id = typeof event.id === "string" ? event.id : undefined;
     const pending = id ? this.pending.get(id) : undefined;
     if (!pending || !id) {
@@ -213,6 +252,7 @@ export class RunnerSupervisor extends EventEmitter {
       pending.onProgress?.(event as unknown as ProgressEvent);
       return;
     }
+    if (event.event !== "result" && event.event !== "error") return;
     this.pending.delete(id);
     clearTimeout(pending.timer);
     if (event.event === "result") pending.resolve(event);
@@ -242,12 +282,44 @@ export class RunnerSupervisor extends EventEmitter {
     }
   }
 
-  /** Sends one request and resolves with its `result` line; progress lines go to `onProgress`. */
+  generate(params: GenerateParams, opts: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.send("generate", { params }, { id: opts.id, onProgress: opts.onProgress });
+  }
+
+  probe(): Promise<EngineProbe> {
+    return this.send("probe", {}, { timeoutMs: PROBE_TIMEOUT_MS });
+  }
+
+  async cancel(id: string): Promise<boolean> {
+    if (!this.pending.has(id) || this.state !== "ready") return false;
+    return (await this.send("cancel", { target: id }, { timeoutMs: CANCEL_TIMEOUT_MS })).cancelled;
+  }
+
+  async unload(model?: string): Promise<string[]> {
+    return (await this.send("unload", model === undefined ? {} : { model })).unloaded;
+  }
+
+  shutdown(): Promise<void> {
+    return this.stop();
+  }
+
+  /**
+   * @deprecated Untyped; use generate/probe/cancel/unload. Kept only until the generation worker moves to generate().
+   */
   async request(
     op: string,
     fields: Record<string, unknown> = {},
     options: { onProgress?: (e: ProgressEvent) => void; timeoutMs?: number; id?: string } = {},
-  ): Promise<RunnerEvent> {
+  ): Promise<Record<string, unknown>> {
+    return (await this.send(op as RunnerOp, fields as never, options)) as unknown as Record<string, unknown>;
+  }
+
+  /** Sends one request line and resolves with the payload of its `result` line; progress lines go to `onProgress`. */
+  private async send<K extends RunnerOp>(
+    op: K,
+    fields: RequestFields<K>,
+    options: { onProgress?: (e: ProgressEvent) => void; timeoutMs?: number; id?: string } = {},
+  ): Promise<ResultPayload<K>> {
     if (this.state === "failed") {
       throw new AppError(
         "ENGINE_UNAVAILABLE",
@@ -258,7 +330,7 @@ export class RunnerSupervisor extends EventEmitter {
     const child = this.child;
     if (!child?.stdin?.writable) throw new AppError("ENGINE_UNAVAILABLE", `${this.engine} runner is not running`);
     const id = options.id ?? `${op}-${process.pid}-${this.nextId++}`;
-    return new Promise<RunnerEvent>((resolve, reject) => {
+    const answer = await new Promise<RawEvent>((resolve, reject) => {
       const pending: Pending = {
         op,
         resolve,
@@ -270,13 +342,8 @@ export class RunnerSupervisor extends EventEmitter {
       this.armTimer(id, pending);
       child.stdin!.write(`${JSON.stringify({ ...fields, id, op })}\n`);
     });
-  }
-
-  /** Asks the runner to stop a generation between steps; the generation then fails with CANCELLED. */
-  async cancel(targetId: string): Promise<boolean> {
-    if (!this.pending.has(targetId) || this.state !== "ready") return false;
-    const res = await this.request("cancel", { target: targetId }, { timeoutMs: 10_000 });
-    return Boolean(res.cancelled);
+    const { id: _id, event: _event, ...payload } = answer;
+    return payload as unknown as ResultPayload<K>;
   }
 
   /** Kills the runner process hard (tests and the wedge detector use this); the supervisor restarts it. */

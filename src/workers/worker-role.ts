@@ -1,5 +1,4 @@
-import path from "node:path";
-import { EngineProbe, EngineStatusStore } from "../backends/engine-status";
+import { EngineStatusStore } from "../backends/engine-status";
 import { RunnerSupervisor } from "../backends/runner-supervisor";
 import type { Config } from "../config";
 import type { Logger } from "../infra/logger";
@@ -40,14 +39,12 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
     runners.set(
       engine,
       new RunnerSupervisor({
-        engine,
+        settings: { ...config.runner, engine },
         python: config.python,
         cwd: config.repoRoot,
         silenceTimeoutMs: config.runnerTimeoutMs,
         startTimeoutMs: config.runnerStartTimeoutMs,
         maxRestarts: config.runnerMaxRestarts,
-        // Where the runner looks for BiRefNet weights (removeBackground "birefnet"); only the torch runner uses it.
-        env: { PIXELAI_BIREFNET_DIR: path.join(config.modelsRoot, "birefnet") },
         logger: logger.child({ component: `runner-${engine}` }),
       }),
     );
@@ -116,9 +113,8 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
 /** Asks a runner for its probe and publishes it for every API process; a runner that cannot answer is unavailable. */
 async function publishProbe(engine: EngineName, runner: RunnerSupervisor, engineStatus: EngineStatusStore): Promise<void> {
   try {
-    const probe = (await runner.request("probe", {}, { timeoutMs: 30_000 })) as unknown as EngineProbe;
-    runner.readyInfo = { ...runner.readyInfo, ...probe, event: "ready" };
-    await engineStatus.publish({ ...probe, engine });
+    const probe = await runner.probe();
+    await engineStatus.publish({ ...probe, features: { ...probe.features }, engine });
   } catch (err) {
     await engineStatus
       .publish({ engine, available: false, reason: `runner not available: ${(err as Error).message}` })

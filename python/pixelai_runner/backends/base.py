@@ -23,7 +23,8 @@ class PixelSpec:
 
 @dataclass
 class GenerateRequest:
-    """A `generate` op's params, already validated by the Node side (re-checked cheaply here)."""
+    """A `generate` op's params (the schema's GenerateParams, snake_case; test_contract.py keeps the two in step).
+    The runner checks the params against the schema before building one (protocol.parse_request)."""
 
     job_id: str
     model_source: str

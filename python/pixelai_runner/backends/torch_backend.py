@@ -15,24 +15,17 @@ import torch
 from .. import background, preview
 from .. import device as devices
 from ..errors import RunnerError
+from ..settings import RunnerSettings
 from ..versions import package_versions
 from .base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
 
 SCHEDULERS = ("euler", "euler_a", "ddim", "dpmpp_2m")
 DEFAULT_SCHEDULER = "euler"
-DEFAULT_CACHE_SIZE = 2
+DEFAULT_CACHE_SIZE = 2  # the schema's RunnerSettings.pipelineCache default
 LORA_ADAPTER = "pixelai_lora"
 
 _SD_CLASS = "StableDiffusionPipeline"
 _SDXL_CLASS = "StableDiffusionXLPipeline"
-
-
-def _cache_size_from_env() -> int:
-    raw = os.environ.get("PIXELAI_PIPELINE_CACHE", "")
-    try:
-        return max(1, int(raw)) if raw.strip() else DEFAULT_CACHE_SIZE
-    except ValueError:
-        return DEFAULT_CACHE_SIZE
 
 
 def make_scheduler(name: str | None, base_config: Any):
@@ -73,24 +66,28 @@ class _Loaded:
 class TorchBackend(Backend):
     engine = "torch"
 
-    def __init__(self, device_info: devices.DeviceInfo | None = None, cache_size: int | None = None):
-        forced = os.environ.get("PIXELAI_DEVICE", "").strip().lower()
-        if device_info is None:
-            if forced:
-                if forced not in ("cuda", "mps", "cpu"):
-                    raise RunnerError("INVALID_REQUEST", f"PIXELAI_DEVICE must be cuda, mps or cpu, got {forced!r}")
-                device_info = devices.DeviceInfo(forced, devices.chip_name(forced), devices.dtype_name_for(forced))
-            else:
-                device_info = devices.detect()
-        self.info = device_info
-        self.torch_dtype = getattr(torch, device_info.dtype)
-        self.cache_size = cache_size or _cache_size_from_env()
+    def __init__(
+        self,
+        device_info: devices.DeviceInfo | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        birefnet_dir: str = "",
+    ):
+        self.info = device_info or devices.detect()
+        self.torch_dtype = getattr(torch, self.info.dtype)
+        self.cache_size = max(1, cache_size)
+        self.birefnet_dir = birefnet_dir
         self._cache: OrderedDict[str, _Loaded] = OrderedDict()
         # Serialises generation, loading and unloading; `probe` never takes it so it answers during a generation.
         self._lock = threading.RLock()
         self._loaded_names: tuple[str, ...] = ()
         self.last_load_ms = 0.0
         self._versions = package_versions("torch", "diffusers", "transformers", "peft", "accelerate", "pillow")
+
+    @classmethod
+    def from_settings(cls, settings: RunnerSettings) -> TorchBackend:
+        forced = settings.forced_device
+        info = devices.detect() if forced is None else devices.forced(forced)
+        return cls(info, cache_size=settings.pipeline_cache, birefnet_dir=settings.birefnet_dir)
 
     # ---- contract -------------------------------------------------------------------------------------------
     def probe(self) -> dict:
@@ -106,7 +103,7 @@ class TorchBackend(Backend):
                 "sdxl": True,
                 # BiRefNet ("birefnet"); color-key is plain post-processing and works on every engine. A file check
                 # only, so probes stay cheap: the model loads with the first job that asks for it.
-                "backgroundRemoval": background.weights_present(),
+                "backgroundRemoval": background.weights_present(self.birefnet_dir),
                 "img2img": False,
                 "stepPreview": True,
             },

@@ -6,9 +6,11 @@ Importing this package does not import mlx; constructing MLXBackend does. It doe
 system BLAS for mlx's CPU kernels first when one is installed (see cpu_blas.py) — that only works before mlx loads.
 """
 
+from ...settings import current as _current_settings
 from .cpu_blas import prefer_optimised_blas
 
-prefer_optimised_blas()
+# The runner sets its settings before it imports any backend (__main__.py); this is the last moment the choice counts.
+prefer_optimised_blas(_current_settings().mlx_blas)
 
 from .backend import MLXBackend  # noqa: E402
 

@@ -1,8 +1,8 @@
 """The MLX engine behind the runner protocol: converted models only, verified against their manifest before loading.
 
-dtype: float16 on a Metal GPU, float32 on CPU; PIXELAI_MLX_DTYPE=float16|float32|bfloat16 forces one. A float16 run
-whose latents or pixels go non-finite is logged and redone in float32 (the job does not fail), and that model then
-stays in float32 for the rest of the process.
+dtype: float16 on a Metal GPU, float32 on CPU; the runner option --mlx-dtype float16|float32|bfloat16 forces one. A
+float16 run whose latents or pixels go non-finite is logged and redone in float32 (the job does not fail), and that
+model then stays in float32 for the rest of the process.
 Initial noise: initNoise "torch" draws exactly what the torch engine draws (torch imported lazily, only for that);
 otherwise MLX's own generator keyed by the seed — the same seed gives the same image either way.
 """
@@ -18,14 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import RunnerError
+from ...settings import RunnerSettings
 from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
 from .manifest import ManifestVerifier
 
 SCHEDULERS = ["euler", "euler_a", "ddim"]
 FEATURES = {"lora": False, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
-DTYPE_ENV = "PIXELAI_MLX_DTYPE"
-CACHE_ENV = "PIXELAI_MLX_CACHE_SIZE"
 _DTYPE_NAMES = ("float16", "float32", "bfloat16")
+DEFAULT_CACHE_SIZE = 2  # the schema's RunnerSettings.pipelineCache default
 
 
 def log(message: str) -> None:
@@ -38,11 +38,10 @@ def device_kind() -> str:
     return "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
 
 
-def default_dtype_name(device: str, env: str | None = None) -> str:
-    forced = (env if env is not None else os.environ.get(DTYPE_ENV, "")).strip().lower()
+def default_dtype_name(device: str, forced: str | None = None) -> str:
     if forced:
         if forced not in _DTYPE_NAMES:
-            raise RunnerError("INVALID_REQUEST", f"{DTYPE_ENV}={forced!r}: use one of {', '.join(_DTYPE_NAMES)}")
+            raise RunnerError("INVALID_REQUEST", f"mlx dtype {forced!r}: use one of {', '.join(_DTYPE_NAMES)}")
         return forced
     # Apple GPUs run half precision at twice the speed; MLX's CPU kernels are fastest (and exact enough) in float32.
     return "float16" if device == "gpu" else "float32"
@@ -85,20 +84,26 @@ def native_noise(seed: int, shape_nhwc: tuple) -> tuple[Any, Callable[[tuple], A
 class MLXBackend(Backend):
     engine = "mlx"
 
-    def __init__(self, cache_size: int | None = None):
-        from . import cpu_blas
-
-        cpu_blas.prefer_optimised_blas()
+    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE, dtype: str | None = None):
+        """`dtype` forces one (None: the device's default); `cache_size` converted models stay loaded."""
         import mlx.core  # noqa: F401  (fail at construction when MLX is missing: the runner reports it unavailable)
+
+        from . import cpu_blas
 
         if cpu_blas.loaded:
             log(f"CPU matmuls through {cpu_blas.loaded}")
 
-        self.cache_size = max(1, cache_size or int(os.environ.get(CACHE_ENV, "2")))
+        default_dtype_name("cpu", dtype)  # an unknown name fails here, at start-up, not at the first job
+        self.forced_dtype = dtype
+        self.cache_size = max(1, cache_size)
         self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._verifier = ManifestVerifier()
         self._fp32_only: set[str] = set()  # sources that went non-finite in half precision
+
+    @classmethod
+    def from_settings(cls, settings: RunnerSettings) -> MLXBackend:
+        return cls(cache_size=settings.pipeline_cache, dtype=settings.forced_mlx_dtype)
 
     # --- probe --------------------------------------------------------------------------------------------------
 
@@ -131,16 +136,18 @@ class MLXBackend(Backend):
             "available": True,
             "device": device,
             "chip": chip,
-            "dtype": default_dtype_name(device),
+            "dtype": default_dtype_name(device, self.forced_dtype),
             "versions": package_versions("mlx", "numpy", "transformers", "safetensors"),
             "features": dict(FEATURES),
             "schedulers": list(SCHEDULERS),
+            "loadedModels": sorted({folder for folder, _dtype in list(self._cache)}),
+            "cacheSize": self.cache_size,
         }
 
     # --- loading ------------------------------------------------------------------------------------------------
 
     def _dtype_for(self, folder: str) -> str:
-        name = default_dtype_name(device_kind())
+        name = default_dtype_name(device_kind(), self.forced_dtype)
         return "float32" if folder in self._fp32_only else name
 
     def ensure_loaded(self, source: str, dtype_name: str | None = None) -> Any:

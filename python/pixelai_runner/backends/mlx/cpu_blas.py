@@ -6,8 +6,9 @@ OpenBLAS with RTLD_GLOBAL *before* mlx is imported puts its `sgemm_` first in th
 references bind to it — measured 0.235 s → 0.008 s for a 1024×2880·2880×320 matmul on 2 cores. Results stay within
 float32 rounding of the reference BLAS (the parity tests pass either way).
 
-PIXELAI_MLX_BLAS: unset → use a system OpenBLAS when one is installed (Debian: `apt-get install libopenblas0-pthread`);
-"off" → keep the wheel's BLAS; a path → load that library. macOS (Accelerate / Metal) is never touched.
+The runner option --mlx-blas (RunnerSettings.mlxBlas; the server's PIXELAI_MLX_BLAS): "auto" → use a system OpenBLAS
+when one is installed (Debian: `apt-get install libopenblas0-pthread`); "off" → keep the wheel's BLAS; a path → load
+that library. macOS (Accelerate / Metal) is never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import ctypes.util
 import os
 import sys
 
-ENV = "PIXELAI_MLX_BLAS"
 _CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
     "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
@@ -29,7 +29,7 @@ loaded: str | None = None  # the library in use, for logs
 
 
 def _candidate(setting: str) -> str | None:
-    if setting:
+    if setting and setting != "auto":
         return setting
     found = ctypes.util.find_library("openblas")  # a soname the dynamic loader can resolve
     if found:
@@ -37,10 +37,10 @@ def _candidate(setting: str) -> str | None:
     return next((path for path in _CANDIDATES if os.path.exists(path)), None)
 
 
-def prefer_optimised_blas() -> str | None:
+def prefer_optimised_blas(setting: str = "auto") -> str | None:
     """Load an optimised BLAS globally if that can still take effect; returns its path or None. Never raises."""
     global loaded
-    setting = os.environ.get(ENV, "").strip()
+    setting = setting.strip()
     if loaded or not sys.platform.startswith("linux") or setting.lower() == "off" or "mlx.core" in sys.modules:
         return loaded
     path = _candidate(setting)
