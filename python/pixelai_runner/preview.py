@@ -6,13 +6,15 @@ that costs one small matrix product per preview: the final image always comes fr
 coefficients are least-squares fits of latent → decoded-RGB published by the community for each latent space; SDXL's
 VAE has its own latent space, hence its own matrix.
 
-Both engines hand `latents_to_rgb` plain numpy (NCHW from torch, NHWC from MLX), so the mapping is shared.
+Both engines report each step through `emit_step`, handing it plain numpy (NCHW from torch, NHWC from MLX), so the
+mapping and the on_step calling convention are shared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -66,6 +68,27 @@ def latents_to_rgb(latents: np.ndarray, architecture: str, layout: str = "nchw")
         scale = MAX_SIDE / max(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
     return image
+
+
+def emit_step(
+    on_step: Callable[..., None],
+    step: int,
+    total: int,
+    every: int | None,
+    latents: Callable[[], np.ndarray],
+    architecture: str,
+    layout: str,
+) -> None:
+    """Reports a finished denoising step: on_step(step, total), plus the preview image on the steps `every` asks for.
+
+    The one way both engines emit steps. `latents` is called only on a preview step: copying the latents off the
+    device is the preview's only cost besides the small matrix product.
+    """
+    image = latents_to_rgb(latents(), architecture, layout) if preview_due(step, every) else None
+    if image is None:
+        on_step(step, total)  # callers that never ask for previews take two arguments
+    else:
+        on_step(step, total, image)
 
 
 def write_preview(image: Image.Image, output_dir: str, step: int) -> tuple[str, str]:

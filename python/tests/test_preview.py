@@ -56,6 +56,26 @@ def test_big_latents_are_capped_to_keep_previews_small():
     assert image.size == (96, 128)
 
 
+def test_emit_step_adds_a_preview_only_on_the_asked_steps_and_reads_latents_only_then():
+    calls, reads = [], []
+    latents = np.zeros((1, 4, 3, 5), dtype=np.float32)
+
+    def read():
+        reads.append(1)
+        return latents
+
+    for step in range(1, 5):
+        preview.emit_step(lambda *args: calls.append(args), step, 4, 2, read, "sd", "nchw")
+    assert [len(c) for c in calls] == [2, 3, 2, 3]  # two-argument callers never see a preview step's third argument
+    assert [c[:2] for c in calls] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls[1][2].size == (5, 3) and len(reads) == 2
+    preview.emit_step(lambda *args: calls.append(args), 1, 1, None, read, "sd", "nchw")
+    assert calls[-1] == (1, 1) and len(reads) == 2
+    # latents no map exists for (16 channels) are reported without a preview
+    preview.emit_step(lambda *args: calls.append(args), 2, 2, 1, lambda: np.zeros((1, 16, 2, 2)), "sd", "nchw")
+    assert calls[-1] == (2, 2)
+
+
 def test_write_preview_names_the_step_and_hashes_the_file(tmp_path):
     image = Image.new("RGB", (8, 8), (10, 20, 30))
     path, digest = preview.write_preview(image, str(tmp_path), 3)

@@ -1,10 +1,9 @@
-"""TorchBackend pieces that need no subprocess: LRU policy, schedulers, the shared initial noise."""
+"""TorchBackend pieces that need no subprocess: LRU policy, schedulers (the shared noise is test_noise.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
-from pixelai_runner.backends.torch_backend import TorchBackend, _Loaded, initial_latents, make_scheduler
+from pixelai_runner.backends.torch_backend import TorchBackend, _Loaded, make_scheduler
 from pixelai_runner.device import DeviceInfo
 from pixelai_runner.errors import RunnerError
 from pixelai_runner.settings import RunnerSettings, parse_args
@@ -73,14 +72,6 @@ def test_schedulers_are_built_from_the_model_config(tiny_sd):
     assert make_scheduler("dpmpp_2m", base).config.algorithm_type == "dpmsolver++"
     with pytest.raises(RunnerError):
         make_scheduler("plms", base)
-
-
-def test_initial_latents_are_the_documented_cpu_randn():
-    latents = initial_latents(1234, 4, 64, 96)
-    expected = torch.randn((1, 4, 8, 12), generator=torch.Generator("cpu").manual_seed(1234), dtype=torch.float32)
-    assert latents.dtype == torch.float32 and latents.shape == (1, 4, 8, 12)
-    assert torch.equal(latents, expected)
-    assert not torch.equal(latents, initial_latents(1235, 4, 64, 96))
 
 
 def test_device_option_forces_the_device():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -12,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .. import background, preview
+from .. import background, model_files, noise, preview
 from .. import device as devices
 from ..errors import RunnerError
 from ..settings import RunnerSettings
@@ -23,9 +22,6 @@ SCHEDULERS = ("euler", "euler_a", "ddim", "dpmpp_2m")
 DEFAULT_SCHEDULER = "euler"
 DEFAULT_CACHE_SIZE = 2  # the schema's RunnerSettings.pipelineCache default
 LORA_ADAPTER = "pixelai_lora"
-
-_SD_CLASS = "StableDiffusionPipeline"
-_SDXL_CLASS = "StableDiffusionXLPipeline"
 
 
 def make_scheduler(name: str | None, base_config: Any):
@@ -47,12 +43,6 @@ def make_scheduler(name: str | None, base_config: Any):
     if kind == "dpmpp_2m":
         return DPMSolverMultistepScheduler.from_config(base_config, algorithm_type="dpmsolver++", solver_order=2)
     raise RunnerError("INVALID_REQUEST", f"unknown scheduler {kind!r} (expected one of {SCHEDULERS})")
-
-
-def initial_latents(seed: int, channels: int, height: int, width: int, scale: int = 8) -> torch.Tensor:
-    """The engine-neutral starting noise: CPU torch.randn, float32, so the MLX engine can reproduce it exactly."""
-    generator = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn((1, channels, height // scale, width // scale), generator=generator, dtype=torch.float32)
 
 
 @dataclass
@@ -158,21 +148,23 @@ class TorchBackend(Backend):
             pipe.scheduler = make_scheduler(req.scheduler, loaded.base_scheduler_config)
             check_cancel()
 
-            latents = initial_latents(req.seed, pipe.unet.config.in_channels, req.height, req.width, scale)
+            shape = noise.latent_shape(pipe.unet.config.in_channels, req.height, req.width, scale)
+            latents = noise.initial_latents(req.seed, shape)
             latents = latents.to(device=self.info.device, dtype=self.torch_dtype)
             total = req.steps
 
             def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
-                step = step_index + 1
-                image = None
-                if preview.preview_due(step, req.preview_every):
-                    # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
-                    latents_now = callback_kwargs["latents"].detach().float().cpu().numpy()
-                    image = preview.latents_to_rgb(latents_now, loaded.kind, "nchw")
-                if image is None:
-                    on_step(step, total)  # callers that never ask for previews take two arguments
-                else:
-                    on_step(step, total, image)
+                # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
+                now = callback_kwargs["latents"]
+                preview.emit_step(
+                    on_step,
+                    step_index + 1,
+                    total,
+                    req.preview_every,
+                    lambda: now.detach().float().cpu().numpy(),
+                    loaded.kind,
+                    "nchw",
+                )
                 check_cancel()  # raising here aborts the denoising loop between steps
                 return callback_kwargs
 
@@ -185,7 +177,7 @@ class TorchBackend(Backend):
                 guidance_scale=req.guidance_scale,
                 latents=latents,
                 # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too.
-                generator=torch.Generator("cpu").manual_seed(req.seed),
+                generator=noise.step_generator(req.seed),
                 output_type="pil",
                 callback_on_step_end=on_step_end,
             )
@@ -205,36 +197,27 @@ class TorchBackend(Backend):
         )
 
     # ---- loading --------------------------------------------------------------------------------------------
-    def _pipeline_class_name(self, source: str) -> str | None:
-        index = os.path.join(source, "model_index.json")
-        try:
-            with open(index, encoding="utf-8") as fh:
-                return json.load(fh).get("_class_name")
-        except FileNotFoundError:
-            raise RunnerError("MODEL_NOT_FOUND", f"{source} has no model_index.json (not a diffusers folder)") from None
-        except (OSError, ValueError) as exc:
-            raise RunnerError("MODEL_NOT_FOUND", f"cannot read {index}: {exc}") from None
-
     def _load(self, source: str) -> _Loaded:
         from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
         options: dict[str, Any] = {"dtype": self.torch_dtype}
         if os.path.isdir(source):
-            class_name = self._pipeline_class_name(source)
-            if class_name == _SDXL_CLASS:
+            try:
+                kind = model_files.architecture_of(source)
+            except model_files.NoModelIndex as exc:
+                raise RunnerError("MODEL_NOT_FOUND", str(exc)) from None
+            except model_files.NotAModel as exc:
+                raise RunnerError("INVALID_REQUEST", f"{exc} (SD 1.x / SDXL only)") from None
+            if kind == "sdxl":
                 pipe = StableDiffusionXLPipeline.from_pretrained(source, **options)
-            elif class_name == _SD_CLASS:
+            else:
                 pipe = StableDiffusionPipeline.from_pretrained(
                     source, safety_checker=None, requires_safety_checker=False, **options
-                )
-            else:
-                raise RunnerError(
-                    "INVALID_REQUEST", f"unsupported pipeline {class_name!r} in {source} (SD 1.x / SDXL only)"
                 )
         elif os.path.isabs(source) or source.startswith("."):
             raise RunnerError("MODEL_NOT_FOUND", f"model folder {source} does not exist")
         else:
-            # A hub id: the class is only known once its model_index.json has been fetched, so let diffusers pick.
+            # A hub id: its files are only known once fetched, so diffusers picks the class and the class tells.
             try:
                 pipe = DiffusionPipeline.from_pretrained(source, **options)
             except (OSError, ValueError) as exc:
@@ -243,7 +226,7 @@ class TorchBackend(Backend):
                 raise RunnerError("INVALID_REQUEST", f"{source} is a {type(pipe).__name__}, not SD 1.x / SDXL")
             if getattr(pipe, "safety_checker", None) is not None:
                 pipe.safety_checker = None
-        kind = "sdxl" if isinstance(pipe, StableDiffusionXLPipeline) else "sd"
+            kind = "sdxl" if isinstance(pipe, StableDiffusionXLPipeline) else "sd"
         pipe = pipe.to(self.info.device)
         pipe.set_progress_bar_config(disable=True)
         if self.info.device == "mps":
@@ -325,4 +308,4 @@ def _lora_mismatch(exc: BaseException) -> str | None:
     return None
 
 
-__all__ = ["TorchBackend", "SCHEDULERS", "initial_latents", "make_scheduler"]
+__all__ = ["TorchBackend", "SCHEDULERS", "make_scheduler"]

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from ... import noise
 from ...errors import RunnerError
 from ...settings import RunnerSettings
 from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
@@ -48,22 +49,16 @@ def default_dtype_name(device: str, forced: str | None = None) -> str:
 
 
 def torch_noise(seed: int, shape_nchw: tuple) -> tuple[Any, Callable[[tuple], Any]]:
-    """The torch engine's draws: (initial latents NCHW as numpy, a function for the per-step noise of euler_a).
-
-    Both mirror the torch engine exactly: it draws the latents from one CPU generator seeded with `seed` and hands
-    diffusers a second, freshly seeded CPU generator as `generator=` for ancestral steps.
-    """
-    import torch
-
-    initial = torch.randn(shape_nchw, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32).numpy()
-    step_generator = torch.Generator("cpu").manual_seed(seed)
+    """The torch engine's draws (noise.py): (initial latents NCHW as numpy, a function for the per-step noise of
+    euler_a, which this engine asks for NHWC)."""
+    initial = noise.initial_latents(seed, shape_nchw).numpy()
+    step = noise.step_noise(seed)
 
     def draw(shape_nhwc: tuple):
         import mlx.core as mx
 
         b, h, w, c = shape_nhwc
-        noise = torch.randn((b, c, h, w), generator=step_generator, dtype=torch.float32).numpy()
-        return mx.array(noise.transpose(0, 2, 3, 1))
+        return mx.array(step((b, c, h, w)).transpose(0, 2, 3, 1))
 
     return initial, draw
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import RunnerError
+from ...model_files import architecture_of
 from . import weights as W
 from .manifest import (
     CONVERTER_VERSION,
     MANIFEST_NAME,
     WEIGHTS_NAME,
     ManifestVerifier,
-    architecture_of,
     resolve_under,
     sha256_file,
 )
@@ -210,14 +210,13 @@ def convert(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
     try:
         _convert_into(staging, local, components, DTYPES[dtype], tick)
-        model_index = json.loads((staging / "model_index.json").read_text(encoding="utf-8"))
         manifest = {
             "name": name,
             "source": recorded_source,
             "sourceRevision": revision,
             "files": _file_table(staging),
             "dtype": dtype,
-            "architecture": architecture_of(model_index, staging),
+            "architecture": architecture_of(staging),
             "converterVersion": CONVERTER_VERSION,
             "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }

@@ -2,7 +2,7 @@
 
     models/mlx/<safe_name>/
       manifest.json                    name, source, sourceRevision, files{relpath: {sha256, size}}, dtype,
-                                       architecture (sd|sdxl), converterVersion, createdAt
+                                       architecture (sd|sdxl, model_files.py), converterVersion, createdAt
       model_index.json                 copied from the diffusers folder (pipeline class, force_zeros_for_empty_prompt)
       unet/config.json                 copied diffusers config
       unet/weights.safetensors         MLX names and layouts (weights.py), stored dtype = manifest dtype
@@ -13,7 +13,9 @@
       scheduler/scheduler_config.json
 
 Every file except manifest.json is listed in `files`; the runner checks sizes and sha256 before loading and caches a
-good result per (path, mtime, size) so a warm second job does not hash gigabytes again.
+good result per (path, mtime, size) so a warm second job does not hash gigabytes again. ManifestVerifier is the only
+check of a converted folder: the converter uses it to tell an intact earlier conversion, and the server asks it through
+`python -m pixelai_runner.model_files verify-mlx` (it only reads what the converter wrote).
 """
 
 from __future__ import annotations
@@ -129,10 +131,3 @@ class ManifestVerifier:
                 prefix = str(Path(folder)) + os.sep
                 for key in [k for k in self._good if k.startswith(prefix)]:
                     del self._good[key]
-
-
-def architecture_of(model_index: dict, folder: Path) -> str:
-    """'sdxl' for pipelines with a second text encoder, else 'sd'."""
-    if "XL" in str(model_index.get("_class_name", "")) or (folder / "text_encoder_2").is_dir():
-        return "sdxl"
-    return "sd"

@@ -16,9 +16,10 @@ import numpy as np
 from PIL import Image
 
 from ... import preview
+from ...model_files import architecture_of
 from .clip import CLIPTextModel
 from .config import CLIPTextConfig, UNetConfig, VAEConfig, is_projection_encoder, read_json
-from .manifest import WEIGHTS_NAME, architecture_of
+from .manifest import WEIGHTS_NAME
 from .sampler import make_sampler
 from .unet import UNet2DConditionModel, sdxl_time_ids
 from .vae import AutoencoderKL, unscale_latents
@@ -58,7 +59,7 @@ class StableDiffusion:
         self.folder = Path(folder)
         self.dtype = dtype
         model_index = read_json(self.folder / "model_index.json")
-        self.architecture = architecture_of(model_index, self.folder)
+        self.architecture = architecture_of(self.folder)
         self.force_zeros_for_empty_prompt = bool(model_index.get("force_zeros_for_empty_prompt", True))
         self.scheduler_config = read_json(self.folder / "scheduler" / "scheduler_config.json")
 
@@ -167,14 +168,16 @@ class StableDiffusion:
             if self.dtype != mx.float32 and not bool(mx.all(mx.isfinite(latents))):
                 raise NonFiniteError(f"non-finite latents at step {index + 1}/{steps} in {self.dtype}")
             if on_step is not None:
-                image = None
-                if preview.preview_due(index + 1, preview_every):
-                    # NHWC latents straight from the sampler; the same approximate map as the torch engine
-                    image = preview.latents_to_rgb(np.array(latents.astype(mx.float32)), self.architecture, "nhwc")
-                if image is None:
-                    on_step(index + 1, steps)  # callers that never ask for previews take two arguments
-                else:
-                    on_step(index + 1, steps, image)
+                # NHWC, straight from the sampler; read only on a preview step
+                preview.emit_step(
+                    on_step,
+                    index + 1,
+                    steps,
+                    preview_every,
+                    lambda latents=latents: np.array(latents.astype(mx.float32)),
+                    self.architecture,
+                    "nhwc",
+                )
         return latents
 
     def decode(self, latents: mx.array) -> np.ndarray:
