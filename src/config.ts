@@ -1,5 +1,6 @@
 import path from "node:path";
 import type { RunnerSettings } from "./backends/runner-contract";
+import { ENGINE_NAMES, EngineName, isEngineName } from "./backends/engine-names";
 
 /** Every environment variable the server reads, in one place (docker-compose.yml and README list the same names). */
 export interface Config {
@@ -14,8 +15,8 @@ export interface Config {
   dataDir: string;
   python: string;
   defaultModel: string;
-  defaultEngine: "torch" | "mlx";
-  engines: Array<"torch" | "mlx">;
+  defaultEngine: EngineName;
+  engines: EngineName[];
   workerConcurrency: number;
   apiKey: string | undefined;
   allowedHosts: string[];
@@ -72,9 +73,9 @@ function int(value: string | undefined, fallback: number): number {
   return n;
 }
 
-function engineName(value: string | undefined, fallback: "torch" | "mlx"): "torch" | "mlx" {
+function engineName(value: string | undefined, fallback: EngineName): EngineName {
   if (!value) return fallback;
-  if (value !== "torch" && value !== "mlx") throw new Error(`unknown engine ${JSON.stringify(value)} (torch|mlx)`);
+  if (!isEngineName(value)) throw new Error(`unknown engine ${JSON.stringify(value)} (${ENGINE_NAMES.join("|")})`);
   return value;
 }
 
@@ -84,7 +85,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = int(env.PORT, 5000);
   const host = env.HOST ?? "127.0.0.1";
   const modelsRoot = path.resolve(repoRoot, env.PIXELAI_MODELS_DIR ?? "models");
-  const engines = (env.PIXELAI_ENGINES ?? "torch,mlx")
+  const engines = (env.PIXELAI_ENGINES ?? ENGINE_NAMES.join(","))
     .split(",")
     .map((e) => e.trim())
     .filter(Boolean)

@@ -1,24 +1,21 @@
-"""LoRAs on the torch engine with the tiny seeded LoRAs of scripts/make_tiny_lora.py, and the header-only lora_info."""
+"""LoRAs on the torch engine with the tiny seeded LoRAs of scripts/make_tiny_lora.py.
+
+Whether a LoRA fits a model is decided once, by the server before it queues a job (src/models/safetensors-header.ts,
+src/models/lora-fit.ts); here the engine shows what it does with one that fits, and with one that does not.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import load_script
-from pixelai_runner import lora_info
 from pixelai_runner.backends.base import GenerateRequest
 from pixelai_runner.backends.torch_backend import TorchBackend
 from pixelai_runner.device import DeviceInfo
 from pixelai_runner.errors import RunnerError
 from safetensors import safe_open
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PYTHON_DIR = REPO_ROOT / "python"
 FILES = {"tiny-sd-lora": "diffusers", "tiny-sd-lora-kohya": "kohya", "tiny-sdxl-lora": "diffusers"}
 
 
@@ -173,106 +170,3 @@ def test_a_missing_lora_file_is_lora_not_found(backend, tiny_sd, tmp_path):
     with pytest.raises(RunnerError) as info:
         _image(backend, tiny_sd, {"source": str(tmp_path / "absent.safetensors"), "strength": 1.0})
     assert info.value.code == "LORA_NOT_FOUND"
-
-
-# ---- lora_info ------------------------------------------------------------------------------------------------------
-
-
-def test_lora_info_reads_the_header_and_predicts_what_loads(backend, tiny_models, loras):
-    expected = {
-        "tiny-sd-lora": {"format": "diffusers", "rank": 4, "crossAttentionDim": 32, "architecture": "sd", "keys": 96},
-        "tiny-sd-lora-kohya": {
-            "format": "kohya",
-            "rank": 4,
-            "crossAttentionDim": 32,
-            "architecture": "sd",
-            "keys": 144,
-        },
-        "tiny-sdxl-lora": {
-            "format": "diffusers",
-            "rank": 4,
-            "crossAttentionDim": 64,
-            "architecture": "sdxl",
-            "keys": 192,
-        },
-    }
-    for name, path in loras.items():
-        assert lora_info.lora_info(str(path)) == expected[name]
-    # The documented fit rule agrees with what the engine actually accepts, for every LoRA x model pair.
-    for model_name, model in tiny_models.items():
-        cross_dim = json.loads((model / "unet" / "config.json").read_text())["cross_attention_dim"]
-        arch = "sdxl" if "sdxl" in model_name else "sd"
-        for name, path in loras.items():
-            predicted = lora_info.fits(expected[name], cross_dim, arch)
-            try:
-                _image(backend, model, {"source": str(path), "strength": 1.0}, seed=1)
-                loaded = True
-            except RunnerError as exc:
-                assert exc.code == "INVALID_REQUEST"
-                loaded = False
-            assert predicted == loaded, (name, model_name)
-
-
-def test_lora_info_architecture_guess_from_keys(tmp_path):
-    def header(tensors, metadata=None):
-        raw = {k: {"dtype": "F16", "shape": s, "data_offsets": [0, 0]} for k, s in tensors.items()}
-        if metadata:
-            raw["__metadata__"] = metadata
-        return raw
-
-    kohya_xl = header(
-        {
-            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": [8, 2048],
-            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": [640, 8],
-        }
-    )
-    assert lora_info.describe(kohya_xl) == {
-        "format": "kohya",
-        "rank": 8,
-        "crossAttentionDim": 2048,
-        "architecture": "sdxl",
-        "keys": 2,
-    }
-    te2_only = header({"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": [16, 1280]})
-    assert (
-        lora_info.describe(te2_only)["architecture"] == "sdxl"
-        and lora_info.describe(te2_only)["crossAttentionDim"] is None
-    )
-    sd15 = header({"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight": [32, 768]})
-    assert lora_info.describe(sd15)["architecture"] == "sd"
-    tagged = header({"unet.x.attn2.to_k.lora_A.weight": [4, 64]}, {"pixelai.base_architecture": "sdxl"})
-    assert lora_info.describe(tagged)["architecture"] == "sdxl"
-    with pytest.raises(lora_info.NotALora):
-        lora_info.describe(header({"model.diffusion_model.out.weight": [4, 4]}))
-
-
-def test_lora_info_cli_prints_one_json_line_without_importing_torch(loras, tmp_path):
-    garbage = tmp_path / "garbage.safetensors"
-    garbage.write_bytes(b"definitely not safetensors")
-    # Run the module as `-m` would, then check the interpreter never loaded torch (or numpy): header-only by design.
-    probe = (
-        "import runpy, sys; sys.argv = ['lora_info', sys.argv[1]]\n"
-        "try:\n    runpy.run_module('pixelai_runner.lora_info', run_name='__main__')\n"
-        "except SystemExit as e:\n    code = e.code\n"
-        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'\n"
-        "sys.exit(code)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
-    ok = subprocess.run(
-        [sys.executable, "-c", probe, str(loras["tiny-sd-lora-kohya"])],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert ok.returncode == 0, ok.stderr
-    lines = ok.stdout.splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["format"] == "kohya"
-    bad = subprocess.run(
-        [sys.executable, "-m", "pixelai_runner.lora_info", str(garbage)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert bad.returncode == 1 and bad.stdout == "" and "lora_info:" in bad.stderr

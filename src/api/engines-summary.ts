@@ -1,6 +1,7 @@
+import { ENGINE_NAMES, EngineName } from "../backends/engine-names";
 import type { EngineProbe, EngineStatusStore } from "../backends/engine-status";
-import type { EngineName } from "../jobs/jobs.dto";
 import type { ModelsService } from "../models/models.service";
+import type { SettingsService } from "../settings/settings.service";
 
 export interface EngineSummary {
   available: boolean;
@@ -23,8 +24,6 @@ export interface EnginesSummary {
   defaultModel: string;
 }
 
-const ENGINES: EngineName[] = ["torch", "mlx"];
-
 function summarise(probe: EngineProbe | null): EngineSummary {
   if (!probe) return { available: false, reason: "no worker runs this engine", features: {}, schedulers: [] };
   const { engine: _engine, seenAt: _seenAt, features, schedulers, ...rest } = probe;
@@ -36,17 +35,21 @@ function summarise(probe: EngineProbe | null): EngineSummary {
   };
 }
 
-/** What workers last published about each engine (Redis), the default engine, and the model registry's names. */
-export async function enginesSummary(engines: EngineStatusStore, models: ModelsService): Promise<EnginesSummary> {
+/** What workers last published about each engine (Redis), the defaults, and the model registry's names. */
+export async function enginesSummary(
+  engines: EngineStatusStore,
+  settings: SettingsService,
+  models: ModelsService,
+): Promise<EnginesSummary> {
   const [probes, defaultEngine, defaultModel, rows] = await Promise.all([
-    Promise.all(ENGINES.map((e) => engines.read(e).catch(() => null))),
-    engines.defaultEngine(),
-    engines.defaultModel(),
+    Promise.all(ENGINE_NAMES.map((e) => engines.read(e).catch(() => null))),
+    settings.defaultEngine(),
+    settings.defaultModel(),
     models.list(),
   ]);
   return {
     default: defaultEngine,
-    engines: Object.fromEntries(ENGINES.map((e, i) => [e, summarise(probes[i])])) as Record<EngineName, EngineSummary>,
+    engines: Object.fromEntries(ENGINE_NAMES.map((e, i) => [e, summarise(probes[i])])) as Record<EngineName, EngineSummary>,
     models: rows.filter((m) => m.kind !== "lora").map((m) => m.name),
     loras: rows.filter((m) => m.kind === "lora").map((m) => m.name),
     defaultModel,

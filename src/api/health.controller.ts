@@ -1,6 +1,6 @@
 import { Controller, Get, Route, Tags } from "tsoa";
 import type { ApiServices } from "./services";
-import type { EngineName } from "../jobs/jobs.dto";
+import { ENGINE_NAMES, EngineName } from "../backends/engine-names";
 import type { EngineProbe } from "../backends/engine-status";
 
 export interface HealthResponse {
@@ -26,16 +26,16 @@ export class HealthController extends Controller {
   /** Liveness plus a device/engine summary. Keeps the seed server's fields (status, model_loaded, current_model, device, engine, version). */
   @Get()
   async health(): Promise<HealthResponse> {
-    const { engines, version } = this.services;
+    const { engines, settings, version } = this.services;
     let redis = true;
     const probes: Partial<Record<EngineName, EngineProbe | null>> = {};
-    for (const engine of ["torch", "mlx"] as const) {
+    for (const engine of ENGINE_NAMES) {
       probes[engine] = await engines.read(engine).catch(() => {
         redis = false;
         return null;
       });
     }
-    const defaultEngine = await engines.defaultEngine();
+    const defaultEngine = await settings.defaultEngine();
     const main = probes[defaultEngine] ?? null;
     return {
       status: redis ? "healthy" : "degraded",
@@ -44,7 +44,7 @@ export class HealthController extends Controller {
       device: main?.device ?? null,
       chip: main?.chip ?? null,
       model_loaded: Boolean(main?.available),
-      current_model: await engines.defaultModel(),
+      current_model: await settings.defaultModel(),
       redis,
       engines: Object.fromEntries(
         Object.entries(probes).map(([name, p]) => [

@@ -1,5 +1,4 @@
 import { Body, Controller, Get, Path, Post, Put, Response, Route, Security, SuccessResponse, Tags } from "tsoa";
-import { AppError } from "../backends/error-codes";
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";
 import type { ModelDetail, RegisterModelRequest } from "../models/models.dto";
@@ -29,7 +28,7 @@ export class ModelsController extends Controller {
   @Get()
   async list(): Promise<ModelList> {
     const rows = await this.services.models.list();
-    const items = rows.map((m) => this.services.models.detail(m));
+    const items = await Promise.all(rows.map((m) => this.services.models.detail(m)));
     return { models: items.filter((m) => m.kind === "base").map((m) => m.name), items };
   }
 
@@ -44,16 +43,18 @@ export class ModelsController extends Controller {
     return this.services.models.register(body);
   }
 
-  /** The base model for requests that name none (shared by every API process; the seed's /load_model sets it too). */
+  /**
+   * The base model for requests that name none (shared by every API process; the seed's /load_model sets it too). Only
+   * a model the default engine can run is accepted.
+   */
   @Put("default")
   @Security("apiKey")
   @Response<ErrorBody>(401, "Admin key missing or wrong")
   @Response<ErrorBody>(404, "No such base model")
+  @Response<ErrorBody>(409, "The default engine cannot run it: no conversion (MODEL_NOT_CONVERTED)")
   async setDefault(@Body() body: DefaultModelRequest): Promise<{ default: string }> {
-    const model = await this.services.models.find(body.model);
-    if (model.kind !== "base") throw new AppError("MODEL_NOT_FOUND", `${body.model} is a LoRA, not a base model`);
-    await this.services.engines.setDefaultModel(model.name);
-    return { default: model.name };
+    const { model } = await this.services.settings.setDefaultModel(body.model);
+    return { default: model };
   }
 
   @Get("{name}")

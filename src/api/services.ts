@@ -6,6 +6,7 @@ import type { JobEventsHub } from "./job-events";
 import type { ModelsService } from "../models/models.service";
 import type { ConversionsService } from "../conversions/conversions.service";
 import type { SubmitRateLimiter } from "./rate-limit";
+import type { SettingsService } from "../settings/settings.service";
 
 /** What controllers may call. Built once by the service composition (src/service.ts). */
 export interface ApiServices {
@@ -13,9 +14,12 @@ export interface ApiServices {
   jobs: JobsService;
   models: ModelsService;
   conversions: ConversionsService;
+  /** What workers last published about each engine. */
   engines: EngineStatusStore;
+  /** The default engine and model: read them here, and change them only through it (it checks the pair can run). */
+  settings: SettingsService;
   version: string;
-  /** Live job updates (BullMQ QueueEvents) for the legacy routes and the WebSocket gateway. */
+  /** Live job updates (Redis pub/sub, final states read from the database) for SSE, the legacy routes and /ws. */
   events: JobEventsHub;
   /** Per-client budget for submissions (POST /jobs, POST /generate); absent: no limit. */
   rateLimiter?: SubmitRateLimiter;

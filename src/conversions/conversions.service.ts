@@ -3,7 +3,7 @@ import fs from "node:fs";
 import { AppError } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import { newJobId, JOB_ID_PATTERN } from "../jobs/ids";
-import { checkMlxFolder, folderFingerprint } from "../models/mlx-manifest";
+import { folderFingerprint } from "../models/file-hash";
 import type { ModelsService } from "../models/models.service";
 import type { ConversionQueue } from "./conversion-queue";
 import type { ConversionView, MlxModelSummary } from "./conversions.dto";
@@ -30,7 +30,7 @@ export class ConversionsService {
     }
     const fingerprint = folderFingerprint(resolved.source);
     const existing = await this.repo.findReusable(model.id, dtype, fingerprint);
-    if (existing && (existing.status !== "completed" || checkMlxFolder(path.join(this.models.mlxRoot, name)).verified)) {
+    if (existing && (existing.status !== "completed" || (await this.models.mlxCheck(name)).verified)) {
       return { view: { ...toView(existing), reused: true }, created: false };
     }
     const id = newJobId();
@@ -53,23 +53,25 @@ export class ConversionsService {
 
   async listMlx(): Promise<MlxModelSummary[]> {
     const rows = await this.repo.latestCompletedPerModel();
-    return rows.map((r) => {
-      const check = checkMlxFolder(path.join(this.models.mlxRoot, r.model.name));
-      const manifest = r.manifest ? (JSON.parse(r.manifest) as { architecture?: string }) : {};
-      return {
-        name: r.model.name,
-        conversionId: r.id,
-        dtype: r.dtype,
-        architecture: manifest.architecture ?? r.model.architecture,
-        sourceRevision: r.sourceRevision,
-        converterVersion: r.converterVersion,
-        createdAt: r.createdAt.toISOString(),
-        fileCount: r.files?.length ?? 0,
-        totalBytes: (r.files ?? []).reduce((sum, f) => sum + Number(f.sizeBytes), 0),
-        verified: check.verified,
-        ...(check.problem ? { problem: check.problem } : {}),
-      };
-    });
+    return Promise.all(
+      rows.map(async (r) => {
+        const check = await this.models.mlxCheck(r.model.name);
+        const manifest = r.manifest ? (JSON.parse(r.manifest) as { architecture?: string }) : {};
+        return {
+          name: r.model.name,
+          conversionId: r.id,
+          dtype: r.dtype,
+          architecture: manifest.architecture ?? r.model.architecture,
+          sourceRevision: r.sourceRevision,
+          converterVersion: r.converterVersion,
+          createdAt: r.createdAt.toISOString(),
+          fileCount: r.files?.length ?? 0,
+          totalBytes: (r.files ?? []).reduce((sum, f) => sum + Number(f.sizeBytes), 0),
+          verified: check.verified,
+          ...(check.problem ? { problem: check.problem } : {}),
+        };
+      }),
+    );
   }
 }
 

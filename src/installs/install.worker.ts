@@ -17,7 +17,13 @@ export interface InstallWorkerDeps {
   modelsRoot: string;
   installs: InstallsRepository;
   /** Reads an installed snapshot with the registry's rules (snapshot-facts.ts). */
-  inspect(kind: "base" | "lora", snapshotDir: string, weightName: string | null, bytesTotal: bigint, sha256: string | null): SnapshotFacts;
+  inspect(
+    kind: "base" | "lora",
+    snapshotDir: string,
+    weightName: string | null,
+    bytesTotal: bigint,
+    sha256: string | null,
+  ): Promise<SnapshotFacts>;
   logger: Logger;
   lockDurationMs: number;
   stalledIntervalMs: number;
@@ -109,7 +115,7 @@ export class InstallWorker {
       const weightName = done.weightName ?? null;
       const bytesTotal = BigInt(done.bytesTotal ?? 0);
       const sha = weightName ? (done.files?.[weightName]?.sha256 ?? null) : null;
-      const facts = this.deps.inspect(install.kind === "lora" ? "lora" : "base", snapshotDir, weightName, bytesTotal, sha);
+      const facts = await this.deps.inspect(install.kind === "lora" ? "lora" : "base", snapshotDir, weightName, bytesTotal, sha);
       await installs.complete(install, {
         commitSha: done.commit!,
         snapshotPath: path.relative(this.deps.modelsRoot, snapshotDir),

@@ -3,7 +3,10 @@
  * (tags must be multi-line: the one-line form is silently ignored, see docs/environment.md).
  */
 
-export type EngineName = "torch" | "mlx";
+import type { EngineName } from "../backends/engine-names";
+
+// one list of engine names (backends/engine-names.ts); re-exported because every DTO here uses it
+export type { EngineName };
 export type JobStatus = "queued" | "active" | "completed" | "failed" | "cancelled";
 export type FitMode = "contain" | "cover" | "stretch";
 export type SchedulerName = "euler" | "euler_a" | "ddim" | "dpmpp_2m";

@@ -1,3 +1,5 @@
+import type { EngineName } from "../backends/engine-names";
+
 export interface RegisterModelRequest {
   /**
    * Registry name: letters, digits, '.', '_', '-' (max 64).
@@ -41,6 +43,6 @@ export interface ModelDetail {
   sha256: string | null;
   crossAttentionDim: number | null;
   /** Engines this model can run on now. */
-  engines: Array<"torch" | "mlx">;
+  engines: EngineName[];
   mlx?: MlxStatus;
 }

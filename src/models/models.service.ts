@@ -1,11 +1,14 @@
 import fs from "node:fs";
 import path from "node:path";
 import { AppError } from "../backends/error-codes";
-import type { EngineName } from "../jobs/jobs.dto";
+import type { EngineName } from "../backends/engine-names";
 import type { Logger } from "../infra/logger";
-import { checkMlxFolder, fileSha256 } from "./mlx-manifest";
+import { fileSha256 } from "./file-hash";
+import { readMlxManifest } from "./mlx-manifest";
+import type { MlxCheck, ModelFacts, ModelFiles } from "./model-files";
 import { ModelRecord, ModelsRepository } from "./models.repository";
 import type { ModelDetail, RegisterModelRequest } from "./models.dto";
+import { loraMisfit } from "./lora-fit";
 import { inspectLora } from "./safetensors-header";
 import { HUB_ID_PATTERN, MODEL_NAME_PATTERN, assertSafeName, resolveUnder } from "./safe-paths";
 
@@ -23,21 +26,6 @@ export interface ResolvedLora {
   strength: number;
 }
 
-/** Reads `_class_name` of a diffusers folder: SDXL pipelines carry "XL" in their class name. */
-export function architectureOf(modelDir: string): "sd" | "sdxl" | null {
-  const indexFile = path.join(modelDir, "model_index.json");
-  if (!fs.existsSync(indexFile)) return null;
-  const index = JSON.parse(fs.readFileSync(indexFile, "utf8")) as { _class_name?: string };
-  return /XL/.test(index._class_name ?? "") ? "sdxl" : "sd";
-}
-
-function unetCrossAttentionDim(modelDir: string): number | null {
-  const file = path.join(modelDir, "unet", "config.json");
-  if (!fs.existsSync(file)) return null;
-  const dim = (JSON.parse(fs.readFileSync(file, "utf8")) as { cross_attention_dim?: number | number[] }).cross_attention_dim;
-  return typeof dim === "number" ? dim : Array.isArray(dim) ? dim[0] : null;
-}
-
 function folderSize(dir: string): bigint {
   let total = 0n;
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -48,12 +36,17 @@ function folderSize(dir: string): bigint {
   return total;
 }
 
-/** The model registry: base models and LoRAs, local (under their root) or hub ids, and where each can run. */
+/**
+ * The model registry: base models and LoRAs, local (under their root) or hub ids, and where each can run. What a
+ * model folder is and whether a conversion is intact are the Python side's answers (model-files.ts); what a LoRA is
+ * and whether it fits are read here (safetensors-header.ts, lora-fit.ts).
+ */
 export class ModelsService {
   constructor(
     private readonly repo: ModelsRepository,
     readonly modelsRoot: string,
     readonly lorasRoot: string,
+    private readonly files: ModelFiles,
     private readonly logger: Logger,
   ) {}
 
@@ -65,11 +58,22 @@ export class ModelsService {
   async scanLocal(): Promise<string[]> {
     const found: string[] = [];
     if (fs.existsSync(this.modelsRoot)) {
-      for (const entry of fs.readdirSync(this.modelsRoot, { withFileTypes: true })) {
-        if (!entry.isDirectory() || !MODEL_NAME_PATTERN.test(entry.name) || entry.name === "mlx") continue;
-        if (!architectureOf(path.join(this.modelsRoot, entry.name))) continue;
-        await this.registerLocal(entry.name, entry.name, "base");
-        found.push(entry.name);
+      const names = fs
+        .readdirSync(this.modelsRoot, { withFileTypes: true })
+        .filter((entry) => entry.isDirectory() && MODEL_NAME_PATTERN.test(entry.name) && entry.name !== "mlx")
+        .map((entry) => entry.name);
+      // one question for every folder: a Python start per folder would slow start-up down with many models
+      const answers = await this.files.inspect(names.map((name) => path.join(this.modelsRoot, name)));
+      for (const name of names) {
+        const facts = answers.get(path.join(this.modelsRoot, name));
+        if (!facts || "error" in facts) {
+          if (fs.existsSync(path.join(this.modelsRoot, name, "model_index.json"))) {
+            this.logger.warn({ folder: name, err: facts?.error }, "skipping a model folder this server cannot run");
+          }
+          continue;
+        }
+        await this.upsertBase(name, name, path.join(this.modelsRoot, name), facts);
+        found.push(name);
       }
     }
     if (fs.existsSync(this.lorasRoot)) {
@@ -93,9 +97,11 @@ export class ModelsService {
     const full = resolveUnder(root, relative, "model path");
     if (!fs.existsSync(full)) throw new AppError("INVALID_REQUEST", `${relative} does not exist under ${kind === "base" ? "models/" : "loras/"}`);
     if (kind === "base") {
-      const architecture = architectureOf(full);
-      if (!architecture) throw new AppError("INVALID_REQUEST", `${relative} is not a diffusers folder (no model_index.json)`);
-      return this.repo.upsert({ name, source: relative, kind, architecture, sizeBytes: folderSize(full), crossAttentionDim: unetCrossAttentionDim(full) });
+      const facts = (await this.files.inspect([full])).get(full);
+      if (!facts || "error" in facts) {
+        throw new AppError("INVALID_REQUEST", `${relative} cannot be registered: ${facts?.error ?? "not a model folder"}`);
+      }
+      return this.upsertBase(name, relative, full, facts);
     }
     if (!fs.statSync(full).isFile() || !full.endsWith(".safetensors")) {
       throw new AppError("INVALID_REQUEST", `a LoRA must be a .safetensors file under loras/`);
@@ -104,7 +110,7 @@ export class ModelsService {
     try {
       info = inspectLora(full);
     } catch (err) {
-      throw new AppError("INVALID_REQUEST", `${relative} is not a readable safetensors file: ${(err as Error).message}`);
+      throw new AppError("INVALID_REQUEST", `${relative} is not a readable safetensors LoRA: ${(err as Error).message}`);
     }
     return this.repo.upsert({
       name,
@@ -114,6 +120,17 @@ export class ModelsService {
       sizeBytes: BigInt(fs.statSync(full).size),
       sha256: fileSha256(full),
       crossAttentionDim: info.crossAttentionDim,
+    });
+  }
+
+  private upsertBase(name: string, relative: string, full: string, facts: ModelFacts): Promise<ModelRecord> {
+    return this.repo.upsert({
+      name,
+      source: relative,
+      kind: "base",
+      architecture: facts.architecture,
+      sizeBytes: folderSize(full),
+      crossAttentionDim: facts.crossAttentionDim,
     });
   }
 
@@ -147,7 +164,12 @@ export class ModelsService {
     return this.detail(await this.find(name));
   }
 
-  detail(m: ModelRecord): ModelDetail {
+  /** A converted MLX folder checked against its manifest (the MLX engine's own check; unchanged files are not re-hashed). */
+  mlxCheck(name: string): Promise<MlxCheck> {
+    return this.files.verifyMlx(resolveUnder(this.mlxRoot, name, "MLX model"));
+  }
+
+  async detail(m: ModelRecord): Promise<ModelDetail> {
     const kind = m.kind === "lora" ? "lora" : "base";
     const detail: ModelDetail = {
       name: m.name,
@@ -160,17 +182,18 @@ export class ModelsService {
       engines: ["torch"],
     };
     if (kind === "base") {
-      const check = checkMlxFolder(path.join(this.mlxRoot, m.name));
+      const check = await this.mlxCheck(m.name);
+      const manifest = check.converted ? readMlxManifest(path.join(this.mlxRoot, m.name)) : null;
       detail.mlx = {
-        converted: check.manifest !== null,
+        converted: check.converted,
         verified: check.verified,
         ...(check.problem ? { problem: check.problem } : {}),
-        ...(check.manifest
+        ...(manifest
           ? {
-              dtype: check.manifest.dtype,
-              sourceRevision: check.manifest.sourceRevision,
-              converterVersion: check.manifest.converterVersion,
-              files: Object.fromEntries(Object.entries(check.manifest.files).map(([k, v]) => [k, v.sha256])),
+              dtype: manifest.dtype,
+              sourceRevision: manifest.sourceRevision,
+              converterVersion: manifest.converterVersion,
+              files: Object.fromEntries(Object.entries(manifest.files ?? {}).map(([k, v]) => [k, v.sha256])),
             }
           : {}),
       };
@@ -202,25 +225,16 @@ export class ModelsService {
   }
 
   /**
-   * A LoRA for a job: registered (LORA_NOT_FOUND), and made for the base model's text-embedding width — an SD LoRA on
-   * SDXL cannot load, so that is refused before queueing (INVALID_REQUEST).
+   * A LoRA for a job: registered (LORA_NOT_FOUND), and fitting the base model (lora-fit.ts) — an SD LoRA on SDXL
+   * cannot load, so that is refused before queueing (INVALID_REQUEST).
    */
   async resolveLora(lora: { name: string; strength?: number }, baseName: string): Promise<ResolvedLora> {
     assertSafeName(lora.name, "LoRA name");
     const found = await this.repo.findByName(lora.name);
     if (!found || found.kind !== "lora") throw new AppError("LORA_NOT_FOUND", `no LoRA named ${JSON.stringify(lora.name)}; see GET /models`);
     const base = await this.repo.findByName(baseName);
-    if (base) {
-      const dimsKnown = base.crossAttentionDim !== null && found.crossAttentionDim !== null;
-      const mismatch = dimsKnown ? base.crossAttentionDim !== found.crossAttentionDim : base.architecture !== found.architecture;
-      if (mismatch) {
-        throw new AppError(
-          "INVALID_REQUEST",
-          `LoRA ${found.name} (${found.architecture}, text width ${found.crossAttentionDim ?? "?"}) does not fit model ${base.name} (${base.architecture}, text width ${base.crossAttentionDim ?? "?"})`,
-          { field: "lora.name" },
-        );
-      }
-    }
+    const misfit = base ? loraMisfit(found, base) : null;
+    if (misfit) throw new AppError("INVALID_REQUEST", misfit, { field: "lora.name" });
     return { name: found.name, source: this.sourcePath(found, this.lorasRoot), strength: lora.strength ?? 1 };
   }
 

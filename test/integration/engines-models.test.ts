@@ -75,6 +75,17 @@ describe("MLX conversion through the API", () => {
     expect(res.body.error.message).toContain("/models/tiny-sd/conversions");
   });
 
+  it("PUT /engines/default applies /set_engine's checks: mlx is refused while the default model has no conversion", async () => {
+    for (const res of [
+      await admin(request(stack.url).put("/engines/default")).send({ engine: "mlx" }),
+      await admin(request(stack.url).post("/set_engine")).send({ engine: "mlx" }),
+    ]) {
+      expect(res.status).toBe(409);
+      expect(res.body.error?.code ?? res.body.code).toBe("MODEL_NOT_CONVERTED");
+    }
+    expect((await request(stack.url).get("/engines")).body.default).toBe("torch");
+  });
+
   let conversionId: string;
   it("queues a conversion (admin), reports progress and completes with a hashed manifest", async () => {
     expect((await request(stack.url).post("/models/tiny-sd/conversions").send({ dtype: "float32" })).status).toBe(401);
@@ -119,6 +130,12 @@ describe("MLX conversion through the API", () => {
     expect(set.status).toBe(200);
     const job = await run({ prompt: "default engine", width: 64, height: 64, steps: 2, seed: 1 });
     expect(job.engine).toBe("mlx");
+    // with mlx the default, a model without a conversion cannot become the default model, on either route
+    const v1 = await admin(request(stack.url).put("/models/default")).send({ model: "tiny-sdxl" });
+    const legacy = await admin(request(stack.url).post("/load_model")).send({ model_name: "tiny-sdxl" });
+    expect([v1.status, v1.body.error.code]).toEqual([409, "MODEL_NOT_CONVERTED"]);
+    expect([legacy.status, legacy.body]).toEqual([409, expect.objectContaining({ success: false, code: "MODEL_NOT_CONVERTED" })]);
+    expect((await request(stack.url).get("/engines")).body.defaultModel).toBe("tiny-sd");
     await admin(request(stack.url).put("/engines/default")).send({ engine: "torch" });
     expect((await request(stack.url).get("/engines")).body.default).toBe("torch");
   });
@@ -195,6 +212,13 @@ describe("LoRA on Torch", () => {
       .send({ ...base, model: "tiny-sdxl", lora: { name: "tiny-sd-lora" } });
     expect([mismatch.status, mismatch.body.error.code]).toEqual([400, "INVALID_REQUEST"]);
     expect(mismatch.body.error.message).toMatch(/does not fit/);
+    const xlOnSd = await request(stack.url)
+      .post("/jobs")
+      .send({ ...base, lora: { name: "tiny-sdxl-lora" } });
+    expect([xlOnSd.status, xlOnSd.body.error.message]).toEqual([
+      400,
+      expect.stringMatching(/tiny-sdxl-lora \(sdxl, text width 64\) does not fit/),
+    ]);
   });
 
   it("runs an SDXL LoRA on tiny-sdxl", async () => {

@@ -2,6 +2,7 @@ import express, { ErrorRequestHandler, Request, Response, Router } from "express
 import { AppError, ERROR_CODES, isErrorCode } from "../../backends/error-codes";
 import type { Logger } from "../../infra/logger";
 import type { JobView } from "../../jobs/jobs.dto";
+import { loraMisfit } from "../../models/lora-fit";
 import { expressAuthentication } from "../authentication";
 import { toErrorBody } from "../error-handler";
 import { pngToRgba } from "../job-validation";
@@ -122,49 +123,35 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     res.status(202).json({ success: true, generation_id: view.id, status: LEGACY_STATUS[view.status], job_status: view.status });
   });
 
+  // /set_engine and /load_model change the shared defaults through the same SettingsService as PUT /engines/default
+  // and PUT /models/default (same checks, same admin-key rule); here they only translate the old shapes.
   router.post("/set_engine", json, async (req, res) => {
-    // Changing the default engine is an admin action in v1 (PUT /engines/default): same key rule when one is set.
     await expressAuthentication(req, "apiKey");
-    const engine = bodyOf(req).engine;
-    if (engine !== "torch" && engine !== "mlx") {
-      throw new AppError("INVALID_REQUEST", `unknown engine ${JSON.stringify(engine ?? null)}; expected torch or mlx`, { field: "engine" });
-    }
-    const probe = await deps.engines.read(engine);
-    if (!probe?.available) {
-      throw new AppError("ENGINE_UNAVAILABLE", `engine ${engine} is not available: ${probe?.reason ?? "no worker runs it"}`);
-    }
-    // The old client never names a model, so every job it sends uses the default one: refuse an engine that cannot
-    // run it (MODEL_NOT_CONVERTED for MLX without a conversion) instead of failing each later /generate.
-    await deps.models.resolve(await deps.engines.defaultModel(), engine);
-    await deps.engines.setDefaultEngine(engine);
+    const { engine, probe } = await deps.settings.setDefaultEngine(bodyOf(req).engine);
     res.json({ success: true, engine, device: probe.device ?? null, message: `default engine is now ${engine}` });
   });
 
   router.post("/load_model", json, async (req, res) => {
-    // The old client picks a model here and then sends /generate without one: the pick becomes the shared default
-    // model (an admin action in v1, PUT /models/default: same key rule when one is set).
+    // The old client picks a model here and then sends /generate without one: the pick becomes the shared default.
     await expressAuthentication(req, "apiKey");
     const body = bodyOf(req);
     const name = body.model_name ?? body.model;
     if (typeof name !== "string" || !name) throw new AppError("INVALID_REQUEST", "model_name is required", { field: "model_name" });
-    const model = (await deps.models.list()).find((m) => m.name === name && m.kind !== "lora");
-    if (!model) throw new AppError("MODEL_NOT_FOUND", `no base model named ${JSON.stringify(name)}; see GET /models`);
-    await deps.models.resolve(model.name, await deps.engines.defaultEngine());
-    await deps.engines.setDefaultModel(model.name);
+    const { model } = await deps.settings.setDefaultModel(name);
     res.json({
       success: true,
-      model_name: model.name,
-      current_model: model.name,
-      message: `jobs without a model now use ${model.name}; workers load it on its first job and keep it warm`,
+      model_name: model,
+      current_model: model,
+      message: `jobs without a model now use ${model}; workers load it on its first job and keep it warm`,
     });
   });
 
   router.get("/loras", async (_req, res) => {
     const rows = await deps.models.list();
-    const currentModel = await deps.engines.defaultModel();
-    const base = rows.find((m) => m.name === currentModel);
+    const currentModel = await deps.settings.defaultModel();
+    const base = rows.find((m) => m.name === currentModel && m.kind !== "lora");
     const loras = rows.filter((m) => m.kind === "lora");
-    const compatible = loras.filter((m) => base && m.architecture === base.architecture).map((m) => m.name);
+    const compatible = loras.filter((m) => base && loraMisfit(m, base) === null).map((m) => m.name);
     res.json({
       loras: loras.map((m) => m.name),
       compatible_loras: compatible,

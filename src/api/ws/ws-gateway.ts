@@ -7,6 +7,7 @@ import type { StepPreview } from "../../jobs/job-queue";
 import type { JobView } from "../../jobs/jobs.dto";
 import type { JobsService } from "../../jobs/jobs.service";
 import type { ModelsService } from "../../models/models.service";
+import type { SettingsService } from "../../settings/settings.service";
 import { enginesSummary } from "../engines-summary";
 import { hostChecker } from "../host-check";
 import type { JobEventsHub } from "../job-events";
@@ -27,6 +28,7 @@ export interface WsGatewayDeps {
   jobs: JobsService;
   events: JobEventsHub;
   engines: EngineStatusStore;
+  settings: SettingsService;
   models: ModelsService;
   allowedHosts: string[];
   logger: Logger;
@@ -91,7 +93,7 @@ class Connection {
 }
 
 /**
- * The /ws endpoint for Aseprite (docs/design.md "WebSocket /ws"). Live updates come from BullMQ QueueEvents via the
+ * The /ws endpoint for Aseprite (docs/design.md "WebSocket /ws"). Live updates come from Redis pub/sub via the
  * JobEventsHub, final states from the database, so it works with the worker in any process.
  */
 export class WsGateway {
@@ -177,7 +179,7 @@ export class WsGateway {
       }
       case "engines": {
         try {
-          const summary = await enginesSummary(this.deps.engines, this.deps.models);
+          const summary = await enginesSummary(this.deps.engines, this.deps.settings, this.deps.models);
           conn.send({ type: "engines", ...summary });
         } catch (err) {
           conn.sendError(errorFrameOf(err, {}));
