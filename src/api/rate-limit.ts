@@ -34,14 +34,22 @@ export interface RateDecision {
   retryAfterMs: number;
 }
 
+/** The connection with TAKE defined as a command: EVALSHA, so the script's text is not sent (and hashed) per request. */
+type WithTake = IORedis & { pixelaiRateTake(key: string, capacity: string): Promise<[number, number]> };
+
 export class SubmitRateLimiter {
+  private readonly redis: WithTake;
+
   constructor(
-    private readonly redis: IORedis,
+    redis: IORedis,
     private readonly prefix: string,
     /** Submissions per client per minute; 0 or less: no limit. */
     readonly perMinute: number,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    redis.defineCommand("pixelaiRateTake", { numberOfKeys: 1, lua: TAKE });
+    this.redis = redis as WithTake;
+  }
 
   /**
    * Spends one token of `client`. Fails open when Redis is unreachable: the submission then fails on the queue
@@ -50,7 +58,7 @@ export class SubmitRateLimiter {
   async take(client: string): Promise<RateDecision> {
     if (this.perMinute <= 0) return { allowed: true, retryAfterMs: 0 };
     try {
-      const [allowed, wait] = (await this.redis.eval(TAKE, 1, `${this.prefix}:rate:${client}`, String(this.perMinute))) as [number, number];
+      const [allowed, wait] = await this.redis.pixelaiRateTake(`${this.prefix}:rate:${client}`, String(this.perMinute));
       return { allowed: allowed === 1, retryAfterMs: Number(wait) };
     } catch (err) {
       this.logger.debug({ err: (err as Error).message }, "rate limiter unavailable; letting the request through");
