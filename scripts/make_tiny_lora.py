@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from pixelai_runner.model_files import architecture_of, cross_attention_dim  # noqa: E402
+
 # Bump when anything below changes what gets written; files with an older value are rebuilt.
 BUILD_VERSION = 1
 RANK = 4
@@ -140,12 +143,10 @@ def _model_build(model_dir: Path) -> str:
 
 
 def _metadata(model_dir: Path) -> dict[str, str]:
-    config = json.loads((model_dir / "unet" / "config.json").read_text())
-    index = json.loads((model_dir / "model_index.json").read_text())
     return {
         "format": "pt",
-        "pixelai.base_architecture": "sdxl" if index.get("_class_name") == "StableDiffusionXLPipeline" else "sd",
-        "pixelai.cross_attention_dim": str(config["cross_attention_dim"]),
+        "pixelai.base_architecture": architecture_of(model_dir),
+        "pixelai.cross_attention_dim": str(cross_attention_dim(model_dir)),
         "pixelai.base_model": model_dir.name,
         "pixelai.model_build": _model_build(model_dir),
         "pixelai.rank": str(RANK),
