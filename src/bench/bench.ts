@@ -85,7 +85,7 @@ async function main(): Promise<void> {
 
       log(profileJobs ? `(f) per-job breakdown: ${profileJobs} instrumented jobs, 1 client…` : "(f) breakdown skipped (BENCH_PROFILE_JOBS=0)");
       const profile = profileJobs
-        ? await runProfilePhase({ url: stack.url, redisUrl: stack.service.redisUrl, tracker, jobs: profileJobs, seedBase: 900_000, jobTimeoutMs: 120_000 })
+        ? await runProfilePhase({ url: stack.url, redisUrl: stack.service.redisUrl, runnerPid: () => stack.service.runners.get("torch")?.pid, tracker, jobs: profileJobs, seedBase: 900_000, jobTimeoutMs: 120_000 })
         : undefined;
 
       log(`(c) raw BullMQ: ${rawJobs} no-op jobs, concurrency ${rawConcurrency}…`);

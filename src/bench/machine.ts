@@ -12,6 +12,10 @@ export interface MachineInfo {
   /** 1-minute load average when the bench started and ended: on a shared 2-core box this says how noisy the run was. */
   loadAvgStart: number;
   loadAvgEnd?: number;
+  /** The bench's scheduling priority (nice); below 0 it was favoured over other work on a shared machine. */
+  nice: number;
+  /** OMP_NUM_THREADS as the bench found it: torch's thread count in both the runner and the direct path. */
+  ompNumThreads: string;
 }
 
 /** Runtime and library versions; the Python ones are filled from bench_direct's answer. */
@@ -65,6 +69,8 @@ export function machineInfo(): MachineInfo {
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
     loadAvgStart: +os.loadavg()[0].toFixed(2),
+    nice: os.getPriority(),
+    ompNumThreads: process.env.OMP_NUM_THREADS ?? "unset",
   };
 }
 

@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import { Job, Worker } from "bullmq";
 import { RunnerSupervisor } from "../backends/runner-supervisor";
 import { JobQueue } from "../jobs/job-queue";
@@ -21,6 +22,12 @@ export interface ProfileResult {
   segments: Record<string, Summary>;
   /** Calls per job of each instrumented seam, p50. */
   callsPerJob: Record<string, number>;
+  /**
+   * CPU time per job, ms: this Node process (the service's API and worker, and the bench's client, which shares it) and
+   * the runner process (its compute included). Work rather than waiting, so it holds on a busy machine; on two cores
+   * every service millisecond spent while the runner computes is taken from the runner.
+   */
+  cpuMsPerJob: { node: number; runner: number | null };
   /** Redis commands per job from submit to completion (MONITOR; BullMQ scripts by name), p50; `total` is their sum. */
   redisPerJob: Record<string, number>;
   /** Seams this code base no longer has under the names the probe knows (the breakdown lacks them). */
@@ -51,6 +58,19 @@ function instrument(probe: SpanProbe): void {
   probe.wrap(Job.prototype, "moveToCompleted", "bullmq.moveToCompleted");
 }
 
+/** utime + stime of a process from /proc (Linux), ms; null where that is not readable. */
+function processCpuMs(pid: number | undefined): number | null {
+  if (!pid) return null;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // fields[11], fields[12]: utime, stime in clock ticks (USER_HZ, 100 on Linux)
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return null;
+  }
+}
+
 const duration = (s: Span | undefined) => (s ? s.end - s.start : Number.NaN);
 
 export async function runProfilePhase(opts: {
@@ -60,12 +80,16 @@ export async function runProfilePhase(opts: {
   jobs: number;
   seedBase: number;
   jobTimeoutMs: number;
+  /** The runner process, for its CPU time (Linux /proc); absent elsewhere. */
+  runnerPid?: () => number | undefined;
 }): Promise<ProfileResult> {
   const probe = new SpanProbe();
   instrument(probe);
   const monitor = new RedisMonitor(opts.redisUrl);
   await monitor.start();
   const redis: Array<Record<string, number>> = [];
+  const cpuBefore = process.cpuUsage();
+  const runnerBefore = processCpuMs(opts.runnerPid?.());
   const rows: Array<Record<string, number>> = [];
   const calls: Record<string, number[]> = {};
   try {
@@ -124,17 +148,24 @@ export async function runProfilePhase(opts: {
     probe.restore();
     monitor.stop();
   }
+  const cpu = process.cpuUsage(cpuBefore);
+  const runnerAfter = processCpuMs(opts.runnerPid?.());
+  const cpuMsPerJob = {
+    node: round((cpu.user + cpu.system) / 1000 / opts.jobs, 2),
+    runner: runnerBefore !== null && runnerAfter !== null ? round((runnerAfter - runnerBefore) / opts.jobs, 1) : null,
+  };
   const segments: Record<string, Summary> = {};
   for (const key of Object.keys(rows[0] ?? {})) segments[key] = summarize(rows.map((r) => r[key]).filter(Number.isFinite), 2);
   const callsPerJob = Object.fromEntries(Object.entries(calls).map(([k, v]) => [k, summarize(v, 1).p50]));
   const names = [...new Set(redis.flatMap((r) => Object.keys(r)))].sort();
   const redisPerJob = Object.fromEntries(names.map((n) => [n, summarize(redis.map((r) => r[n] ?? 0), 1).p50]));
-  return { jobs: opts.jobs, segments, callsPerJob, redisPerJob, missing: probe.missing };
+  return { jobs: opts.jobs, segments, cpuMsPerJob, callsPerJob, redisPerJob, missing: probe.missing };
 }
 
 export function formatProfile(p: ProfileResult): string[] {
   const lines = [`(f) where one job's time goes (C=1, ${p.jobs} instrumented jobs), p50 / p99 ms:`];
   for (const [name, s] of Object.entries(p.segments)) lines.push(`  ${name.padEnd(64)}${String(round(s.p50, 2)).padStart(9)}${String(round(s.p99, 2)).padStart(9)}`);
+  lines.push(`  CPU per job: node ${p.cpuMsPerJob.node} ms (service + bench client), runner ${p.cpuMsPerJob.runner ?? "n/a"} ms (compute included)`);
   lines.push(`  Redis commands per job: ${Object.entries(p.redisPerJob ?? {}).map(([k, v]) => `${k} ${v}`).join(", ")}`);
   lines.push(`  calls per job: ${Object.entries(p.callsPerJob).map(([k, v]) => `${k} ${v}`).join(", ")}`);
   if (p.missing.length) lines.push(`  not instrumented (renamed or gone): ${p.missing.join(", ")}`);

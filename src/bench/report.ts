@@ -58,7 +58,7 @@ export function formatTable(r: BenchResults): string {
   ];
   const lines = [
     `PixelAI bench ${r.timestamp}`,
-    `machine: ${m.cpuModel} × ${m.cores} cores, ${m.memoryGiB} GiB, ${m.platform}; load avg ${m.loadAvgStart} → ${m.loadAvgEnd}`,
+    `machine: ${m.cpuModel} × ${m.cores} cores, ${m.memoryGiB} GiB, ${m.platform}; load avg ${m.loadAvgStart} → ${m.loadAvgEnd}; nice ${m.nice}; OMP_NUM_THREADS ${m.ompNumThreads}`,
     `versions: ${Object.entries(r.versions)
       .map(([k, v]) => `${k} ${v}`)
       .join(", ")}`,
