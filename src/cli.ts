@@ -4,9 +4,17 @@ import { assertPortFree } from "./infra/port-check";
 import { acquireStartLock, StartLock } from "./infra/start-lock";
 import type { RunningService } from "./service";
 
-/** `pixelai start` (API + worker + runner), `pixelai api`, `pixelai worker [--engine torch|mlx] [--concurrency N]`. */
+/**
+ * `pixelai start` (API + worker + runner), `pixelai api`, `pixelai worker [--engine torch|mlx] [--concurrency N]`,
+ * `pixelai install <owner/name>` (a hub model, through the running server, with a progress bar).
+ */
 async function main(argv: string[]): Promise<void> {
   const [command = "start", ...rest] = argv;
+  if (command === "install") {
+    // A client of the running server: no lock, no service (src/installs/install-cli.ts).
+    const { runInstallCli } = await import("./installs/install-cli");
+    process.exit(await runInstallCli(rest, loadConfig(process.env)));
+  }
   const env = { ...process.env };
   for (let i = 0; i < rest.length; i++) {
     if (rest[i] === "--engine") env.PIXELAI_ENGINES = rest[++i];

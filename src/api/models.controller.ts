@@ -2,6 +2,8 @@ import { Body, Controller, Get, Path, Post, Put, Response, Route, Security, Succ
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";
 import type { ModelDetail, RegisterModelRequest } from "../models/models.dto";
+import type { InstallView } from "../installs/installs.dto";
+import { isHubReference, parseHubRef } from "../installs/hub-id";
 import type { ConversionRequest, ConversionView, MlxModelSummary } from "../conversions/conversions.dto";
 
 export interface DefaultModelRequest {
@@ -32,13 +34,26 @@ export class ModelsController extends Controller {
     return { models: items.filter((m) => m.kind === "base").map((m) => m.name), items };
   }
 
-  /** Register a base model or LoRA: a path under models/ or loras/, or a hub id. */
+  /**
+   * Register a base model or LoRA: a path under models/ or loras/ (201), or a hub id `owner/name` — which starts its
+   * install (202; an identical install still running answers 200), followed at GET /installs/{id} and GET /models/{name}.
+   */
   @Post()
   @Security("apiKey")
   @SuccessResponse(201, "Registered")
-  @Response<ErrorBody>(400, "Bad name or path")
+  @Response<InstallView>(202, "Hub id: install queued")
+  @Response<ErrorBody>(400, "Bad name, path or hub id")
   @Response<ErrorBody>(401, "Admin key missing or wrong")
-  async register(@Body() body: RegisterModelRequest): Promise<ModelDetail> {
+  async register(@Body() body: RegisterModelRequest): Promise<ModelDetail | InstallView> {
+    if (isHubReference(body.source)) {
+      parseHubRef(body.source, body.revision); // bad input is a 400 before anything else
+      // Until every composition wires installs in, one without them registers the id as before.
+      if (this.services.installs) {
+        const { view, created } = await this.services.installs.requestRegistration(body);
+        this.setStatus(created ? 202 : 200);
+        return view;
+      }
+    }
     this.setStatus(201);
     return this.services.models.register(body);
   }
@@ -60,7 +75,9 @@ export class ModelsController extends Controller {
   @Get("{name}")
   @Response<ErrorBody>(404, "No such model")
   async get(@Path() name: string): Promise<ModelDetail> {
-    return this.services.models.describe(name);
+    const detail = await this.services.models.describe(name);
+    const install = await this.services.installs?.latestForName(detail.name);
+    return install ? { ...detail, install } : detail;
   }
 
   /** Queue a diffusers → MLX conversion; an unchanged source answers 200 with the earlier conversion. */

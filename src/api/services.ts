@@ -5,6 +5,7 @@ import type { JobsService } from "../jobs/jobs.service";
 import type { JobEventsHub } from "./job-events";
 import type { ModelsService } from "../models/models.service";
 import type { ConversionsService } from "../conversions/conversions.service";
+import type { InstallsService } from "../installs/installs.service";
 import type { SubmitRateLimiter } from "./rate-limit";
 import type { SettingsService } from "../settings/settings.service";
 
@@ -14,6 +15,8 @@ export interface ApiServices {
   jobs: JobsService;
   models: ModelsService;
   conversions: ConversionsService;
+  /** Hub installs (queued downloads); absent in compositions without them. */
+  installs?: InstallsService;
   /** What workers last published about each engine. */
   engines: EngineStatusStore;
   /** The default engine and model: read them here, and change them only through it (it checks the pair can run). */

@@ -2,6 +2,7 @@ import { AppError } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import { JOB_ID_PATTERN, newJobId } from "../jobs/ids";
 import type { InstallQueue } from "./install-queue";
+import { parseHubRef } from "./hub-id";
 import type { InstallRequest, InstallView } from "./installs.dto";
 import { InstallRecord, InstallsRepository } from "./installs.repository";
 
@@ -18,6 +19,37 @@ export class InstallsService {
     private readonly options: InstallsServiceOptions,
     private readonly logger: Logger,
   ) {}
+
+  /**
+   * POST /models with a hub id as `source`: the id (and `revision`, inline after '@' or as the field) is checked with the
+   * hub's rules first — bad input is a 400 and nothing is fetched.
+   */
+  requestRegistration(body: {
+    name: string;
+    source: string;
+    kind: "base" | "lora";
+    revision?: string;
+    variant?: "fp16" | "none" | "auto";
+    weightName?: string;
+    architecture?: "sd" | "sdxl";
+  }): Promise<{ view: InstallView; created: boolean }> {
+    const ref = parseHubRef(body.source, body.revision, "source");
+    if (
+      body.weightName !== undefined &&
+      (body.kind !== "lora" || !/^[^\\/][^\\]*$/.test(body.weightName) || body.weightName.split("/").includes(".."))
+    ) {
+      throw new AppError("INVALID_REQUEST", "weightName is a file inside a hub LoRA repository", { field: "weightName" });
+    }
+    return this.request({
+      repoId: ref.repoId,
+      revision: ref.revision,
+      kind: body.kind,
+      name: body.name,
+      variant: body.variant ?? "auto",
+      weightName: body.weightName,
+      architecture: body.architecture,
+    });
+  }
 
   /** Queues an install; an identical one still queued or running is answered instead (`created: false`). */
   async request(req: InstallRequest): Promise<{ view: InstallView; created: boolean }> {

@@ -1,4 +1,5 @@
 import type { EngineName } from "../backends/engine-names";
+import type { InstallView } from "../installs/installs.dto";
 
 export interface RegisterModelRequest {
   /**
@@ -20,6 +21,16 @@ export interface RegisterModelRequest {
    * @maxLength 100
    */
   revision?: string;
+  /**
+   * Hub ids: the weights variant to install: fp16 (half the download), none (the plain weights), or auto (fp16 where
+   * the torch engine runs fp16). Default auto.
+   */
+  variant?: "fp16" | "none" | "auto";
+  /**
+   * Hub LoRAs: the weights file to install when the repository holds several.
+   * @maxLength 300
+   */
+  weightName?: string;
 }
 
 export interface MlxStatus {
@@ -45,4 +56,10 @@ export interface ModelDetail {
   /** Engines this model can run on now. */
   engines: EngineName[];
   mlx?: MlxStatus;
+  /** local: a folder or file under models/ or loras/; hub: installed from the hub (`source` is its id). */
+  origin: "local" | "hub";
+  /** Hub models: the commit the installed snapshot is pinned to; null until installed. */
+  commit: string | null;
+  /** Hub models: the latest install, with its progress while it runs. */
+  install?: InstallView;
 }

@@ -180,6 +180,8 @@ export class ModelsService {
       sha256: m.sha256,
       crossAttentionDim: m.crossAttentionDim,
       engines: ["torch"],
+      origin: m.origin === "hub" ? "hub" : "local",
+      commit: m.commitSha,
     };
     if (kind === "base") {
       const check = await this.mlxCheck(m.name);
@@ -239,6 +241,10 @@ export class ModelsService {
   }
 
   private sourcePath(model: ModelRecord, root: string): string {
+    // An installed hub model loads its pinned snapshot (src/installs), never the hub id.
+    if (model.origin === "hub" && model.snapshotPath) {
+      return resolveUnder(this.modelsRoot, path.join(model.snapshotPath, model.weightName ?? ""), "hub snapshot");
+    }
     if (HUB_ID_PATTERN.test(model.source) && !fs.existsSync(path.join(root, model.source))) return model.source;
     return resolveUnder(root, model.source, "model path");
   }
