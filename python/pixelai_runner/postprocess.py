@@ -1,11 +1,19 @@
 """The pixel-art step that turns a decoded image into the final sprite. Engine-independent, pure functions.
 
-Order: BiRefNet matte (if asked) → fit to the pixel grid → colour-key background removal → palette quantisation →
-RGBA out. The BiRefNet matte is computed on the full decoded image, since the model needs the detail the pixel grid
-loses; fitting then carries that alpha along. Fitting before the other steps keeps them cheap (they run on the small
-grid) and lets the colour key treat the transparent letterbox of `contain` as background.
+Order: BiRefNet matte (if asked) → pixel grid → colour-key background removal → palette → RGBA out. The BiRefNet
+matte is computed on the full decoded image, since the model needs the detail the pixel grid loses; the grid step
+then carries that alpha along.
 
-Palette rule (`colors` = N, 1..256; 0 = keep every colour):
+Grid modes (`pixel.grid`, default "auto"):
+  * "auto": find the implied pixel grid the model painted (pixelize/), read one colour per cell, key the background
+    on those cells, palette by clustering in OKLab; the requested width×height is used as the cell count when the
+    picture has a grid of that size, else the art recovered at its own size is scaled to it with nearest-neighbour.
+    A picture without a detectable grid is handled as "fixed". What happened is reported (see `postprocess_report`).
+  * "fixed": the whole canvas is taken as width×height pixels at phase 0 (NEAREST resize as `fit_mode` says), then
+    the fixed colour key and a median-cut palette. Fitting first keeps the later steps cheap and lets the colour key
+    treat the transparent letterbox of `contain` as background.
+
+Palette rule (`colors` = N, 1..256; 0 = keep every colour, in "auto" after merging near-duplicates):
   * alpha is made binary (< 128 → fully transparent) so a palette slot can stand for "transparent";
   * if any pixel is transparent, that slot is taken and the opaque pixels get at most N-1 distinct colours;
     otherwise they get at most N. N = 1 with transparency is the one exception: 1 opaque colour + transparent;
@@ -15,16 +23,19 @@ Palette rule (`colors` = N, 1..256; 0 = keep every colour):
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
+from . import pixelize
 from .backends.base import PixelSpec
 from .errors import RunnerError
+from .pixelize.keying import dominant_border_colour, flood_from_border
 
 FIT_MODES = ("contain", "cover", "stretch")
+GRID_MODES = ("auto", "fixed")
+DEFAULT_GRID = "auto"
 BACKGROUND_MODES = (False, "color-key", "birefnet")
 MAX_COLORS = 256
 DEFAULT_KEY_TOLERANCE = 48.0  # Euclidean RGB distance; diffusion backgrounds are flat-ish, never exactly flat
@@ -52,6 +63,13 @@ def validate(pixel: PixelSpec | None, remove_background, birefnet_missing: str |
         raise RunnerError("INVALID_REQUEST", f"pixel size must be positive, got {pixel.width}x{pixel.height}")
     if not 0 <= pixel.colors <= MAX_COLORS:
         raise RunnerError("INVALID_REQUEST", f"colors must be 0..{MAX_COLORS}, got {pixel.colors}")
+    if grid_mode(pixel) not in GRID_MODES:
+        raise RunnerError("INVALID_REQUEST", f"unknown grid {grid_mode(pixel)!r} (expected one of {GRID_MODES})")
+
+
+def grid_mode(pixel: PixelSpec) -> str:
+    """The spec's grid mode; a spec without one (the runner protocol before it carries the field) gets the default."""
+    return getattr(pixel, "grid", None) or DEFAULT_GRID
 
 
 def fit_to_grid(image: Image.Image, width: int, height: int, fit_mode: str = "contain") -> Image.Image:
@@ -77,49 +95,6 @@ def fit_to_grid(image: Image.Image, width: int, height: int, fit_mode: str = "co
     raise RunnerError("INVALID_REQUEST", f"unknown fitMode {fit_mode!r}")
 
 
-def _dominant_border_color(rgb: np.ndarray, opaque: np.ndarray) -> np.ndarray | None:
-    """Most common colour along the opaque border, robust to noise: vote in coarse buckets, then take the median."""
-    border = np.zeros(opaque.shape, dtype=bool)
-    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
-    candidates = rgb[border & opaque].astype(np.int32)
-    if len(candidates) == 0:
-        return None
-    buckets = candidates >> 4
-    keys = buckets[:, 0] * 256 + buckets[:, 1] * 16 + buckets[:, 2]
-    winner = Counter(keys.tolist()).most_common(1)[0][0]
-    return np.median(candidates[keys == winner], axis=0)
-
-
-def _spread_along_rows(reached: np.ndarray, passable: np.ndarray) -> np.ndarray:
-    """Grow `reached` to cover every horizontal run of passable pixels it touches (vectorised, no per-pixel loop)."""
-    starts = passable.copy()
-    starts[:, 1:] &= ~passable[:, :-1]
-    run_ids = np.where(passable, np.cumsum(starts.ravel()).reshape(passable.shape), 0)
-    touched = np.zeros(int(run_ids.max()) + 1, dtype=bool)
-    touched[run_ids[reached & passable]] = True
-    touched[0] = False
-    return touched[run_ids]
-
-
-def _flood_from_border(passable: np.ndarray) -> np.ndarray:
-    """4-connected flood fill of `passable` seeded from every border pixel.
-
-    Alternating row and column run-spreading reaches the fixed point in as many passes as the fill path has turns,
-    which is a handful for real backgrounds.
-    """
-    reached = np.zeros_like(passable)
-    reached[0, :] = passable[0, :]
-    reached[-1, :] = passable[-1, :]
-    reached[:, 0] |= passable[:, 0]
-    reached[:, -1] |= passable[:, -1]
-    while True:
-        grown = _spread_along_rows(reached, passable)
-        grown = _spread_along_rows(grown.T, passable.T).T
-        if np.array_equal(grown, reached):
-            return reached
-        reached = grown
-
-
 def color_key(image: Image.Image, tolerance: float = DEFAULT_KEY_TOLERANCE) -> Image.Image:
     """Make the background transparent without a model.
 
@@ -129,11 +104,11 @@ def color_key(image: Image.Image, tolerance: float = DEFAULT_KEY_TOLERANCE) -> I
     rgba = np.array(image.convert("RGBA"))
     rgb, alpha = rgba[..., :3], rgba[..., 3]
     opaque = alpha > 0
-    key = _dominant_border_color(rgb, opaque)
+    key = dominant_border_colour(rgb, opaque)
     if key is None:
         return Image.fromarray(rgba, "RGBA")
     distance = np.sqrt(((rgb.astype(np.float32) - key.astype(np.float32)) ** 2).sum(axis=-1))
-    background = _flood_from_border((distance <= tolerance) | ~opaque)
+    background = flood_from_border((distance <= tolerance) | ~opaque)
     rgba[background] = 0
     return Image.fromarray(rgba, "RGBA")
 
@@ -158,6 +133,48 @@ def quantize(image: Image.Image, colors: int) -> Image.Image:
     return Image.fromarray(rgba, "RGBA")
 
 
+def postprocess_report(
+    image: Image.Image,
+    pixel: PixelSpec | None = None,
+    remove_background=False,
+    key_tolerance: float = DEFAULT_KEY_TOLERANCE,
+    remover: BackgroundRemover | None = None,
+) -> tuple[Image.Image, dict]:
+    """Decoded image → (final RGBA image, report), following the module docstring. `remover` runs for
+    remove_background "birefnet" (without one that option is refused).
+
+    The report, for a job result: {} without a pixel spec; else {"grid": {"mode": "fixed"}} or, in "auto",
+    {"grid": {"mode": "auto", "pitch": [x, y], "phase": [x, y], "cells": [x, y], "confidence": 0..1, "fit": ...}}
+    where fit is "native" (the requested size is the grid's), "nearest from WxH" (the grid's own size, scaled to
+    the request) or "fixed" (no grid found: handled as grid "fixed"); color-key adds
+    {"background": {"colour": [r, g, b], "tolerance": t}}."""
+    validate(pixel, remove_background, None if remover is not None else BIREFNET_UNAVAILABLE)
+    out = image.convert("RGBA")
+    if remove_background == "birefnet":
+        out = remover(out).convert("RGBA")
+    if pixel is not None and grid_mode(pixel) == "auto":
+        found = pixelize.fit(
+            out, pixel.width, pixel.height, pixel.colors, pixel.fit_mode, remove_background == "color-key"
+        )
+        if found is not None:
+            return found.image, found.info
+        image, _ = _fixed(out, pixel, remove_background, key_tolerance)
+        return image, {"grid": {"mode": "auto", "fit": "fixed", "confidence": 0.0}}
+    return _fixed(out, pixel, remove_background, key_tolerance)
+
+
+def _fixed(
+    out: Image.Image, pixel: PixelSpec | None, remove_background, key_tolerance: float
+) -> tuple[Image.Image, dict]:
+    if pixel is not None:
+        out = fit_to_grid(out, pixel.width, pixel.height, pixel.fit_mode)
+    if remove_background == "color-key":
+        out = color_key(out, key_tolerance)
+    if pixel is not None and pixel.colors > 0:
+        out = quantize(out, pixel.colors)
+    return out, ({"grid": {"mode": "fixed"}} if pixel is not None else {})
+
+
 def postprocess(
     image: Image.Image,
     pixel: PixelSpec | None = None,
@@ -165,16 +182,5 @@ def postprocess(
     key_tolerance: float = DEFAULT_KEY_TOLERANCE,
     remover: BackgroundRemover | None = None,
 ) -> Image.Image:
-    """Decoded image → final RGBA image, following the order in the module docstring. `remover` runs for
-    remove_background "birefnet" (without one that option is refused)."""
-    validate(pixel, remove_background, None if remover is not None else BIREFNET_UNAVAILABLE)
-    out = image.convert("RGBA")
-    if remove_background == "birefnet":
-        out = remover(out).convert("RGBA")
-    if pixel is not None:
-        out = fit_to_grid(out, pixel.width, pixel.height, pixel.fit_mode)
-    if remove_background == "color-key":
-        out = color_key(out, key_tolerance)
-    if pixel is not None and pixel.colors > 0:
-        out = quantize(out, pixel.colors)
-    return out
+    """`postprocess_report` without the report."""
+    return postprocess_report(image, pixel, remove_background, key_tolerance, remover)[0]

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 from pixelai_runner.backends.base import PixelSpec
 from pixelai_runner.errors import RunnerError
-from pixelai_runner.postprocess import color_key, fit_to_grid, postprocess, quantize, validate
+from pixelai_runner.postprocess import color_key, fit_to_grid, postprocess, postprocess_report, quantize, validate
+from pixelize_cases import paint, palette_art
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -156,3 +157,70 @@ def test_validate_rejects_what_cannot_be_honoured(pixel, background):
     with pytest.raises(RunnerError) as info:
         validate(pixel, background)
     assert info.value.code == "INVALID_REQUEST"
+
+
+# ---- grid modes: "auto" (the default) finds the implied grid, "fixed" is the whole-canvas resize above ----
+
+
+def _spec(width, height, colors=0, fit_mode="contain", grid=None):
+    """A PixelSpec, with a grid mode when given (set as an attribute: the spec gains the field with the protocol)."""
+    spec = PixelSpec(width=width, height=height, colors=colors, fit_mode=fit_mode)
+    if grid is not None:
+        spec.grid = grid
+    return spec
+
+
+def _painted_sprite(cols=30, rows=30, pitch=10.4):
+    cells = palette_art(cols, rows, 6, seed=21)
+    image, _, _ = paint(cells, pitch, (2.0, 3.0), jitter=0.05, blur=0.15, noise=4, seed=22)
+    return image, cells
+
+
+def test_auto_grid_uses_the_requested_size_as_the_cell_count():
+    image, cells = _painted_sprite()
+    out, report = postprocess_report(image, _spec(30, 30, colors=6))
+    assert out.size == (30, 30)
+    assert report["grid"]["mode"] == "auto" and report["grid"]["fit"] == "native"
+    assert report["grid"]["cells"] == [30, 30] and abs(report["grid"]["pitch"][0] - 10.4) < 0.1
+    got = np.asarray(out)[..., :3].astype(int)
+    assert (np.abs(got - cells).max(axis=-1) <= 24).mean() >= 0.97
+
+
+def test_auto_grid_scales_the_art_found_to_another_requested_size():
+    image, cells = _painted_sprite()
+    out, report = postprocess_report(image, _spec(60, 60, colors=6))
+    assert out.size == (60, 60) and report["grid"]["fit"] == "nearest from 30x30"
+    # nearest-neighbour ×2: every recovered cell is a 2×2 block
+    arr = np.asarray(out)
+    assert (arr[::2, ::2] == arr[1::2, 1::2]).all()
+    assert len(_rgba_colors(out)) <= 6
+
+
+def test_fixed_grid_is_the_whole_canvas_resize():
+    image, _ = _painted_sprite()
+    spec = _spec(30, 30, colors=6, grid="fixed")
+    out, report = postprocess_report(image, spec)
+    assert report == {"grid": {"mode": "fixed"}}
+    expected = quantize(fit_to_grid(image, 30, 30, "contain"), 6)
+    assert out.tobytes() == expected.tobytes()
+
+
+def test_auto_grid_falls_back_to_fixed_without_a_grid():
+    out, report = postprocess_report(_noise(64), _spec(32, 32, colors=8))
+    assert report["grid"] == {"mode": "auto", "fit": "fixed", "confidence": 0.0}
+    assert out.tobytes() == quantize(fit_to_grid(_noise(64), 32, 32, "contain"), 8).tobytes()
+
+
+def test_auto_grid_with_colour_key_reports_the_key():
+    img, ring, _ = _sprite_on_flat_background(128)
+    out, report = postprocess_report(img, _spec(32, 32, colors=4), "color-key")
+    alpha = np.asarray(out)[..., 3]
+    assert out.size == (32, 32) and set(np.unique(alpha)) <= {0, 255}
+    assert alpha[0, 0] == 0 and alpha[16, 16] == 255
+    assert len(_rgba_colors(out)) <= 4
+
+
+def test_validate_rejects_an_unknown_grid_mode():
+    with pytest.raises(RunnerError) as info:
+        validate(_spec(32, 32, grid="magic"), False)
+    assert info.value.code == "INVALID_REQUEST" and "grid" in info.value.message
