@@ -1,12 +1,11 @@
 import { execFile } from "node:child_process";
 import fs from "node:fs";
-import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
 import type IORedis from "ioredis";
-import { createApp } from "./api/app";
-import { JobEventsHub } from "./api/job-events";
-import { WsGateway } from "./api/ws/ws-gateway";
+import { ApiRole, startApiRole } from "./api/api-role";
+import type { JobEventsHub } from "./api/job-events";
+import type { WsGateway } from "./api/ws/ws-gateway";
 import { EngineStatusStore } from "./backends/engine-status";
 import type { RunnerSupervisor } from "./backends/runner-supervisor";
 import type { Config } from "./config";
@@ -15,18 +14,18 @@ import { startManagedRedis, ManagedRedis } from "./infra/managed-redis";
 import { applyMigrations } from "./infra/migrate";
 import { Db, openDatabase } from "./infra/prisma";
 import { producerConnection } from "./infra/redis";
+import { JobEventsChannel } from "./jobs/job-events-channel";
 import { JobQueue } from "./jobs/job-queue";
 import type { EngineName } from "./jobs/jobs.dto";
 import { JobsRepository } from "./jobs/jobs.repository";
-import { JobsService } from "./jobs/jobs.service";
 import { ModelsRepository } from "./models/models.repository";
+import { ModelFiles } from "./models/model-files";
 import { ModelsService } from "./models/models.service";
 import type { GenerationWorker } from "./workers/generation.worker";
 import { startWorkerRole } from "./workers/worker-role";
 import { ConversionQueue } from "./conversions/conversion-queue";
 import { ConversionsRepository } from "./conversions/conversions.repository";
-import { ConversionsService } from "./conversions/conversions.service";
-import { SubmitRateLimiter } from "./api/rate-limit";
+import { SettingsService } from "./settings/settings.service";
 
 const run = promisify(execFile);
 
@@ -48,10 +47,6 @@ export interface RunningService {
   events: JobEventsHub | undefined;
   ws: WsGateway | undefined;
   close(): Promise<void>;
-}
-
-export function packageVersion(repoRoot: string): string {
-  return JSON.parse(fs.readFileSync(path.join(repoRoot, "package.json"), "utf8")).version as string;
 }
 
 /** Builds the offline tiny demo models when the configured default is one of them and it is missing. */
@@ -88,9 +83,19 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   closers.push(() => redis.quit().catch(() => undefined));
   const queue = new JobQueue(redis, config.queuePrefix, config.jobAttempts);
   closers.push(() => queue.close());
-  const engineStatus = new EngineStatusStore(redis, config.queuePrefix, config.defaultEngine, config.defaultModel);
-  const jobsRepo = new JobsRepository(db);
-  const modelsService = new ModelsService(new ModelsRepository(db), config.modelsRoot, config.lorasRoot, logger);
+  const engineStatus = new EngineStatusStore(redis, config.queuePrefix);
+  // One channel for live steps and final states; the repository announces each final write on it.
+  const jobEvents = new JobEventsChannel(redis, config.queuePrefix);
+  const jobsRepo = new JobsRepository(db, jobEvents);
+  const modelFiles = new ModelFiles(config.python, path.join(config.repoRoot, "python"));
+  const modelsService = new ModelsService(new ModelsRepository(db), config.modelsRoot, config.lorasRoot, modelFiles, logger);
+  const settings = new SettingsService(
+    redis,
+    config.queuePrefix,
+    { engine: config.defaultEngine, model: config.defaultModel },
+    engineStatus,
+    modelsService,
+  );
   const conversionsRepo = new ConversionsRepository(db);
   const conversionQueue = new ConversionQueue(redis, config.queuePrefix);
   closers.push(() => conversionQueue.close());
@@ -101,75 +106,49 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
   let runners = new Map<EngineName, RunnerSupervisor>();
   let worker: GenerationWorker | undefined;
   if (opts.worker) {
-    const role = await startWorkerRole({ config, logger, redisUrl, queue, engineStatus, jobsRepo, modelsService, conversionsRepo });
+    const role = await startWorkerRole({
+      config,
+      logger,
+      redisUrl,
+      queue,
+      engineStatus,
+      jobsRepo,
+      jobEvents,
+      modelsService,
+      conversionsRepo,
+    });
     ({ runners, worker } = role);
     closers.unshift(...role.closers);
   }
 
-  let url: string | undefined;
-  let events: JobEventsHub | undefined;
-  let ws: WsGateway | undefined;
+  let api: ApiRole | undefined;
   if (opts.api) {
-    const jobs = new JobsService(jobsRepo, queue, modelsService, engineStatus, logger.child({ component: "jobs" }));
-    events = new JobEventsHub(queue, jobs, logger.child({ component: "job-events" }));
-    await events.start();
-    closers.unshift(() => events!.close());
-    const rateLimiter = new SubmitRateLimiter(redis, config.queuePrefix, config.rateLimitPerMin, logger.child({ component: "rate-limit" }));
-    const conversions = new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" }));
-    const app = createApp(
-      {
-        config,
-        jobs,
-        models: modelsService,
-        conversions,
-        engines: engineStatus,
-        version: packageVersion(config.repoRoot),
-        events,
-        rateLimiter,
-        adminQueues: [queue.queue, conversionQueue.queue],
-      },
+    api = await startApiRole({
+      config,
       logger,
-    );
-    const server = http.createServer(app);
-    ws = new WsGateway({
-      server,
-      jobs,
-      events,
-      engines: engineStatus,
-      models: modelsService,
-      allowedHosts: config.allowedHosts,
-      rateLimiter,
-      logger: logger.child({ component: "ws" }),
+      redis,
+      queue,
+      conversionQueue,
+      jobEvents,
+      engineStatus,
+      settings,
+      jobsRepo,
+      modelsService,
+      conversionsRepo,
     });
-    ws.start();
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(config.port, config.host, () => resolve());
-    });
-    const addr = server.address() as { port: number };
-    url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${addr.port}`;
-    logger.info({ url }, "API listening");
     // API first to close: stop taking requests before the worker and runners go.
-    closers.unshift(
-      () =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        }),
-    );
-    // WebSocket clients first: upgraded sockets are not the HTTP server's connections any more.
-    closers.unshift(() => ws!.close());
+    closers.unshift(...api.closers);
   }
 
   return {
-    url,
+    url: api?.url,
     redisUrl,
     db,
     runners,
     worker,
     queue,
-    events,
-    ws,
+    events: api?.events,
+    ws: api?.ws,
     close: async () => {
       for (const close of closers) {
         try {

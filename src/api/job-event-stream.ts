@@ -19,7 +19,7 @@ const PREVIEW_BACKLOG_BYTES = 512 * 1024;
 /**
  * GET /jobs/{id}/events as Server-Sent Events: `progress {step,totalSteps}`, optionally `preview {step,width,height,
  * pngBase64}`, then one event named after the final state (`completed` | `failed` | `cancelled`) carrying the job
- * (as GET /jobs/{id}), and the stream ends. Live updates come from the process-wide JobEventsHub (BullMQ QueueEvents),
+ * (as GET /jobs/{id}), and the stream ends. Live updates come from the process-wide JobEventsHub (Redis pub/sub),
  * so the worker may run anywhere; a job that already ended gets its final event at once. EventSource reconnects when a
  * stream ends: a client closes it on the final event.
  */

@@ -1,6 +1,5 @@
-import type { QueueEvents } from "bullmq";
 import type { Logger } from "../infra/logger";
-import type { JobQueue, LiveProgress, StepPreview } from "../jobs/job-queue";
+import type { JobEventsChannel, LiveProgress } from "../jobs/job-events-channel";
 import type { JobView } from "../jobs/jobs.dto";
 import type { JobsService } from "../jobs/jobs.service";
 
@@ -13,43 +12,45 @@ export interface JobWatcher {
 }
 
 export interface JobEventsOptions {
-  /** How often watched jobs are re-read from the database in case a queue event was missed. */
+  /** How often watched jobs are re-read from the database in case a final-state message was lost. */
   safetyPollMs?: number;
 }
 
 /**
- * Live job updates for this API process, whichever process runs the worker: one BullMQ QueueEvents stream (Redis)
- * fanned out to per-job watchers (WebSocket clients, waiting legacy requests). Queue events only say "look now"; the
- * final state always comes from the database (JobsService.get), because a BullMQ "completed" job may have ended as
- * cancelled and a "removed" one was cancelled while queued.
+ * Pub/sub delivers at most once: a final-state message is lost when its publisher dies between the database write and
+ * the publish, or Redis is unreachable at that moment. Rare, so the net is slow.
+ */
+export const SAFETY_POLL_MS = 10_000;
+
+/**
+ * Live job updates for this API process, whichever process runs the job: the job events channel (Redis pub/sub) fanned
+ * out to per-job watchers (SSE streams, WebSocket clients, waiting legacy requests). Steps are relayed as they come; a
+ * final-state message only says "look now": the final state always comes from the database (JobsService.get), which
+ * the repository wrote before it sent the message.
  */
 export class JobEventsHub {
-  private events: QueueEvents | undefined;
+  private unsubscribe: (() => Promise<void>) | undefined;
   private readonly watchers = new Map<string, Set<JobWatcher>>();
+  /** Jobs being read now, and those a message asked about meanwhile (that read may have started before the write). */
   private readonly checking = new Set<string>();
+  private readonly recheck = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
-    private readonly queue: JobQueue,
-    private readonly jobs: JobsService,
+    private readonly channel: Pick<JobEventsChannel, "subscribe">,
+    private readonly jobs: Pick<JobsService, "get">,
     private readonly logger: Logger,
     private readonly opts: JobEventsOptions = {},
   ) {}
 
   async start(): Promise<void> {
-    const events = this.queue.events();
-    this.events = events;
-    events.on("progress", ({ jobId, data }) => this.onProgress(jobId, data));
-    events.on("completed", ({ jobId }) => void this.check(jobId, 5));
-    events.on("failed", ({ jobId }) => void this.check(jobId, 5));
-    events.on("removed", ({ jobId }) => void this.check(jobId, 5));
-    events.on("error", (err) => this.logger.warn({ err: err.message }, "queue events stream error"));
-    await events.waitUntilReady();
-    // A missed event (Redis blip, a final write that landed after its event) would leave a watcher waiting forever.
-    this.timer = setInterval(() => {
-      for (const jobId of this.watchers.keys()) void this.check(jobId, 0);
-    }, this.opts.safetyPollMs ?? 2_000);
+    this.unsubscribe = await this.channel.subscribe({
+      message: (event) => ("final" in event ? void this.check(event.jobId) : this.onProgress(event.jobId, event.progress)),
+      // final states written while the subscription was down were announced to nobody
+      resubscribed: () => this.checkAll(),
+    });
+    this.timer = setInterval(() => this.checkAll(), this.opts.safetyPollMs ?? SAFETY_POLL_MS);
     this.timer.unref();
   }
 
@@ -61,7 +62,7 @@ export class JobEventsHub {
       this.watchers.set(jobId, set);
     }
     set.add(watcher);
-    void this.check(jobId, 0);
+    void this.check(jobId);
     return () => this.unwatch(jobId, watcher);
   }
 
@@ -92,7 +93,7 @@ export class JobEventsHub {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.watchers.clear();
-    await this.events?.close().catch(() => undefined);
+    await this.unsubscribe?.();
   }
 
   private unwatch(jobId: string, watcher: JobWatcher): void {
@@ -102,13 +103,13 @@ export class JobEventsHub {
     if (set.size === 0) this.watchers.delete(jobId);
   }
 
-  private onProgress(jobId: string, data: unknown): void {
+  private checkAll(): void {
+    for (const jobId of this.watchers.keys()) void this.check(jobId);
+  }
+
+  private onProgress(jobId: string, progress: LiveProgress): void {
     const set = this.watchers.get(jobId);
     if (!set) return;
-    const p = data as Partial<LiveProgress> | null;
-    if (!p || typeof p !== "object" || typeof p.step !== "number" || typeof p.totalSteps !== "number") return;
-    const progress: LiveProgress = { step: p.step, totalSteps: p.totalSteps };
-    if (isStepPreview(p.preview)) progress.preview = p.preview;
     for (const w of [...set]) {
       try {
         w.progress?.(progress);
@@ -118,13 +119,11 @@ export class JobEventsHub {
     }
   }
 
-  /**
-   * Reads the job; when final, hands it to every watcher and forgets them. After a queue event the database write may
-   * still be on its way (e.g. a stalled job's record is finished after BullMQ's event), so it re-reads a few times.
-   */
-  private async check(jobId: string, retries: number): Promise<void> {
-    if (this.closed || !this.watchers.has(jobId) || this.checking.has(jobId)) {
-      if (retries > 0 && this.checking.has(jobId)) setTimeout(() => void this.check(jobId, retries - 1), 100).unref();
+  /** Reads the job; when final, hands it to every watcher and forgets them. */
+  private async check(jobId: string): Promise<void> {
+    if (this.closed || !this.watchers.has(jobId)) return;
+    if (this.checking.has(jobId)) {
+      this.recheck.add(jobId);
       return;
     }
     this.checking.add(jobId);
@@ -136,8 +135,9 @@ export class JobEventsHub {
     } finally {
       this.checking.delete(jobId);
     }
+    const again = this.recheck.delete(jobId);
     if (!view || !FINAL_STATUSES.has(view.status)) {
-      if (retries > 0 && !this.closed) setTimeout(() => void this.check(jobId, retries - 1), 200).unref();
+      if (again) void this.check(jobId);
       return;
     }
     const set = this.watchers.get(jobId);
@@ -151,11 +151,6 @@ export class JobEventsHub {
       }
     }
   }
-}
-
-function isStepPreview(v: unknown): v is StepPreview {
-  const p = v as Partial<StepPreview> | undefined;
-  return !!p && typeof p === "object" && typeof p.pngBase64 === "string" && Number.isInteger(p.width) && Number.isInteger(p.height);
 }
 
 function abortError(): Error {

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import path from "node:path";
-import { ERROR_CODES } from "./error-codes";
+import { AppError, decodeFailure, encodeFailure, ERROR_CODES, failureOf } from "./error-codes";
 
 const repo = path.resolve(__dirname, "../..");
 
@@ -36,5 +36,29 @@ describe("error taxonomy", () => {
     ]) {
       expect(ERROR_CODES).toHaveProperty(code);
     }
+  });
+});
+
+describe("failure codec", () => {
+  it("round-trips a code and a message holding colons, quotes and newlines", () => {
+    const message = 'TIMEOUT: "it" ran\npast: 5 ms';
+    expect(decodeFailure(encodeFailure("CUDA_OOM", message))).toEqual({ code: "CUDA_OOM", message });
+  });
+
+  it("reads reasons it did not write (BullMQ's own, the old text form, garbage) as ENGINE_INTERNAL with the text kept", () => {
+    expect(decodeFailure("job stalled more than allowable limit")).toEqual({
+      code: "ENGINE_INTERNAL",
+      message: "job stalled more than allowable limit",
+    });
+    expect(decodeFailure("CUDA_OOM: out of memory").code).toBe("ENGINE_INTERNAL");
+    expect(decodeFailure(JSON.stringify({ code: "NOPE", message: "x" })).code).toBe("ENGINE_INTERNAL");
+    expect(decodeFailure("null").code).toBe("ENGINE_INTERNAL");
+    expect(decodeFailure(undefined)).toEqual({ code: "ENGINE_INTERNAL", message: "failed in the queue" });
+  });
+
+  it("takes an error's taxonomy code, and ENGINE_INTERNAL for anything else", () => {
+    expect(failureOf(new AppError("TIMEOUT", "too slow"))).toEqual({ code: "TIMEOUT", message: "too slow" });
+    expect(failureOf(new Error("boom"))).toEqual({ code: "ENGINE_INTERNAL", message: "boom" });
+    expect(failureOf("text")).toEqual({ code: "ENGINE_INTERNAL", message: "text" });
   });
 });

@@ -52,3 +52,41 @@ export class AppError extends Error {
     this.status = ERROR_CODES[code];
   }
 }
+
+/** Why a job or attempt ended, as stored in a row and carried through BullMQ's failure reason. */
+export interface Failure {
+  code: ErrorCode;
+  message: string;
+}
+
+/**
+ * The one text form of a Failure (BullMQ keeps only a string as a job's failure reason). JSON, so a message may hold any
+ * text, colons included, and the code never has to be guessed back out of prose.
+ */
+export function encodeFailure(code: ErrorCode, message: string): string {
+  return JSON.stringify({ code, message });
+}
+
+/**
+ * Reads a reason back. Anything that is not one of ours (BullMQ's own "job stalled more than allowable limit", a
+ * process that died mid-write) is an ENGINE_INTERNAL failure carrying the text as its message.
+ */
+export function decodeFailure(reason: string | undefined | null): Failure {
+  const text = reason ?? "";
+  try {
+    const parsed = JSON.parse(text) as Partial<Failure> | null;
+    if (parsed && typeof parsed === "object" && isErrorCode(parsed.code) && typeof parsed.message === "string") {
+      return { code: parsed.code, message: parsed.message };
+    }
+  } catch {
+    // not JSON: a reason BullMQ wrote itself
+  }
+  return { code: "ENGINE_INTERNAL", message: text || "failed in the queue" };
+}
+
+/** The Failure an error stands for: its taxonomy code when it has one, else ENGINE_INTERNAL (a bug or a crash). */
+export function failureOf(err: unknown): Failure {
+  if (err instanceof AppError) return { code: err.code, message: err.message };
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: "ENGINE_INTERNAL", message };
+}

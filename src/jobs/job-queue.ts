@@ -19,23 +19,13 @@ export interface GeneratePayload {
   submittedAt: number;
 }
 
-/** An approximate image of the latents at one step (a job asked with `preview`): latent-sized PNG, base64. */
-export interface StepPreview {
-  width: number;
-  height: number;
-  pngBase64: string;
-}
-
-export interface LiveProgress {
-  step: number;
-  totalSteps: number;
-  /** Only on the steps a preview was made for; the live channel carries it, the database never does. */
-  preview?: StepPreview;
-}
+// Live progress travels on the job events channel, not through BullMQ; re-exported for the modules that name it here.
+export type { LiveProgress, StepPreview } from "./job-events-channel";
 
 /**
- * The generation queue as the API sees it: add, remove a waiting job, read live progress, and signal cancellation of
- * a running job to whichever worker holds it (a Redis key it checks + a pub/sub message it listens to).
+ * The generation queue as the API sees it: add, remove a waiting job or a finished job's entry, and read BullMQ's state
+ * of a job for the reconciler. Transport only: job state is the database row's (jobs.repository.ts); cancelling a
+ * running job goes through the CancelBus, live progress through the JobEventsChannel.
  */
 export class JobQueue {
   readonly queue: Queue<GeneratePayload>;
@@ -45,17 +35,9 @@ export class JobQueue {
     private readonly prefix: string,
     private readonly attempts: number,
   ) {
-    // The events stream is only read live (JobEventsHub; final states come from the database), and step previews
-    // (a few KiB each) ride on its progress events: a shorter stream than BullMQ's 10 000 bounds Redis memory.
+    // Nothing of ours reads the events stream (live events have their own channel); a shorter stream than BullMQ's
+    // 10 000 bounds the Redis memory it takes.
     this.queue = new Queue<GeneratePayload>(GENERATE_QUEUE, { connection, prefix, streams: { events: { maxLen: EVENTS_MAX_LEN } } });
-  }
-
-  static cancelChannel(prefix: string): string {
-    return `${prefix}:cancel`;
-  }
-
-  static cancelKey(prefix: string, jobId: string): string {
-    return `${prefix}:cancel:${jobId}`;
   }
 
   async add(payload: GeneratePayload): Promise<void> {
@@ -100,20 +82,7 @@ export class JobQueue {
     return { state: await job.getState(), failedReason: job.failedReason };
   }
 
-  async signalCancel(jobId: string): Promise<void> {
-    await this.connection.set(JobQueue.cancelKey(this.prefix, jobId), "1", "EX", 3600);
-    await this.connection.publish(JobQueue.cancelChannel(this.prefix), jobId);
-  }
-
-  async liveProgress(jobId: string): Promise<LiveProgress | null> {
-    const job = await this.queue.getJob(jobId);
-    const p = job?.progress as Partial<LiveProgress> | undefined;
-    if (p && typeof p === "object" && typeof p.step === "number" && typeof p.totalSteps === "number") {
-      return { step: p.step, totalSteps: p.totalSteps };
-    }
-    return null;
-  }
-
+  /** BullMQ's own event stream (tests and the bench count completions with it). */
   events(): QueueEvents {
     // Connection options, not an instance: BullMQ then owns the connection and closes it with the QueueEvents
     // (a handed-in instance would outlive close() and keep reconnecting).

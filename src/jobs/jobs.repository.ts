@@ -1,10 +1,42 @@
 import type { Db } from "../infra/prisma";
-import type { Job } from "../generated/prisma/client";
+import type { Job, Prisma } from "../generated/prisma/client";
 import type { EngineName, JobStatus, ResolvedJob } from "./jobs.dto";
 
 export type JobRecord = Job;
 
-const TERMINAL: JobStatus[] = ["completed", "failed", "cancelled"];
+export type FinalStatus = "completed" | "failed" | "cancelled";
+const TERMINAL: FinalStatus[] = ["completed", "failed", "cancelled"];
+
+/**
+ * The job state machine: the statuses a row may move to from each status. The database row is the only truth about a
+ * job; BullMQ only carries it to a worker. Every status write below is a conditional update on these from-states, so a
+ * late, repeated or racing write (a worker presumed dead, a reconciler pass, a cancel) can never undo a final state.
+ */
+export const JOB_TRANSITIONS: Readonly<Record<JobStatus, readonly JobStatus[]>> = {
+  // A worker takes it; it is cancelled or fails before any worker does. A result for it can still land: the reconciler
+  // may have queued again a job whose worker only looked dead, and that worker's result is as good as the next one's.
+  queued: ["active", "completed", "failed", "cancelled"],
+  // active → active: another attempt (the job stalled and a second worker picked it up). → queued: a retry, a shutdown
+  // hand-back, or the reconciler finding the job back in the queue.
+  active: ["active", "queued", "completed", "failed", "cancelled"],
+  completed: [],
+  failed: [],
+  cancelled: [],
+};
+
+export function canTransition(from: string, to: JobStatus): boolean {
+  return (JOB_TRANSITIONS[from as JobStatus] ?? []).includes(to);
+}
+
+/** The from-states of `to`, as the condition of the update that moves a row there. */
+function fromStates(to: JobStatus): JobStatus[] {
+  return (Object.keys(JOB_TRANSITIONS) as JobStatus[]).filter((from) => canTransition(from, to));
+}
+
+/** Told once a row reached a final state (after the write landed), so watchers can read it at once. */
+export interface FinalStateNotifier {
+  finalized(jobId: string, status: FinalStatus): void;
+}
 
 export interface CompletedResult {
   device: string | null;
@@ -17,9 +49,38 @@ export interface CompletedResult {
   postprocessMs: number | null;
 }
 
-/** All job persistence. State changes are conditional updates so a late or repeated write can never undo a final state. */
+/** What a worker records when it takes a job. */
+export interface AttemptStart {
+  attempt: number;
+  queueMs: number;
+  /** hostname:pid of the process running it: with many workers, where a job went. */
+  worker: string | null;
+  /** The runner's device when it is known before the job starts (it may change it in the result). */
+  device: string | null;
+}
+
+/** All job persistence. Status changes go through `transition` (JOB_TRANSITIONS); the other writes never touch status. */
 export class JobsRepository {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly notifier?: FinalStateNotifier,
+  ) {}
+
+  /** Moves a row to `to` if it is in one of its from-states (and matches `guard`); true when the write landed. */
+  private async transition(
+    id: string,
+    to: JobStatus,
+    data: Prisma.JobUpdateManyMutationInput,
+    guard: Prisma.JobWhereInput = {},
+  ): Promise<boolean> {
+    const res = await this.db.job.updateMany({
+      where: { AND: [{ id, status: { in: fromStates(to) } }, guard] },
+      data: { ...data, status: to },
+    });
+    const landed = res.count === 1;
+    if (landed && (TERMINAL as JobStatus[]).includes(to)) this.notifier?.finalized(id, to as FinalStatus);
+    return landed;
+  }
 
   create(id: string, job: ResolvedJob, opts: { idempotencyKey?: string; source: string }): Promise<JobRecord> {
     return this.db.job.create({
@@ -68,17 +129,17 @@ export class JobsRepository {
     }) as Promise<JobRecord[]>;
   }
 
-  /** `worker` (hostname:pid) records which process runs this attempt: with many workers, where a job went. */
-  async markActive(id: string, attempt: number, queueMs: number, worker: string | null = null): Promise<boolean> {
-    const res = await this.db.job.updateMany({
-      where: { id, status: { in: ["queued", "active"] } },
-      data: { status: "active", startedAt: new Date(), attempts: attempt, queueMs, worker, errorCode: null, errorMessage: null },
+  /** A worker takes the job (again, after a stall); false when it is already final (cancelled while queued). */
+  start(id: string, a: AttemptStart): Promise<boolean> {
+    return this.transition(id, "active", {
+      startedAt: new Date(),
+      attempts: a.attempt,
+      queueMs: a.queueMs,
+      worker: a.worker,
+      device: a.device,
+      errorCode: null,
+      errorMessage: null,
     });
-    return res.count === 1;
-  }
-
-  async setDevice(id: string, device: string): Promise<void> {
-    await this.db.job.updateMany({ where: { id, status: "active" }, data: { device } });
   }
 
   async saveProgress(id: string, step: number, totalSteps: number): Promise<void> {
@@ -86,31 +147,22 @@ export class JobsRepository {
   }
 
   /** Idempotent: only a job not yet final takes the result, so a retried or duplicated write lands once. */
-  async complete(id: string, r: CompletedResult): Promise<boolean> {
-    const res = await this.db.job.updateMany({
-      where: { id, status: { notIn: TERMINAL } },
-      data: {
-        status: "completed",
-        device: r.device,
-        resultPng: new Uint8Array(r.png),
-        resultSha256: r.sha256,
-        resultWidth: r.width,
-        resultHeight: r.height,
-        loadMs: r.loadMs,
-        generateMs: r.generateMs,
-        postprocessMs: r.postprocessMs,
-        finishedAt: new Date(),
-      },
+  complete(id: string, r: CompletedResult): Promise<boolean> {
+    return this.transition(id, "completed", {
+      device: r.device,
+      resultPng: new Uint8Array(r.png),
+      resultSha256: r.sha256,
+      resultWidth: r.width,
+      resultHeight: r.height,
+      loadMs: r.loadMs,
+      generateMs: r.generateMs,
+      postprocessMs: r.postprocessMs,
+      finishedAt: new Date(),
     });
-    return res.count === 1;
   }
 
-  async finish(id: string, status: "failed" | "cancelled", code: string, message: string): Promise<boolean> {
-    const res = await this.db.job.updateMany({
-      where: { id, status: { notIn: TERMINAL } },
-      data: { status, errorCode: code, errorMessage: message.slice(0, 2000), finishedAt: new Date() },
-    });
-    return res.count === 1;
+  finish(id: string, status: "failed" | "cancelled", code: string, message: string): Promise<boolean> {
+    return this.transition(id, status, { errorCode: code, errorMessage: message.slice(0, 2000), finishedAt: new Date() });
   }
 
   /** Unfinished rows, oldest first, for the worker's reconciliation with the queue (job-reconciler.ts). */
@@ -132,11 +184,7 @@ export class JobsRepository {
    * that picked the job up again in the meantime set a new startedAt, and its "active" must stand.
    */
   async requeueIfUnchanged(id: string, seen: { status: string; startedAt: Date | null }, code: string, message: string): Promise<boolean> {
-    const res = await this.db.job.updateMany({
-      where: { id, status: seen.status, startedAt: seen.startedAt },
-      data: { status: "queued", errorCode: code, errorMessage: message.slice(0, 2000), progressStep: 0 },
-    });
-    return res.count === 1;
+    return this.transition(id, "queued", requeued(code, message), { status: seen.status, startedAt: seen.startedAt });
   }
 
   /** Frees a job's idempotency key (expired, or the job never reached the queue) so a new job may take it. */
@@ -183,11 +231,13 @@ export class JobsRepository {
     return res.count === 1;
   }
 
-  /** A failed attempt that BullMQ will retry: back to queued, keeping the error for the record. */
-  async requeue(id: string, code: string, message: string): Promise<void> {
-    await this.db.job.updateMany({
-      where: { id, status: "active" },
-      data: { status: "queued", errorCode: code, errorMessage: message.slice(0, 2000), progressStep: 0 },
-    });
+  /** An attempt that ends without an outcome (a retry BullMQ will run, a shutdown hand-back): back to queued. */
+  requeue(id: string, code: string, message: string): Promise<boolean> {
+    return this.transition(id, "queued", requeued(code, message));
   }
+}
+
+/** Back in the queue: the attempt's error stays on the record (GET shows why it is waiting again). */
+function requeued(code: string, message: string): Prisma.JobUpdateManyMutationInput {
+  return { errorCode: code, errorMessage: message.slice(0, 2000), progressStep: 0 };
 }

@@ -3,7 +3,9 @@ import { AppError } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import type { ModelsService } from "../models/models.service";
 import type { EngineProbe } from "../backends/engine-status";
-import { JobQueue } from "./job-queue";
+import type { CancelBus } from "./cancel-bus";
+import type { JobEventsChannel } from "./job-events-channel";
+import type { JobQueue } from "./job-queue";
 import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, ResolvedJob, SubmittedJob } from "./jobs.dto";
 import { JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
@@ -31,6 +33,9 @@ export class JobsService {
   constructor(
     private readonly repo: JobsRepository,
     private readonly queue: JobQueue,
+    private readonly cancels: CancelBus,
+    /** Where a running job's latest step is (the database keeps it only about once a second). */
+    private readonly live: Pick<JobEventsChannel, "liveProgress">,
     private readonly models: ModelsService,
     private readonly engines: EngineDirectory,
     private readonly logger: Logger,
@@ -138,7 +143,7 @@ export class JobsService {
     const record = await this.findOr404(id);
     const view = toView(record);
     if (record.status === "active") {
-      const live = await this.queue.liveProgress(id).catch(() => null);
+      const live = await this.live.liveProgress(id).catch(() => null);
       if (live) view.progress = live;
     }
     return view;
@@ -173,7 +178,7 @@ export class JobsService {
     if (record.status === "queued" && (await this.queue.removeWaiting(id))) {
       await this.repo.finish(id, "cancelled", "CANCELLED", "cancelled before it started");
     } else {
-      await this.queue.signalCancel(id);
+      await this.cancels.request(id);
     }
     return this.get(id);
   }

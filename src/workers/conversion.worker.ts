@@ -3,7 +3,7 @@ import path from "node:path";
 import readline from "node:readline";
 import { Job, UnrecoverableError, Worker } from "bullmq";
 import type IORedis from "ioredis";
-import { isErrorCode } from "../backends/error-codes";
+import { encodeFailure, isErrorCode } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import { CONVERT_QUEUE, ConvertPayload } from "../conversions/conversion-queue";
 import type { ConversionsRepository } from "../conversions/conversions.repository";
@@ -78,7 +78,7 @@ export class ConversionWorker {
       const finalCode = isErrorCode(code) && code !== "ENGINE_INTERNAL" ? code : "CONVERSION_FAILED";
       await conversions.fail(conversionId, finalCode, (err as Error).message);
       logger.error({ conversion: conversionId, code: finalCode, err: (err as Error).message }, "conversion failed");
-      throw new UnrecoverableError(`${finalCode}: ${(err as Error).message}`);
+      throw new UnrecoverableError(encodeFailure(finalCode, (err as Error).message));
     }
   }
 

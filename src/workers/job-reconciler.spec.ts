@@ -1,5 +1,6 @@
 import { createLogger } from "../infra/logger";
-import { failureCode, reconcileJobs, ReconcileDeps } from "./job-reconciler";
+import { encodeFailure } from "../backends/error-codes";
+import { JobReconciler, reconcileJobs, ReconcileDeps } from "./job-reconciler";
 
 type Row = { id: string; status: string; startedAt: Date | null; createdAt: Date; request: string };
 
@@ -51,7 +52,7 @@ describe("reconcileJobs", () => {
         c: { state: "failed", failedReason: "job stalled more than allowable limit" },
         // d: missing — Redis lost it
         e: { state: "prioritized" },
-        f: { state: "failed", failedReason: "TIMEOUT: the job ran past its time budget" },
+        f: { state: "failed", failedReason: encodeFailure("TIMEOUT", "the job ran past its time budget") },
       },
     );
     const report = await reconcileJobs(deps, { minAgeMs: 0 });
@@ -80,9 +81,19 @@ describe("reconcileJobs", () => {
     expect(db.get("a")!.status).toBe("active");
   });
 
-  it("reads taxonomy codes out of BullMQ failure reasons", () => {
-    expect(failureCode("CUDA_OOM: out of memory")).toBe("CUDA_OOM");
-    expect(failureCode("NOPE: x")).toBe("ENGINE_INTERNAL");
-    expect(failureCode(undefined)).toBe("ENGINE_INTERNAL");
+  it("keeps the code and message a worker encoded in BullMQ's failure reason", async () => {
+    const { db, deps } = world([row("a", "active")], { a: { state: "failed", failedReason: encodeFailure("CUDA_OOM", "out of: memory") } });
+    await reconcileJobs(deps, { minAgeMs: 0 });
+    expect(db.get("a")).toMatchObject({ status: "failed", errorCode: "CUDA_OOM" });
+  });
+
+  it("reconciles one stalled job on demand, and leaves final rows alone", async () => {
+    const { db, deps } = world([row("a", "active"), row("b", "completed")], { a: { state: "waiting" }, b: { state: "waiting" } });
+    const reconciler = new JobReconciler({ ...deps, find: async (id) => db.get(id) ?? null });
+    await reconciler.runOne("a");
+    await reconciler.runOne("b");
+    await reconciler.runOne("missing");
+    expect(db.get("a")!.status).toBe("queued");
+    expect(db.get("b")!.status).toBe("completed");
   });
 });

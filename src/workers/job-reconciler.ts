@@ -1,4 +1,4 @@
-import { isErrorCode } from "../backends/error-codes";
+import { decodeFailure } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import type { GeneratePayload } from "../jobs/job-queue";
 import type { ResolvedJob } from "../jobs/jobs.dto";
@@ -24,12 +24,6 @@ export interface ReconcileReport {
 
 const WAITING = new Set(["waiting", "prioritized", "delayed", "waiting-children"]);
 
-/** "CODE: message" (how the worker's UnrecoverableError reads) → CODE; a stall limit and the like → ENGINE_INTERNAL. */
-export function failureCode(reason: string | undefined): string {
-  const m = /^([A-Z_]+): /.exec(reason ?? "");
-  return m && isErrorCode(m[1]) ? m[1] : "ENGINE_INTERNAL";
-}
-
 /**
  * Makes one unfinished database row agree with BullMQ, which decides who runs what. The database is what users read,
  * so it must never say `active` for a job that BullMQ handed back (a worker died: stalled → waiting) or gave up on (too
@@ -52,9 +46,13 @@ export async function reconcileRow(
   } else if (WAITING.has(state) && row.status === "active") {
     if (await deps.requeueIfUnchanged(row.id, row, "ENGINE_INTERNAL", "its worker stopped mid-job; queued again")) report.requeued++;
   } else if (state === "failed" || state === "completed") {
-    // completed with an unfinished row cannot come from our processor (it writes the row first); treat it as lost
-    const reason = state === "failed" ? (failedReason ?? "failed in the queue") : "finished in the queue without a recorded result";
-    if (await deps.finish(row.id, "failed", failureCode(reason), reason)) report.failed++;
+    // Our processor writes the row before BullMQ finishes the job, so this is a write that never landed (or a stall
+    // limit, which runs none of our code); completed in the queue with no result recorded counts as lost.
+    const failure =
+      state === "failed"
+        ? decodeFailure(failedReason)
+        : { code: "ENGINE_INTERNAL", message: "finished in the queue without a recorded result" };
+    if (await deps.finish(row.id, "failed", failure.code, failure.message)) report.failed++;
   }
   return report;
 }
@@ -74,4 +72,45 @@ export async function reconcileJobs(deps: ReconcileDeps, opts: { limit?: number;
   }
   if (report.requeued || report.readded || report.failed) deps.logger.info({ ...report }, "reconciled jobs with the queue");
   return report;
+}
+
+/**
+ * When reconciliation runs in a worker: at start-up (rows a worker that died before this one left active), on every
+ * stall BullMQ reports, and every `everyMs`. One pass at a time.
+ */
+export class JobReconciler {
+  private timer: NodeJS.Timeout | undefined;
+  private pass: Promise<unknown> | undefined;
+
+  constructor(private readonly deps: ReconcileDeps & { find(id: string): Promise<Row | null> }) {}
+
+  start(everyMs: number): void {
+    if (everyMs > 0) {
+      this.timer = setInterval(() => void this.runAll(), everyMs);
+      this.timer.unref();
+    }
+  }
+
+  async runAll(): Promise<void> {
+    if (this.pass) return;
+    this.pass = reconcileJobs(this.deps)
+      .catch((err) => this.deps.logger.warn({ err: (err as Error).message }, "job reconciliation failed"))
+      .finally(() => (this.pass = undefined));
+    await this.pass;
+  }
+
+  async runOne(jobId: string): Promise<void> {
+    try {
+      const row = await this.deps.find(jobId);
+      if (row && (row.status === "active" || row.status === "queued")) await reconcileRow(row, this.deps);
+    } catch (err) {
+      this.deps.logger.warn({ job: jobId, err: (err as Error).message }, "could not reconcile stalled job");
+    }
+  }
+
+  /** Stops the timer and waits for a pass in progress (it writes to the database, which closes next). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.pass;
+  }
 }

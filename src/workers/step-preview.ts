@@ -1,8 +1,15 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import type { ProgressEvent } from "../backends/runner-supervisor";
-import type { LiveProgress, StepPreview } from "../jobs/job-queue";
+import type { LiveProgress, StepPreview } from "../jobs/job-events-channel";
+
+/** A runner's progress line (docs/runner-protocol.md); the preview fields are unchecked: they come from a child process. */
+export interface ProgressLine {
+  step: number;
+  totalSteps: number;
+  previewPath?: unknown;
+  previewSha256?: unknown;
+}
 
 /**
  * A preview is the latent resolution (≤ 128 px a side, a few KiB); anything much bigger is not one of ours and would
@@ -15,7 +22,7 @@ export const MAX_PREVIEW_BYTES = 256 * 1024;
  * sha256 on the line), checks it, and deletes it. Null when the line has none or it is unusable: a preview is a
  * nicety and must never fail the job.
  */
-export async function readStepPreview(outputDir: string, event: ProgressEvent): Promise<StepPreview | null> {
+export async function readStepPreview(outputDir: string, event: ProgressLine): Promise<StepPreview | null> {
   const file = event.previewPath;
   const sha256 = event.previewSha256;
   if (typeof file !== "string" || typeof sha256 !== "string") return null;
@@ -56,7 +63,7 @@ export class ProgressRelay {
     private readonly publish: (progress: LiveProgress) => Promise<unknown>,
   ) {}
 
-  push(event: ProgressEvent): void {
+  push(event: ProgressLine): void {
     this.chain = this.chain
       .then(async () => {
         const live: LiveProgress = { step: event.step, totalSteps: event.totalSteps };

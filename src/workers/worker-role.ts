@@ -4,6 +4,8 @@ import type { Config } from "../config";
 import type { Logger } from "../infra/logger";
 import { workerConnection } from "../infra/redis";
 import type { ConversionsRepository } from "../conversions/conversions.repository";
+import { CancelBus } from "../jobs/cancel-bus";
+import type { JobEventsChannel } from "../jobs/job-events-channel";
 import type { JobQueue } from "../jobs/job-queue";
 import type { EngineName } from "../jobs/jobs.dto";
 import type { JobsRepository } from "../jobs/jobs.repository";
@@ -11,6 +13,9 @@ import { RetentionSweeper } from "../jobs/retention";
 import type { ModelsService } from "../models/models.service";
 import { ConversionWorker } from "./conversion.worker";
 import { GenerationWorker } from "./generation.worker";
+import { JobReconciler } from "./job-reconciler";
+import { sweepStaleOutputDirs } from "./output-dirs";
+import type { GenerationRunner } from "./run-generation";
 
 export interface WorkerRoleDeps {
   config: Config;
@@ -19,6 +24,8 @@ export interface WorkerRoleDeps {
   queue: JobQueue;
   engineStatus: EngineStatusStore;
   jobsRepo: JobsRepository;
+  /** Live steps to every API process (the repository announces final states on it too). */
+  jobEvents: JobEventsChannel;
   modelsService: ModelsService;
   conversionsRepo: ConversionsRepository;
 }
@@ -32,7 +39,7 @@ export interface WorkerRole {
 
 /** The worker role: one warm runner per engine, the generation and conversion workers, and image retention. */
 export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole> {
-  const { config, logger, redisUrl, queue, engineStatus, jobsRepo, modelsService, conversionsRepo } = deps;
+  const { config, logger, redisUrl, queue, engineStatus, jobsRepo, jobEvents, modelsService, conversionsRepo } = deps;
   const closers: Array<() => Promise<unknown>> = [];
   const runners = new Map<EngineName, RunnerSupervisor>();
   for (const engine of config.engines) {
@@ -69,13 +76,27 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
     closers.unshift(async () => clearInterval(timer));
     closers.unshift(() => runner.stop());
   }
+  const reconciler = new JobReconciler({
+    rows: (status, limit, olderThan) => jobsRepo.unfinished(status, limit, olderThan),
+    find: (id) => jobsRepo.find(id),
+    requeueIfUnchanged: (id, seen, code, message) => jobsRepo.requeueIfUnchanged(id, seen, code, message),
+    finish: (id, status, code, message) => jobsRepo.finish(id, status, code, message),
+    state: (id) => queue.state(id),
+    add: (payload) => queue.add(payload),
+    logger: logger.child({ component: "reconciler" }),
+  });
+  const generationRunners = new Map<EngineName, GenerationRunner>(
+    [...runners].map(([engine, runner]) => [engine, generationRunner(runner)]),
+  );
   const worker = new GenerationWorker({
     connection: workerRedis,
     prefix: config.queuePrefix,
     concurrency: config.workerConcurrency,
-    runners,
+    runners: generationRunners,
     jobs: jobsRepo,
     models: modelsService,
+    events: jobEvents,
+    cancels: new CancelBus(workerRedis, config.queuePrefix),
     logger: logger.child({ component: "generation-worker" }),
     lockDurationMs: config.lockDurationMs,
     stalledIntervalMs: config.stalledIntervalMs,
@@ -84,10 +105,16 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
     cancelGraceMs: config.cancelGraceMs,
     shutdownGraceMs: config.shutdownGraceMs,
     watchdogMs: config.workerWatchdogMs,
-    queue,
+    onStalled: (jobId) => void reconciler.runOne(jobId),
   });
   await worker.start();
   closers.unshift(() => worker.close());
+  await reconciler.runAll(); // rows left active by a worker that died before this one started
+  reconciler.start(60_000);
+  closers.unshift(() => reconciler.stop());
+  // and the output dirs such a worker left behind: untouched for twice the job budget (at least an hour)
+  const stale = await sweepStaleOutputDirs(Math.max(3_600_000, 2 * config.jobTimeoutMs));
+  if (stale.length) logger.info({ removed: stale.length }, "removed output dirs left by killed workers");
   const conversionWorker = new ConversionWorker({
     connection: workerRedis,
     prefix: config.queuePrefix,
@@ -120,4 +147,14 @@ async function publishProbe(engine: EngineName, runner: RunnerSupervisor, engine
       .publish({ engine, available: false, reason: `runner not available: ${(err as Error).message}` })
       .catch(() => undefined);
   }
+}
+
+/** A warm runner as a generation sees it. */
+function generationRunner(runner: RunnerSupervisor): GenerationRunner {
+  return {
+    device: () => runner.readyInfo?.device ?? null,
+    generate: (params, opts) => runner.generate(params, opts),
+    cancel: (requestId) => runner.cancel(requestId),
+    kill: () => runner.kill(),
+  };
 }

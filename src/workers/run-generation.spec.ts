@@ -1,0 +1,258 @@
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { AppError } from "../backends/error-codes";
+import { createLogger } from "../infra/logger";
+import type { LiveProgress } from "../jobs/job-events-channel";
+import type { GeneratePayload } from "../jobs/job-queue";
+import type { ResolvedJob } from "../jobs/jobs.dto";
+import { AttemptStart, canTransition, CompletedResult } from "../jobs/jobs.repository";
+import type { GenerateParams, GenerateResult, ProgressEvent } from "../backends/runner-contract";
+import { GenerationDeps, GenerationRepository, GenerationRunner, runGeneration } from "./run-generation";
+
+/** One job row, moved only along the repository's real transition table. */
+class FakeRepository implements GenerationRepository {
+  status = "queued";
+  history: string[] = ["queued"];
+  error: { code: string; message: string } | null = null;
+  result: CompletedResult | null = null;
+  started: AttemptStart | null = null;
+  savedSteps: number[] = [];
+
+  private move(to: "active" | "queued" | "completed" | "failed" | "cancelled"): boolean {
+    if (!canTransition(this.status, to)) return false;
+    this.status = to;
+    this.history.push(to);
+    return true;
+  }
+
+  async start(_id: string, a: AttemptStart): Promise<boolean> {
+    const landed = this.move("active");
+    if (landed) this.started = a;
+    return landed;
+  }
+  async saveProgress(_id: string, step: number): Promise<void> {
+    this.savedSteps.push(step);
+  }
+  async complete(_id: string, r: CompletedResult): Promise<boolean> {
+    const landed = this.move("completed");
+    if (landed) this.result = r;
+    return landed;
+  }
+  async finish(_id: string, status: "failed" | "cancelled", code: string, message: string): Promise<boolean> {
+    const landed = this.move(status);
+    if (landed) this.error = { code, message };
+    return landed;
+  }
+  async requeue(_id: string, code: string, message: string): Promise<boolean> {
+    const landed = this.move("queued");
+    if (landed) this.error = { code, message };
+    return landed;
+  }
+}
+
+type Behaviour = "succeed" | "die" | "obeyCancel" | "ignoreCancel" | "wrongHash";
+
+/** Runs `steps` steps 5 ms apart, then behaves as told; cancel/kill end a waiting generation as the real supervisor does. */
+class FakeRunner implements GenerationRunner {
+  calls: GenerateParams[] = [];
+  cancels: string[] = [];
+  kills = 0;
+  private pending: { id: string; reject: (e: Error) => void } | undefined;
+
+  constructor(private readonly behaviour: Behaviour) {}
+
+  device(): string {
+    return "cpu";
+  }
+
+  async generate(params: GenerateParams, opts: { id: string; onProgress: (p: ProgressEvent) => void }): Promise<GenerateResult> {
+    this.calls.push(params);
+    for (let step = 1; step <= params.steps; step++) {
+      await sleep(5);
+      opts.onProgress({ id: opts.id, event: "progress", step, totalSteps: params.steps });
+    }
+    if (this.behaviour === "die") throw new AppError("ENGINE_INTERNAL", "torch runner died (code null, signal SIGKILL)");
+    if (this.behaviour === "obeyCancel" || this.behaviour === "ignoreCancel") {
+      // waits "between steps" until stopped
+      return new Promise<never>((_resolve, reject) => (this.pending = { id: opts.id, reject }));
+    }
+    const png = Buffer.from(`png of ${params.prompt}`);
+    const imagePath = path.join(params.outputDir, "result.png");
+    fs.writeFileSync(imagePath, png);
+    const sha256 = this.behaviour === "wrongHash" ? "0".repeat(64) : createHash("sha256").update(png).digest("hex");
+    const timings = { loadMs: 1.4, generateMs: 20.6, postprocessMs: 0.2 };
+    return { imagePath, sha256, width: 32, height: 32, seed: params.seed, device: "cpu", engine: "torch", dtype: "float32", timings };
+  }
+
+  async cancel(requestId: string): Promise<boolean> {
+    this.cancels.push(requestId);
+    if (this.behaviour === "obeyCancel" && this.pending?.id === requestId) {
+      this.pending.reject(new AppError("CANCELLED", "cancelled by request"));
+      this.pending = undefined;
+    }
+    return true;
+  }
+
+  kill(): void {
+    this.kills++;
+    this.pending?.reject(new AppError("ENGINE_INTERNAL", "torch runner died (code null, signal SIGKILL)"));
+    this.pending = undefined;
+  }
+}
+
+const request: ResolvedJob = {
+  prompt: "a knight",
+  negativePrompt: null,
+  model: "tiny-sd",
+  engine: "torch",
+  width: 64,
+  height: 64,
+  steps: 3,
+  guidanceScale: 7,
+  seed: 7,
+  scheduler: "euler",
+  lora: null,
+  removeBackground: false,
+  pixel: null,
+  priority: null,
+  initNoise: null,
+  previewEvery: null,
+};
+const payload: GeneratePayload = { jobId: "01jobjobjobjobjobjobjobjob", job: request, submittedAt: Date.now() };
+
+function setUp(behaviour: Behaviour, overrides: Partial<GenerationDeps> = {}) {
+  const repository = new FakeRepository();
+  const runner = new FakeRunner(behaviour);
+  const published: LiveProgress[] = [];
+  const deps: GenerationDeps = {
+    runner,
+    repository,
+    models: {
+      resolve: async (name) => ({ name, architecture: "sd", source: `/models/${name}` }),
+      resolveLora: async () => {
+        throw new Error("no LoRA in these jobs");
+      },
+    },
+    publishProgress: async (_id, p) => {
+      published.push(p);
+    },
+    cancelRequested: async () => false,
+    jobTimeoutMs: 0,
+    cancelGraceMs: 50,
+    workerName: "test:1",
+    logger: createLogger("silent"),
+    ...overrides,
+  };
+  return { repository, runner, published, deps };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("runGeneration", () => {
+  it("runs a job: active, every step relayed in order, the verified PNG stored, completed; its temp dir removed", async () => {
+    const { repository, runner, published, deps } = setUp("succeed");
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "completed" });
+    expect(repository.history).toEqual(["queued", "active", "completed"]);
+    expect(repository.started).toMatchObject({ attempt: 1, worker: "test:1", device: "cpu" });
+    expect(published.map((p) => p.step)).toEqual([1, 2, 3]);
+    expect(repository.savedSteps).toEqual([]); // shorter than a second: no progress writes, the result implies the last
+    expect(repository.result).toMatchObject({ width: 32, height: 32, device: "cpu", loadMs: 1, generateMs: 21, postprocessMs: 0 });
+    expect(repository.result!.png.toString()).toBe("png of a knight");
+    expect(runner.calls[0]).toMatchObject({ jobId: payload.jobId, modelSource: "/models/tiny-sd", modelName: "tiny-sd", steps: 3 });
+    expect(fs.existsSync(runner.calls[0].outputDir)).toBe(false);
+  });
+
+  it("writes a running job's step to its row at most every progressPersistMs", async () => {
+    const { repository, deps } = setUp("succeed", { progressPersistMs: 0 });
+    await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    expect(repository.savedSteps).toEqual([1, 2, 3]);
+  });
+
+  it("retries a runner death (ENGINE_INTERNAL) while attempts remain, then fails the job with it", async () => {
+    const first = setUp("die");
+    const retry = await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, first.deps);
+    expect(retry).toMatchObject({ status: "retry", failure: { code: "ENGINE_INTERNAL" } });
+    expect(first.repository.history).toEqual(["queued", "active", "queued"]);
+    expect(first.repository.error?.code).toBe("ENGINE_INTERNAL");
+
+    const last = setUp("die");
+    const failed = await runGeneration({ payload, attempt: 2, maxAttempts: 2 }, last.deps);
+    expect(failed).toMatchObject({ status: "failed", failure: { code: "ENGINE_INTERNAL" } });
+    expect(last.repository.history).toEqual(["queued", "active", "failed"]);
+  });
+
+  it("fails a result whose bytes do not match the sha256 the runner reported", async () => {
+    const { repository, deps } = setUp("wrongHash");
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 1 }, deps)).toMatchObject({
+      status: "failed",
+      failure: { code: "ENGINE_INTERNAL", message: expect.stringMatching(/sha256/) },
+    });
+    expect(repository.result).toBeNull();
+  });
+
+  it("cancels a running job through its runner when the signal fires", async () => {
+    const control = new AbortController();
+    const { repository, runner, published, deps } = setUp("obeyCancel", { signal: control.signal });
+    const run = runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    while (published.length < 3) await sleep(5);
+    control.abort("cancel");
+    expect(await run).toEqual({ status: "cancelled" });
+    expect(runner.cancels).toEqual([`gen-${payload.jobId}-1`]);
+    expect(runner.kills).toBe(0); // a cancel keeps the warm runner
+    expect(repository.history).toEqual(["queued", "active", "cancelled"]);
+    expect(repository.error).toEqual({ code: "CANCELLED", message: "cancelled by request" });
+  });
+
+  it("cancels a job cancelled before it started without running or activating it", async () => {
+    const { repository, runner, deps } = setUp("succeed", { cancelRequested: async () => true });
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "cancelled" });
+    expect(runner.calls).toHaveLength(0);
+    expect(repository.history).toEqual(["queued", "cancelled"]);
+  });
+
+  it("skips a job whose row is already final", async () => {
+    const { repository, runner, deps } = setUp("succeed");
+    repository.status = "cancelled";
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "skipped" });
+    expect(runner.calls).toHaveLength(0);
+  });
+
+  it("times a job out past its budget: cancel, then kill a runner that does not stop; TIMEOUT is never retried", async () => {
+    const { repository, runner, deps } = setUp("ignoreCancel", { jobTimeoutMs: 60, cancelGraceMs: 40 });
+    const outcome = await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    expect(outcome).toMatchObject({ status: "failed", failure: { code: "TIMEOUT" } });
+    expect(runner.cancels).toEqual([`gen-${payload.jobId}-1`]);
+    expect(runner.kills).toBe(1);
+    expect(repository.history).toEqual(["queued", "active", "failed"]);
+    expect(repository.error?.code).toBe("TIMEOUT");
+  });
+
+  it("times a job out without killing a runner that stops when asked", async () => {
+    const { repository, runner, deps } = setUp("obeyCancel", { jobTimeoutMs: 60, cancelGraceMs: 1_000 });
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toMatchObject({ failure: { code: "TIMEOUT" } });
+    expect(runner.kills).toBe(0);
+    expect(repository.status).toBe("failed");
+  });
+
+  it("hands a job back at shutdown: queued again without a final state, its runner killed if it does not stop", async () => {
+    const control = new AbortController();
+    const { repository, runner, published, deps } = setUp("ignoreCancel", { signal: control.signal, cancelGraceMs: 30 });
+    const run = runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    while (published.length < 3) await sleep(5);
+    control.abort("handBack");
+    expect(await run).toEqual({ status: "handedBack" });
+    expect(runner.kills).toBe(1);
+    expect(repository.history).toEqual(["queued", "active", "queued"]);
+    expect(repository.error?.code).toBe("ENGINE_UNAVAILABLE");
+  });
+
+  it("fails at once with ENGINE_UNAVAILABLE when this worker has no runner for the engine", async () => {
+    const { repository, deps } = setUp("succeed", { runner: undefined });
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toMatchObject({
+      status: "failed",
+      failure: { code: "ENGINE_UNAVAILABLE" },
+    });
+    expect(repository.history).toEqual(["queued", "active", "failed"]);
+  });
+});

@@ -1,0 +1,234 @@
+import { createHash } from "node:crypto";
+import fs from "node:fs/promises";
+import { AppError, ErrorCode, Failure, failureOf } from "../backends/error-codes";
+import type { GenerateParams, GenerateResult, ProgressEvent } from "../backends/runner-contract";
+import type { Logger } from "../infra/logger";
+import type { LiveProgress } from "../jobs/job-events-channel";
+import type { GeneratePayload } from "../jobs/job-queue";
+import type { JobsRepository } from "../jobs/jobs.repository";
+import type { ModelsService } from "../models/models.service";
+import { withDeadline } from "./job-deadline";
+import { outputDirPrefix } from "./output-dirs";
+import { ProgressRelay } from "./step-preview";
+
+/** Codes worth another attempt: the runner died under the job, not the job's own fault. */
+const RETRIABLE: ReadonlySet<ErrorCode> = new Set(["ENGINE_INTERNAL"]);
+/**
+ * The database keeps a running job's step about once a second (every step goes out live): a job shorter than that costs
+ * no progress write at all, and the final step is implied by the result write.
+ */
+const PROGRESS_PERSIST_MS = 1_000;
+
+/** The part of a warm runner (RunnerSupervisor) a generation needs. */
+export interface GenerationRunner {
+  /** The device the runner said it runs on; null while it is not known. */
+  device(): string | null;
+  generate(params: GenerateParams, opts: { id: string; onProgress: (p: ProgressEvent) => void }): Promise<GenerateResult>;
+  /** Asks the runner to stop request `requestId` between steps; the generate then fails with CANCELLED. */
+  cancel(requestId: string): Promise<unknown>;
+  /** Kills the runner process (its supervisor restarts it): the generate fails with ENGINE_INTERNAL. */
+  kill(): void;
+}
+
+export type GenerationRepository = Pick<JobsRepository, "start" | "saveProgress" | "complete" | "finish" | "requeue">;
+export type ModelResolver = Pick<ModelsService, "resolve" | "resolveLora">;
+
+/** Why the caller stops an attempt: a user's cancel, or a shutdown handing the job back to the queue. */
+export type StopReason = "cancel" | "handBack";
+
+export interface GenerationAttempt {
+  payload: GeneratePayload;
+  /** 1 for the first attempt. */
+  attempt: number;
+  maxAttempts: number;
+}
+
+export interface GenerationDeps {
+  /** The runner of the job's engine; undefined when this worker runs none for it. */
+  runner: GenerationRunner | undefined;
+  repository: GenerationRepository;
+  models: ModelResolver;
+  /** Sends one step to watchers (every step, in order; previews included). */
+  publishProgress(jobId: string, progress: LiveProgress): Promise<unknown>;
+  /** Was the job cancelled before the caller could have told us through `signal`? */
+  cancelRequested(jobId: string): Promise<boolean>;
+  /** Aborted with a StopReason as its reason. */
+  signal?: AbortSignal;
+  /** Per-attempt budget (0: none), and how long a runner asked to stop may take before it is killed. */
+  jobTimeoutMs: number;
+  cancelGraceMs: number;
+  /** How often a running job's step is written to its row; default PROGRESS_PERSIST_MS. */
+  progressPersistMs?: number;
+  /** Recorded on the row (GET /jobs/{id} `worker`). */
+  workerName: string | null;
+  logger: Logger;
+}
+
+/**
+ * How the attempt ended, every state write already done: `retry` is back in `queued` (run it again), `handedBack` too
+ * (run it again, no attempt spent), `skipped` found the row final already (cancelled while queued).
+ */
+export type GenerationOutcome =
+  { status: "completed" | "cancelled" | "skipped" | "handedBack" } | { status: "retry" | "failed"; failure: Failure };
+
+/**
+ * One attempt of one generation job, start to end, without any queue: marks the row active, resolves the model and
+ * LoRA, runs the runner's `generate` under the job's time budget while relaying its progress, verifies the PNG it wrote
+ * and records the outcome through the repository's state machine. Errors become outcomes; only a failing database (the
+ * outcome could not be written) throws.
+ */
+export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps): Promise<GenerationOutcome> {
+  const { jobId, job: request, submittedAt } = a.payload;
+  const { runner, repository, logger, signal } = deps;
+  // Shut down before it started: the row is still queued, nothing to undo.
+  if (signal?.aborted && signal.reason === "handBack") return { status: "handedBack" };
+  if (signal?.aborted || (await deps.cancelRequested(jobId))) {
+    await repository.finish(jobId, "cancelled", "CANCELLED", "cancelled before it started");
+    return { status: "cancelled" };
+  }
+  const device = runner?.device() ?? null;
+  const started = await repository.start(jobId, { attempt: a.attempt, queueMs: Date.now() - submittedAt, worker: deps.workerName, device });
+  if (!started) return { status: "skipped" };
+
+  const requestId = `gen-${jobId}-${a.attempt}`;
+  let outputDir: string | undefined;
+  try {
+    if (!runner) throw new AppError("ENGINE_UNAVAILABLE", `this worker runs no ${request.engine} runner`);
+    const model = await deps.models.resolve(request.model, request.engine);
+    const lora = request.lora ? await deps.models.resolveLora(request.lora, request.model) : null;
+    outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
+    const dir = outputDir;
+    const params: GenerateParams = {
+      jobId,
+      modelSource: model.source,
+      modelName: model.name,
+      prompt: request.prompt,
+      negativePrompt: request.negativePrompt,
+      width: request.width,
+      height: request.height,
+      steps: request.steps,
+      guidanceScale: request.guidanceScale,
+      seed: request.seed,
+      scheduler: request.scheduler,
+      initNoise: request.initNoise,
+      previewEvery: request.previewEvery ?? null,
+      pixel: request.pixel,
+      removeBackground: request.removeBackground,
+      lora: lora ? { source: lora.source, strength: lora.strength } : null,
+      outputDir: dir,
+    };
+    // Step order kept even when a step's preview file must be read first (step-preview.ts).
+    const relay = new ProgressRelay(dir, (live) => deps.publishProgress(jobId, live));
+    const persistEvery = deps.progressPersistMs ?? PROGRESS_PERSIST_MS;
+    let lastPersist = Date.now();
+    const onProgress = (p: ProgressEvent) => {
+      relay.push(p);
+      const now = Date.now();
+      if (now - lastPersist >= persistEvery) {
+        lastPersist = now;
+        void repository.saveProgress(jobId, p.step, p.totalSteps).catch(() => undefined);
+      }
+    };
+
+    if (signal?.aborted) throw stopError(signal);
+    let running = true;
+    const generation = runner.generate(params, { id: requestId, onProgress }).finally(() => (running = false));
+    const stopOnAbort = () => stopRunner(runner, requestId, signal?.reason as StopReason, () => running, deps);
+    signal?.addEventListener("abort", stopOnAbort, { once: true });
+    // Past the budget: ask the runner to stop between steps; if it does not within the grace, kill it (the supervisor
+    // restarts it) so the next job gets a working runner. The job ends TIMEOUT, never retried.
+    const result = await withDeadline(generation, {
+      timeoutMs: deps.jobTimeoutMs,
+      graceMs: deps.cancelGraceMs,
+      onExpire: () => {
+        logger.warn({ job: jobId, timeoutMs: deps.jobTimeoutMs }, "job ran past its time budget; cancelling it");
+        return runner.cancel(requestId);
+      },
+      onGraceOver: () => {
+        logger.error({ job: jobId }, "runner did not stop after the cancel; killing it");
+        runner.kill();
+      },
+    }).finally(() => signal?.removeEventListener("abort", stopOnAbort));
+
+    // Every step's progress (and preview file) is published before the job can be seen completed: watchers close
+    // their streams on the final state, and the output dir holding previews is removed right after.
+    await relay.drain();
+    const png = await fs.readFile(result.imagePath);
+    const sha256 = createHash("sha256").update(png).digest("hex");
+    if (sha256 !== result.sha256) throw new AppError("ENGINE_INTERNAL", "result PNG does not match the sha256 the runner reported");
+    const timings = result.timings ?? {};
+    await repository.complete(jobId, {
+      device: result.device ?? device,
+      png,
+      sha256,
+      width: result.width,
+      height: result.height,
+      loadMs: roundOrNull(timings.loadMs),
+      generateMs: roundOrNull(timings.generateMs),
+      postprocessMs: roundOrNull(timings.postprocessMs),
+    });
+    logger.info(
+      `[GEN][${request.engine}] job=${jobId} ${request.width}x${request.height} steps=${request.steps} load=${roundOrNull(timings.loadMs)}ms gen=${roundOrNull(timings.generateMs)}ms post=${roundOrNull(timings.postprocessMs)}ms`,
+    );
+    return { status: "completed" };
+  } catch (err) {
+    return settleFailure(a, deps, failureOf(err));
+  } finally {
+    if (outputDir) await fs.rm(outputDir, { recursive: true, force: true });
+  }
+}
+
+/** Records why an attempt ended without a result and says what the queue should do next. */
+async function settleFailure(a: GenerationAttempt, deps: GenerationDeps, failure: Failure): Promise<GenerationOutcome> {
+  const { jobId, job: request } = a.payload;
+  const { repository, logger } = deps;
+  if (deps.signal?.aborted && deps.signal.reason === "handBack") {
+    // Shutdown: back to the queue without spending an attempt; another worker (or this one restarted) runs it.
+    await repository.requeue(jobId, "ENGINE_UNAVAILABLE", "its worker shut down mid-job; handed back to the queue");
+    logger.warn({ job: jobId }, "job handed back to the queue at shutdown");
+    return { status: "handedBack" };
+  }
+  if (failure.code === "CANCELLED") {
+    await repository.finish(jobId, "cancelled", "CANCELLED", failure.message);
+    return { status: "cancelled" };
+  }
+  if (RETRIABLE.has(failure.code) && a.attempt < a.maxAttempts) {
+    logger.warn({ job: jobId, code: failure.code, attempt: a.attempt, attempts: a.maxAttempts }, "job attempt failed; retrying");
+    await repository.requeue(jobId, failure.code, failure.message);
+    return { status: "retry", failure };
+  }
+  logger.error(`[GEN][${request.engine}] job=${jobId} failed code=${failure.code} ${failure.message}`);
+  await repository.finish(jobId, "failed", failure.code, failure.message);
+  return { status: "failed", failure };
+}
+
+/**
+ * A cancel asks the runner to stop between steps (it keeps its loaded models). A hand-back must end the attempt even
+ * when the runner does not listen: if it is still on this request after the grace, it is killed.
+ */
+function stopRunner(
+  runner: GenerationRunner,
+  requestId: string,
+  reason: StopReason,
+  stillRunning: () => boolean,
+  deps: GenerationDeps,
+): void {
+  void Promise.resolve()
+    .then(() => runner.cancel(requestId))
+    .catch((err) => deps.logger.warn({ request: requestId, err: (err as Error).message }, "cancel request to runner failed"));
+  if (reason !== "handBack") return;
+  deps.logger.warn({ request: requestId }, "handing the active job back; stopping its runner");
+  setTimeout(() => {
+    if (stillRunning()) runner.kill();
+  }, deps.cancelGraceMs).unref();
+}
+
+function stopError(signal: AbortSignal): AppError {
+  return signal.reason === "handBack"
+    ? new AppError("ENGINE_UNAVAILABLE", "its worker is shutting down")
+    : new AppError("CANCELLED", "cancelled before it started");
+}
+
+function roundOrNull(v: unknown): number | null {
+  return typeof v === "number" && Number.isFinite(v) ? Math.round(v) : null;
+}
