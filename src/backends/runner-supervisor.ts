@@ -303,17 +303,6 @@ export class RunnerSupervisor extends EventEmitter implements RunnerClient {
     return this.stop();
   }
 
-  /**
-   * @deprecated Untyped; use generate/probe/cancel/unload. Kept only until the generation worker moves to generate().
-   */
-  async request(
-    op: string,
-    fields: Record<string, unknown> = {},
-    options: { onProgress?: (e: ProgressEvent) => void; timeoutMs?: number; id?: string } = {},
-  ): Promise<Record<string, unknown>> {
-    return (await this.send(op as RunnerOp, fields as never, options)) as unknown as Record<string, unknown>;
-  }
-
   /** Sends one request line and resolves with the payload of its `result` line; progress lines go to `onProgress`. */
   private async send<K extends RunnerOp>(
     op: K,
