@@ -90,6 +90,8 @@ function readmeTable(heading: RegExp): { names: string[]; rowsWithSeveral: strin
 }
 
 const unique = (names: string[]) => [...new Set(names)].sort();
+// The benchmarks (src/bench/, python/pixelai_runner/bench_*.py) keep their own reader and their own README table.
+const isBench = (file: string) => file.startsWith(path.join("src", "bench")) || /[\\/]bench_[^\\/]*\.py$/.test(file);
 
 describe("configuration", () => {
   it("reads runner settings and the redis-server binary from the environment, and refuses bad values", () => {
@@ -122,12 +124,13 @@ describe("configuration", () => {
     expect(() => loadConfig({ PIXELAI_MLX_DTYPE: "float8" })).toThrow(/PIXELAI_MLX_DTYPE/);
   });
 
-  it("reads the environment in src/config.ts only (the bench keeps its own reader), and never in the runner", () => {
-    const readers = unique(tsReads().map((r) => r.file)).filter((f) => !f.startsWith(path.join("src", "bench")));
+  it("reads the environment in src/config.ts only (the benches keep their own reader), and never in the runner", () => {
+    const readers = unique(tsReads().map((r) => r.file)).filter((f) => !isBench(f));
     expect(readers).toEqual([path.join("src", "config.ts")]);
     const python = pythonReads();
     expect(python.unrecognised).toEqual([]);
-    expect(python.reads).toEqual([]); // runners get their settings as options (contract/runner-protocol.schema.json)
+    // runners get their settings as options (contract/runner-protocol.schema.json)
+    expect(python.reads.filter((r) => !isBench(r.file))).toEqual([]);
   });
 
   it("README's configuration table names every variable the server reads, one per row, and no other", () => {
@@ -135,7 +138,7 @@ describe("configuration", () => {
     expect(table.rowsWithSeveral).toEqual([]);
     const read = unique(
       tsReads()
-        .filter((r) => !r.file.startsWith(path.join("src", "bench")))
+        .filter((r) => !isBench(r.file))
         .map((r) => r.name),
     );
     expect(unique(table.names)).toEqual(read);
@@ -145,9 +148,7 @@ describe("configuration", () => {
     const table = readmeTable(/^### Benchmark settings/m);
     expect(table.rowsWithSeveral).toEqual([]);
     const read = unique(
-      tsReads()
-        .filter((r) => r.file.startsWith(path.join("src", "bench")) && !NOT_CONFIGURATION.has(r.name))
-        .map((r) => r.name),
+      [...tsReads(), ...pythonReads().reads].filter((r) => isBench(r.file) && !NOT_CONFIGURATION.has(r.name)).map((r) => r.name),
     );
     expect(unique(table.names)).toEqual(read);
   });
