@@ -60,19 +60,49 @@ async function ensureDemoModels(config: Config, logger: Logger): Promise<void> {
   });
 }
 
-/** Composes API and/or worker over one Redis and one database. Everything a second process must see lives in those. */
+/** What a start has brought up so far, in shutdown order; the managed Redis goes last. */
+interface Started {
+  closers: Array<() => Promise<unknown>>;
+  managed?: ManagedRedis;
+}
+
+async function stopStarted(started: Started, logger: Logger): Promise<void> {
+  for (const close of started.closers) {
+    try {
+      await close();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, "error while shutting down");
+    }
+  }
+  // Redis goes last: a connection still open when it stops would retry (ECONNREFUSED) until the process exits.
+  await started.managed?.stop();
+}
+
+/** A start that fails at any stage stops what it had started (workers, runners, managed Redis) before it rethrows. */
 export async function startService(config: Config, opts: ServiceOptions, logger: Logger): Promise<RunningService> {
-  const closers: Array<() => Promise<unknown>> = [];
-  let managed: ManagedRedis | undefined;
+  const started: Started = { closers: [] };
+  try {
+    return await composeService(config, opts, logger, started);
+  } catch (err) {
+    logger.error({ err: (err as Error).message }, "start failed; stopping what it had started");
+    await stopStarted(started, logger);
+    logger.info("stopped what the failed start had started");
+    throw err;
+  }
+}
+
+/** Composes API and/or worker over one Redis and one database. Everything a second process must see lives in those. */
+async function composeService(config: Config, opts: ServiceOptions, logger: Logger, started: Started): Promise<RunningService> {
+  const closers = started.closers;
   let redisUrl = config.redisUrl;
   if (!redisUrl) {
-    managed = await startManagedRedis({
+    started.managed = await startManagedRedis({
       dataDir: config.redisDataDir,
       durable: opts.durableRedis ?? true,
       logger,
       serverBin: config.redisServerBin,
     });
-    redisUrl = managed.url;
+    redisUrl = started.managed.url;
   }
 
   await applyMigrations(config.repoRoot, config.databaseUrl);
@@ -149,16 +179,6 @@ export async function startService(config: Config, opts: ServiceOptions, logger:
     queue,
     events: api?.events,
     ws: api?.ws,
-    close: async () => {
-      for (const close of closers) {
-        try {
-          await close();
-        } catch (err) {
-          logger.warn({ err: (err as Error).message }, "error while shutting down");
-        }
-      }
-      // Redis goes last: a connection still open when it stops would retry (ECONNREFUSED) until the process exits.
-      await managed?.stop();
-    },
+    close: () => stopStarted(started, logger),
   };
 }
