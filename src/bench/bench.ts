@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: what the service costs on top of the model. Runs, in one process and one sitting:
- *   (a) the full HTTP path on the tiny model at C=1, 8 and 64 clients, (b) the same job called directly in Python,
+ *   (a) the full HTTP path on the tiny model at C=1, 8 and 64 clients (in a client process of their own, and C=1 once
+ *   more from inside the service's process, as earlier runs did), (b) the same job called directly in Python,
  *   (c) raw BullMQ no-op jobs on the same Redis, (e) the API with 10 000 jobs queued (memory and latency as the queue
  *   grows, in a separate API-only process), (d) optionally the MLX-vs-Torch engine bench;
  * writes bench/results.json and prints tables. Env: BENCH_JOBS (100; a row runs at least 3 jobs per client),
@@ -14,6 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import { startBenchStack } from "./bench-stack";
 import { GENERATE_QUEUE } from "../jobs/job-queue";
+import { runHttpPhaseInClient } from "./client-process";
 import { CompletionTracker } from "./completions";
 import { runDirectPhase } from "./direct-path";
 import { runHttpPhase, TINY_JOB } from "./http-path";
@@ -78,10 +80,15 @@ async function main(): Promise<void> {
       log("(a) warm-up: 3 jobs over HTTP (loads the pipeline in the runner)…");
       await runHttpPhase({ url: stack.url, tracker, jobs: 3, concurrency: 1, seedBase: 0, jobTimeoutMs: 180_000 });
       const http = [];
+      const clientTask = { url: stack.url, redisUrl: stack.service.redisUrl, queueName: GENERATE_QUEUE, prefix: config.queuePrefix, jobTimeoutMs: 120_000 };
       for (const c of concurrencies) {
-        log(`(a) HTTP: ${jobsFor(c, jobs)} jobs, ${c} concurrent clients…`);
-        http.push(await runHttpPhase({ url: stack.url, tracker, jobs: jobsFor(c, jobs), concurrency: c, seedBase: 1000 * c, jobTimeoutMs: 120_000 }));
+        log(`(a) HTTP: ${jobsFor(c, jobs)} jobs, ${c} concurrent clients (a client process of their own)…`);
+        const n = jobsFor(c, jobs);
+        http.push(await runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: c, seedBase: 1000 * c }, 60_000 + n * 10_000));
       }
+      // Runs before this one had the client in the service's process; this row keeps them comparable.
+      log(`(a) HTTP: ${jobs} jobs, 1 client inside the service's process…`);
+      const httpSharedProcess = await runHttpPhase({ url: stack.url, tracker, jobs, concurrency: 1, seedBase: 500_000, jobTimeoutMs: 120_000 });
 
       log(profileJobs ? `(f) per-job breakdown: ${profileJobs} instrumented jobs, 1 client…` : "(f) breakdown skipped (BENCH_PROFILE_JOBS=0)");
       const profile = profileJobs
@@ -117,7 +124,8 @@ async function main(): Promise<void> {
         http,
         direct,
         rawBullmq,
-        comparison: compare(http, direct),
+        httpSharedProcess,
+        comparison: compare(http, direct, httpSharedProcess),
         profile,
         mlx: { ran: false, reason: "not run yet" },
         queueDepth,

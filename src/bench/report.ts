@@ -13,7 +13,10 @@ export interface BenchResults {
   machine: MachineInfo;
   versions: Versions;
   settings: Record<string, unknown>;
+  /** (a) from a client process of its own, per concurrency. */
   http: HttpPhaseResult[];
+  /** (a) at C=1 with the client inside the service's process (how runs before 2026-12 measured it); absent in those. */
+  httpSharedProcess?: HttpPhaseResult;
   direct: DirectPhaseResult;
   rawBullmq: RawPhaseResult;
   comparison: Comparison;
@@ -28,15 +31,25 @@ export interface BenchResults {
 export interface Comparison {
   /** (a) p50 at C=1 − (b) p50: what API + queue + DB + runner protocol add to one job, ms. */
   serviceOverheadMsP50: number;
+  /** The same with the client inside the service's process (httpSharedProcess). */
+  serviceOverheadMsP50SharedProcess?: number;
+  /** (a)/(b) p50 at C=1 for that row. */
+  sharedProcessP50Ratio?: number;
   /** Per concurrency: (a)/(b) for p50 and p99 latency, and (b)'s jobs/s ÷ (a)'s. */
   ratios: Array<{ concurrency: number; p50: number; p99: number; throughput: number }>;
 }
 
-export function compare(http: HttpPhaseResult[], direct: DirectPhaseResult): Comparison {
+export function compare(http: HttpPhaseResult[], direct: DirectPhaseResult, shared?: HttpPhaseResult): Comparison {
   const one = http.find((h) => h.concurrency === 1) ?? http[0];
   const directJobsPerSecond = 1000 / direct.latencyMs.mean;
   return {
     serviceOverheadMsP50: round(one.latencyMs.p50 - direct.latencyMs.p50, 1),
+    ...(shared
+      ? {
+          serviceOverheadMsP50SharedProcess: round(shared.latencyMs.p50 - direct.latencyMs.p50, 1),
+          sharedProcessP50Ratio: round(shared.latencyMs.p50 / direct.latencyMs.p50, 2),
+        }
+      : {}),
     ratios: http.map((h) => ({
       concurrency: h.concurrency,
       p50: round(h.latencyMs.p50 / direct.latencyMs.p50, 2),
@@ -52,6 +65,9 @@ export function formatTable(r: BenchResults): string {
   const m = r.machine;
   const rows: Array<[string, number | string, number | string, number | string]> = [
     ...r.http.map((h): [string, number, number, number] => [`(a) HTTP submit→completed, C=${h.concurrency}`, h.jobsPerSecond, h.latencyMs.p50, h.latencyMs.p99]),
+    ...(r.httpSharedProcess
+      ? [["(a) same, C=1, client in the service's process", r.httpSharedProcess.jobsPerSecond, r.httpSharedProcess.latencyMs.p50, r.httpSharedProcess.latencyMs.p99] as [string, number, number, number]]
+      : []),
     ["(b) direct in-process (no service)", round(1000 / r.direct.latencyMs.mean, 2), r.direct.latencyMs.p50, r.direct.latencyMs.p99],
     [`(c) raw BullMQ no-op, ${r.rawBullmq.loaded.inFlight} in flight`, r.rawBullmq.loaded.jobsPerSecond, r.rawBullmq.loaded.roundTripMs.p50, r.rawBullmq.loaded.roundTripMs.p99],
     ["(c) raw BullMQ no-op, 1 in flight", r.rawBullmq.sequential.jobsPerSecond, r.rawBullmq.sequential.roundTripMs.p50, r.rawBullmq.sequential.roundTripMs.p99],
@@ -70,7 +86,10 @@ export function formatTable(r: BenchResults): string {
     `${"path".padEnd(44)}${pad("jobs/s", 9)}${pad("p50 ms", 10)}${pad("p99 ms", 10)}`,
     ...rows.map(([name, tps, p50, p99]) => `${name.padEnd(44)}${pad(tps, 9)}${pad(p50, 10)}${pad(p99, 10)}`),
     "",
-    `service overhead per job, p50 (a C=1 − b): ${r.comparison.serviceOverheadMsP50} ms`,
+    `service overhead per job, p50 (a C=1 − b): ${r.comparison.serviceOverheadMsP50} ms` +
+      (r.comparison.serviceOverheadMsP50SharedProcess !== undefined
+        ? `; with the client in the service's process ${r.comparison.serviceOverheadMsP50SharedProcess} ms (×${r.comparison.sharedProcessP50Ratio})`
+        : ""),
     ...r.comparison.ratios.map((x) => `a/b at C=${x.concurrency}: p50 ×${x.p50}, p99 ×${x.p99}, throughput b/a ×${x.throughput}`),
     ...r.http.map(
       (h) =>
