@@ -26,6 +26,7 @@ import { startWorkerRole } from "./workers/worker-role";
 import { ConversionQueue } from "./conversions/conversion-queue";
 import { ConversionsRepository } from "./conversions/conversions.repository";
 import { SettingsService } from "./settings/settings.service";
+import { createInstallParts } from "./installs/install-role";
 
 const run = promisify(execFile);
 
@@ -129,6 +130,8 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
   const conversionsRepo = new ConversionsRepository(db);
   const conversionQueue = new ConversionQueue(redis, config.queuePrefix);
   closers.push(() => conversionQueue.close());
+  const installParts = createInstallParts(db, redis, config.queuePrefix);
+  closers.push(() => installParts.queue.close());
 
   await ensureDemoModels(config, logger);
   await modelsService.scanLocal();
@@ -146,6 +149,7 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
       jobEvents,
       modelsService,
       conversionsRepo,
+      installParts,
     });
     ({ runners, worker } = role);
     closers.unshift(...role.closers);
@@ -165,6 +169,7 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
       jobsRepo,
       modelsService,
       conversionsRepo,
+      installParts,
     });
     // API first to close: stop taking requests before the worker and runners go.
     closers.unshift(...api.closers);

@@ -15,6 +15,7 @@ import type { EngineName } from "../jobs/jobs.dto";
 import type { JobsRepository } from "../jobs/jobs.repository";
 import { JobsService } from "../jobs/jobs.service";
 import type { ModelsService } from "../models/models.service";
+import { createInstallsService, InstallParts } from "../installs/install-role";
 import type { SettingsService } from "../settings/settings.service";
 import { createApp } from "./app";
 import { JobEventsHub } from "./job-events";
@@ -34,6 +35,8 @@ export interface ApiRoleDeps {
   jobsRepo: JobsRepository;
   modelsService: ModelsService;
   conversionsRepo: ConversionsRepository;
+  /** Hub installs (src/installs): POST /models with a hub id, GET /installs. */
+  installParts: InstallParts;
 }
 
 export interface ApiRole {
@@ -88,12 +91,13 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
       jobs,
       models: modelsService,
       conversions,
+      installs: createInstallsService(deps.installParts, engineStatus, logger),
       engines: engineStatus,
       settings,
       version: packageVersion(config.repoRoot),
       events,
       rateLimiter,
-      adminQueues: [queue.queue, conversionQueue.queue],
+      adminQueues: [queue.queue, conversionQueue.queue, deps.installParts.queue.queue],
     },
     logger,
   );

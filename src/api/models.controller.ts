@@ -4,6 +4,7 @@ import type { ApiServices } from "./services";
 import type { ModelDetail, RegisterModelRequest } from "../models/models.dto";
 import type { InstallView } from "../installs/installs.dto";
 import { isHubReference, parseHubRef } from "../installs/hub-id";
+import { AppError } from "../backends/error-codes";
 import type { ConversionRequest, ConversionView, MlxModelSummary } from "../conversions/conversions.dto";
 
 export interface DefaultModelRequest {
@@ -47,12 +48,11 @@ export class ModelsController extends Controller {
   async register(@Body() body: RegisterModelRequest): Promise<ModelDetail | InstallView> {
     if (isHubReference(body.source)) {
       parseHubRef(body.source, body.revision); // bad input is a 400 before anything else
-      // Until every composition wires installs in, one without them registers the id as before.
-      if (this.services.installs) {
-        const { view, created } = await this.services.installs.requestRegistration(body);
-        this.setStatus(created ? 202 : 200);
-        return view;
-      }
+      // A hub id is only ever installed, never stored for a runner to try as a path or fetch mid-generation.
+      if (!this.services.installs) throw new AppError("ENGINE_UNAVAILABLE", "hub installs are not available in this process");
+      const { view, created } = await this.services.installs.requestRegistration(body);
+      this.setStatus(created ? 202 : 200);
+      return view;
     }
     this.setStatus(201);
     return this.services.models.register(body);

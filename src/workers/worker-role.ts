@@ -11,6 +11,7 @@ import type { EngineName } from "../jobs/jobs.dto";
 import type { JobsRepository } from "../jobs/jobs.repository";
 import { RetentionSweeper } from "../jobs/retention";
 import type { ModelsService } from "../models/models.service";
+import { InstallParts, startInstallWorker } from "../installs/install-role";
 import { ConversionWorker } from "./conversion.worker";
 import { GenerationWorker } from "./generation.worker";
 import { JobReconciler } from "./job-reconciler";
@@ -28,6 +29,8 @@ export interface WorkerRoleDeps {
   jobEvents: JobEventsChannel;
   modelsService: ModelsService;
   conversionsRepo: ConversionsRepository;
+  /** Hub installs (src/installs): this worker runs the `install` queue too. */
+  installParts: InstallParts;
 }
 
 export interface WorkerRole {
@@ -126,6 +129,7 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
   });
   await conversionWorker.start();
   closers.unshift(() => conversionWorker.close());
+  closers.unshift(await startInstallWorker(config, workerRedis, deps.installParts, logger));
   // Image retention lives with the workers (they write results); idempotent, so several workers may all sweep.
   const retention = new RetentionSweeper(
     jobsRepo,
