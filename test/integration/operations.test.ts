@@ -192,7 +192,7 @@ describe("image retention", () => {
 });
 
 describe("Bull Board at /admin/queues", () => {
-  it("asks for the admin key, turns ?key= into an HttpOnly SameSite=Strict cookie, and shows both queues", async () => {
+  it("asks for the admin key, turns ?key= into an HttpOnly SameSite=Strict cookie, and shows the queues", async () => {
     const denied = await request(stack.url).get("/admin/queues");
     expect(denied.status).toBe(401);
     expect(denied.body.error.message).toMatch(/\?key=/);
@@ -212,7 +212,7 @@ describe("Bull Board at /admin/queues", () => {
     expect(page.headers["content-type"]).toMatch(/text\/html/);
     const api = await request(stack.url).get("/admin/queues/api/queues").set("Cookie", session);
     expect(api.status).toBe(200);
-    expect(api.body.queues.map((q: any) => q.name).sort()).toEqual(["convert", "generate"]);
+    expect(api.body.queues.map((q: any) => q.name).sort()).toEqual(["convert", "generate", "install"]);
     expect(api.body.queues.every((q: any) => q.readOnlyMode === true)).toBe(true);
     await request(stack.url).get("/admin/queues/api/queues").set("X-API-Key", KEY).expect(200);
 
