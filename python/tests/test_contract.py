@@ -166,6 +166,7 @@ def test_each_engine_must_report_its_own_device_names():
         ({"initNoise": "cuda"}, "params.initNoise"),
         ({"removeBackground": True}, "params.removeBackground"),
         ({"pixel": {"width": 8, "height": 8, "fitMode": "zoom"}}, "params.pixel.fitMode"),
+        ({"pixel": {"width": 8, "height": 8, "grid": "magic"}}, "params.pixel.grid"),
         ({"pixel": {"width": 8, "height": 8, "colors": 300}}, "params.pixel.colors"),
         ({"lora": {"source": "x.safetensors"}}, "params.lora.strength"),
         ({"previewEvery": 0}, "params.previewEvery"),

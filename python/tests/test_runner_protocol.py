@@ -246,3 +246,31 @@ def test_unload_then_shutdown(runner, tiny_sd):
     rid = _rid("bye")
     assert runner.request({"id": rid, "op": "shutdown"}) == {"id": rid, "event": "result"}
     assert runner.proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("grid", ["fixed", "auto"])
+def test_pixel_grid_mode_reaches_post_processing(runner, make_params, grid):
+    pixel = {"width": 32, "height": 32, "colors": 8, "fitMode": "contain", "grid": grid}
+    result = _ok(_generate(runner, make_params(pixel=pixel))[1])
+    with Image.open(result["imagePath"]) as img:
+        assert img.size == (32, 32) and len(set(img.get_flattened_data())) <= 8
+
+
+def test_pixel_grid_defaults_to_auto_and_is_carried_as_given():
+    from pixelai_runner.backends.base import GenerateRequest
+
+    base = {
+        "jobId": "j",
+        "modelSource": "/m",
+        "modelName": "m",
+        "prompt": "p",
+        "width": 64,
+        "height": 64,
+        "steps": 1,
+        "guidanceScale": 1.0,
+        "seed": 1,
+        "outputDir": "/tmp",
+    }
+    assert GenerateRequest.from_params({**base, "pixel": {"width": 8, "height": 8}}).pixel.grid == "auto"
+    fixed = GenerateRequest.from_params({**base, "pixel": {"width": 8, "height": 8, "grid": "fixed"}})
+    assert fixed.pixel.grid == "fixed"

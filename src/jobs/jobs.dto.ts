@@ -9,6 +9,8 @@ import type { EngineName } from "../backends/engine-names";
 export type { EngineName };
 export type JobStatus = "queued" | "active" | "completed" | "failed" | "cancelled";
 export type FitMode = "contain" | "cover" | "stretch";
+/** "auto": find the implied pixel grid the model painted and read one colour per cell; "fixed": resize the canvas to the requested size. */
+export type GridMode = "auto" | "fixed";
 export type SchedulerName = "euler" | "euler_a" | "ddim" | "dpmpp_2m";
 
 export interface PixelOptions {
@@ -33,6 +35,8 @@ export interface PixelOptions {
    */
   colors?: number;
   fitMode?: FitMode;
+  /** Default "auto": recover the art at its implied grid, then fit it to width×height with nearest-neighbour if they differ. */
+  grid?: GridMode;
 }
 
 export interface LoraOptions {
@@ -206,7 +210,7 @@ export interface ResolvedJob {
   scheduler: SchedulerName;
   lora: { name: string; strength: number } | null;
   removeBackground: false | "birefnet" | "color-key";
-  pixel: { width: number; height: number; colors: number; fitMode: FitMode } | null;
+  pixel: { width: number; height: number; colors: number; fitMode: FitMode; grid?: GridMode } | null;
   priority: number | null;
   initNoise: "torch" | "native" | null;
   /** Steps between step previews; null/absent: none (jobs queued before previews existed have no such field). */

@@ -18,6 +18,7 @@ export const DEFAULTS = {
   scheduler: "euler",
   colors: 0,
   fitMode: "contain",
+  grid: "auto",
 } as const;
 
 export interface EngineDirectory {
@@ -131,6 +132,7 @@ export class JobsService {
             height: req.pixel.height,
             colors: req.pixel.colors ?? DEFAULTS.colors,
             fitMode: req.pixel.fitMode ?? DEFAULTS.fitMode,
+            grid: req.pixel.grid ?? DEFAULTS.grid,
           }
         : null,
       priority: req.priority ?? null,

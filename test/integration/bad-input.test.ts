@@ -41,6 +41,7 @@ const bodies: Array<[string, unknown, number, string]> = [
   ["pixel width 0", { ...ok, pixel: { width: 0, height: 32 } }, 400, "INVALID_REQUEST"],
   ["pixel missing height", { ...ok, pixel: { width: 32 } }, 400, "INVALID_REQUEST"],
   ["bad fit mode", { ...ok, pixel: { width: 32, height: 32, fitMode: "squash" } }, 400, "INVALID_REQUEST"],
+  ["bad grid mode", { ...ok, pixel: { width: 32, height: 32, grid: "magic" } }, 400, "INVALID_REQUEST"],
   ["bad engine", { ...ok, engine: "tensorflow" }, 400, "INVALID_REQUEST"],
   ["bad scheduler", { ...ok, scheduler: "magic" }, 400, "INVALID_REQUEST"],
   ["removeBackground true", { ...ok, removeBackground: true }, 400, "INVALID_REQUEST"],

@@ -221,6 +221,7 @@ describe("bad frames", () => {
     ["snake_case field", { prompt: "x", negative_prompt: "y" }],
     ["pixel without height", { prompt: "x", pixel: { width: 32 } }],
     ["pixel unknown fit", { prompt: "x", pixel: { width: 32, height: 32, fitMode: "zoom" } }],
+    ["pixel unknown grid", { prompt: "x", pixel: { width: 32, height: 32, grid: "magic" } }],
     ["pixel extra field", { prompt: "x", pixel: { width: 32, height: 32, dither: true } }],
     ["too many colours", { prompt: "x", pixel: { width: 32, height: 32, colors: 300 } }],
     ["empty lora name", { prompt: "x", lora: { name: "" } }],

@@ -19,6 +19,7 @@ class PixelSpec:
     height: int
     colors: int = 0
     fit_mode: str = "contain"
+    grid: str = "auto"
 
 
 @dataclass
@@ -65,6 +66,7 @@ class GenerateRequest:
                 height=int(pixel["height"]),
                 colors=int(pixel.get("colors") or 0),
                 fit_mode=str(pixel.get("fitMode") or "contain"),
+                grid=str(pixel.get("grid") or "auto"),
             )
             if pixel
             else None,
