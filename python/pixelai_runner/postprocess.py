@@ -149,18 +149,19 @@ def postprocess_report(
     the request) or "fixed" (no grid found: handled as grid "fixed"); color-key adds
     {"background": {"colour": [r, g, b], "tolerance": t}}."""
     validate(pixel, remove_background, None if remover is not None else BIREFNET_UNAVAILABLE)
-    out = image.convert("RGBA")
+    out = image
     if remove_background == "birefnet":
-        out = remover(out).convert("RGBA")
+        out = remover(out.convert("RGBA")).convert("RGBA")
     if pixel is not None and grid_mode(pixel) == "auto":
+        # RGB or RGBA as it comes: the grid search reads channel planes and skips an RGBA copy of an RGB picture.
         found = pixelize.fit(
             out, pixel.width, pixel.height, pixel.colors, pixel.fit_mode, remove_background == "color-key"
         )
         if found is not None:
             return found.image, found.info
-        image, _ = _fixed(out, pixel, remove_background, key_tolerance)
+        image, _ = _fixed(out.convert("RGBA"), pixel, remove_background, key_tolerance)
         return image, {"grid": {"mode": "auto", "fit": "fixed", "confidence": 0.0}}
-    return _fixed(out, pixel, remove_background, key_tolerance)
+    return _fixed(out.convert("RGBA"), pixel, remove_background, key_tolerance)
 
 
 def _fixed(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CENTRE = 0.5  # share of the cell (per axis) the samples cover
+CENTRE = 0.35  # share of the cell (per axis) the samples cover
 MAX_SAMPLES = 5  # per axis
 REJECT = 24.0  # samples further than this (max over channels) from the median are ignored in the mean
 

@@ -35,7 +35,7 @@ JPEG_RAISED = 0.8  # share of block borders with a larger step than inside their
 JPEG_EXCESS = 1.2  # JPEG raises its block borders ~1.5-2.5x over the steps inside its blocks at quality 60-85 ...
 CRISP_EXCESS = 4.0  # ... a crisp 8 px grid sharing those borders raises them far more, and is not mistaken for JPEG
 FFT_SIZE = 1 << 15  # zero-padded: spectral peaks land within ~1 % of the pitch, the lattice fit does the rest
-PEAKS = 6  # spectral peaks taken by each of the two rankings
+PEAKS = 4  # spectral peaks taken by each of the two rankings
 CONTRAST_WINDOW = 0.1  # a line's strength is the profile's maximum within ± this share of a pitch
 PRIOR_VOTES = 6  # phantom zero votes: a lattice with few lines can hit a few strong edges by chance
 SNAP_WINDOW = 0.35  # borders are snapped to an edge within ± this share of a pitch from the lattice
@@ -330,9 +330,11 @@ def _running_median(values: np.ndarray, width: int) -> np.ndarray:
 
 
 def pitch_range(length: int, count: int | None) -> tuple[float, float]:
-    """Pitches worth trying: 2-64 px (at most half the axis), or what `count` cells on `length` px allow."""
+    """Pitches worth trying: 2-64 px (at most half the axis), or what `count` ± 2 cells on `length` px allow: count
+    cells whose centres are on the axis span (count ± 1) pitches, and a count one off (a user's guess of the model's
+    grid) should still find the grid, then get an edge cell added or dropped."""
     if count is not None:
-        lo, hi = length / (count + 1.0), length / max(count - 1.0, 0.5)
+        lo, hi = length / (count + 2.0), length / max(count - 2.0, 0.5)
     else:
         lo, hi = MIN_PITCH, min(MAX_PITCH, length / 2.0)
     return max(lo, MIN_PITCH), max(min(hi, float(length)), MIN_PITCH + 1e-6)

@@ -25,6 +25,8 @@ REQUESTED_SHARE = 0.6
 # A grid of another size than requested is only trusted (the art rescaled to the request) above this confidence: a
 # few strong edges, as any picture has, can line up with some lattice by chance.
 FREE_CONFIDENCE = 0.3
+# A grid at the requested size this clear is taken without looking for one of another size (saves the wider search).
+SURE_CONFIDENCE = 0.3
 
 
 @dataclass
@@ -95,8 +97,8 @@ def fit(image: Image.Image, width: int, height: int, colors: int, fit_mode: str,
     speak of, so the caller fits it as a whole."""
     channels = _planes(image)
     finder = GridFinder(channels)
-    found = finder.find()
     wanted = finder.find((width, height))
+    found = wanted if wanted.confidence >= SURE_CONFIDENCE else finder.find()
     if wanted.confidence >= max(MIN_CONFIDENCE, REQUESTED_SHARE * found.confidence):
         cells, info = recover(channels, wanted, key)
         return Pixelized(
