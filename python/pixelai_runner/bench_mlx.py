@@ -1,6 +1,6 @@
 """MLX vs Torch on this machine: seconds per image, peak memory, and MLX weight size float16 vs float32.
 
-    PYTHONPATH=python python -m pixelai_runner.bench_mlx --out bench/mlx.json [--steps 4] [--repeats 2] [--no-sd15]
+    PYTHONPATH=python python -m pixelai_runner.bench_mlx --out bench/results/mlx.json [--steps 4] [--no-sd15]
 
 Cases
   tiny    the repo's tiny SD pipeline (models/tiny-sd, built when missing), whole text → image through each engine's
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -220,13 +221,18 @@ def _ratio(a: float, b: float) -> float:
 
 def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
     from .backends.mlx.convert import convert
+    from .versions import package_versions
 
     report: dict = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
+            # 1-minute load average at the start and end: above the core count, other work shared the CPUs.
+            "loadAvgStart": round(os.getloadavg()[0], 2),
         },
+        "versions": package_versions("torch", "diffusers", "transformers", "mlx", "numpy"),
         "settings": {
             "steps": steps,
             "width": size,
@@ -234,6 +240,8 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
             "repeats": repeats,
             "scheduler": "euler",
             "guidanceScale": 7.5,
+            # Thread count of torch and of the BLAS MLX calls into (OpenBLAS reads it too); unset = one per core.
+            "ompNumThreads": os.environ.get("OMP_NUM_THREADS", "unset"),
         },
     }
     with tempfile.TemporaryDirectory(prefix="pixelai-bench-") as tmp:
@@ -288,6 +296,7 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
                     case["mlx_float32_bundledBlas"]["secondsPerImage"], case["mlx_float32"]["secondsPerImage"]
                 )
             report["sd15Unet"] = case
+    report["machine"]["loadAvgEnd"] = round(os.getloadavg()[0], 2)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -330,7 +339,7 @@ def main(argv=None) -> int:
         print(json.dumps(result), flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="bench/mlx.json")
+    parser.add_argument("--out", default="bench/results/mlx.json")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (latents are size/8)")
     parser.add_argument("--repeats", type=int, default=2)
