@@ -136,7 +136,7 @@ export async function runProfilePhase(opts: {
         "  runner compute (load + generate + post-process)": compute,
         "    generate": t.generateMs ?? Number.NaN,
         "    post-process (PNG write, sha256 included)": t.postprocessMs ?? Number.NaN,
-        "  stdio and runner hand-offs (request − compute)": duration(gen) - compute,
+        "  stdio, runner threads, per-job set-up (request − compute)": duration(gen) - compute,
         "worker after runner (result → BullMQ finish called)": gap(gen?.end, moved?.start),
         "  db: complete (PNG + timings)": duration(first("db.complete")),
         "BullMQ moveToCompleted": duration(moved),

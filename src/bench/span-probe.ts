@@ -49,17 +49,10 @@ export class SpanProbe {
         record();
         throw err;
       }
-      if (out instanceof Promise) {
-        return out.then(
-          (value) => {
-            record(value);
-            return value;
-          },
-          (err) => {
-            record();
-            throw err;
-          },
-        );
+      if (out !== null && typeof out === "object" && typeof (out as PromiseLike<unknown>).then === "function") {
+        // Observed, not replaced: the caller gets its own object (Prisma's lazy promises have methods of their own).
+        (out as PromiseLike<unknown>).then(record, () => record());
+        return out;
       }
       record(out);
       return out;
