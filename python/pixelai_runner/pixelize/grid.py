@@ -8,8 +8,9 @@ for y). The borders recur every `pitch` pixels, a real number, so the profile is
    differences are taken across 3 pixels (a blurred border is a ramp, not a step) and capped at a high percentile,
    so one strong outline cannot drown the weaker borders inside a sprite. Noise needs no threshold: it lifts the
    profile evenly, and everything below works on contrasts.
-2. JPEG: 8×8 blocks raise every 8th position by a similar factor. When they are all raised, the profile is
-   rescaled so each position mod 8 has the same mean, which removes the blocks and leaves any other period alone.
+2. JPEG: its 8×8 blocks leave a step at every block border, a competing grid (`jpeg_blocks` recognises them on
+   single-pixel steps). Then the profile is rescaled so each position mod 8 has the same mean, which evens out the
+   blocks and leaves any other period alone, and lattices lying on the block borders are not candidates.
 3. Candidates: the strongest peaks of the profile's spectrum (absolute, and relative to their surroundings, since a
    sprite's outline makes a broad low-frequency hump), each with its double, triple and half, since a peak may be a
    harmonic. Each is refined by a least-squares fit of the lattice through the edges found near its lines.
@@ -18,6 +19,8 @@ for y). The borders recur every `pitch` pixels, a real number, so the profile is
    for a blurred and noisy one, below ~0.1 when there is no grid to speak of.
 5. Borders: every lattice line is moved to the strongest edge near it (generated art wobbles), keeping the lattice
    position where no clear edge is; cells are those whose centre is on the image.
+
+Both axes are searched alike; when they disagree, the weaker may follow the stronger (`detect`: pixels are square).
 """
 
 from __future__ import annotations
@@ -132,11 +135,11 @@ def _profile(diff: np.ndarray, axis: int, n: int) -> np.ndarray:
 
 
 def jpeg_blocks(channels: np.ndarray) -> tuple[bool, bool]:
-    """Per axis: does the picture carry JPEG's 8×8 block grid? Measured on single-pixel steps (every 4th row or
+    """Per axis: does the picture carry JPEG's 8×8 block grid? Measured on single-pixel steps (every 8th row or
     column): across nearly every block border the step is larger than the typical step inside the block, by a factor
     JPEG keeps between about 1.3 and 3. A real 8 px pixel grid at phase 0 either raises those borders far more (crisp
     cells are flat inside) or not at every block."""
-    return _blocky_steps(channels[:, ::4, :]), _blocky_steps(channels[:, :, ::4].transpose(0, 2, 1))
+    return _blocky_steps(channels[:, ::8, :]), _blocky_steps(channels[:, :, ::8].transpose(0, 2, 1))
 
 
 def _blocky_steps(planes: np.ndarray) -> bool:
