@@ -16,6 +16,8 @@ build:
 
 bench: setup
 	npm run bench
+	@# pixelbench (docs/pixelize.md): BENCH_PIXEL=1 adds ours + baselines, PIXELBENCH_PEERS_PYTHON=<venv python> the peers
+	@if [ -n "$$BENCH_PIXEL" ]; then .venv/bin/python bench/pixelbench.py $${PIXELBENCH_PEERS_PYTHON:+--peers-python "$$PIXELBENCH_PEERS_PYTHON"}; fi
 
 extension:
 	bash scripts/build-extension.sh
