@@ -32,12 +32,12 @@ from . import pixelize
 from .backends.base import PixelSpec
 from .errors import RunnerError
 from .pixelize.keying import dominant_border_colour, flood_from_border
+from .pixelize.pipeline import MAX_COLORS, palette_budget
 
 FIT_MODES = ("contain", "cover", "stretch")
 GRID_MODES = ("auto", "fixed")
 DEFAULT_GRID = "auto"
 BACKGROUND_MODES = (False, "color-key", "birefnet")
-MAX_COLORS = 256
 DEFAULT_KEY_TOLERANCE = 48.0  # Euclidean RGB distance; diffusion backgrounds are flat-ish, never exactly flat
 BIREFNET_UNAVAILABLE = "removeBackground 'birefnet' is not available on this runner"
 
@@ -121,7 +121,7 @@ def quantize(image: Image.Image, colors: int) -> Image.Image:
     rgba[~transparent, 3] = 255
     if colors <= 0:
         return Image.fromarray(rgba, "RGBA")
-    budget = max(1, min(colors, MAX_COLORS) - (1 if transparent.any() else 0))
+    budget = palette_budget(colors, bool(transparent.any()))
     opaque_rgb = rgba[~transparent][:, :3]
     if len(opaque_rgb) == 0 or len(np.unique(opaque_rgb, axis=0)) <= budget:
         return Image.fromarray(rgba, "RGBA")
