@@ -1,10 +1,15 @@
 """The service-free baseline for `npm run bench`: the same generate job the runner would do, called in-process.
 
     PYTHONPATH=python python -m pixelai_runner.bench_direct --model models/tiny-sd --jobs 30 [--warmup 2]
+    PYTHONPATH=python python -m pixelai_runner.bench_direct --model models/tiny-sd --blocks   (then "N" lines on stdin)
 
 It goes through the same TorchBackend + post-processing + PNG write + sha256 as runner.py's generate path, but with no
 protocol, no Node, no Redis, no database: so (HTTP latency − this) is what the service adds per job. Prints exactly one
 JSON line on stdout (the last line); library chatter goes to stderr.
+
+With --blocks it loads and warms up, prints one `ready` line, then runs N jobs for each line "N" read on stdin and
+prints one line of their timings per block, until stdin closes: the bench alternates such blocks with blocks of HTTP
+jobs, so a machine whose load changes during the run weighs on both sides alike.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pixel", type=int, default=32, help="pixel grid side (square)")
     parser.add_argument("--colors", type=int, default=8)
     parser.add_argument("--prompt", default="a pixel art knight")
+    parser.add_argument("--blocks", action="store_true", help="after warm-up, run N jobs per stdin line 'N'")
     args = parser.parse_args(argv)
 
     import torch
@@ -92,6 +98,15 @@ def main(argv=None) -> int:
     load_s = time.perf_counter() - load_started
     for i in range(max(0, args.warmup - 1)):
         one(-2 - i)
+    about = {
+        "coldFirstJobSeconds": round(load_s, 3),
+        "coldLoadMs": round(first["loadMs"], 1),
+        "device": backend.info.device,
+        "torchThreads": torch.get_num_threads(),
+        "versions": package_versions("torch", "diffusers", "transformers"),
+    }
+    if args.blocks:
+        return _serve_blocks(one, about, out_fd)
     runs = [one(i) for i in range(args.jobs)]
 
     def summary(key: str) -> dict:
@@ -107,19 +122,30 @@ def main(argv=None) -> int:
     result = {
         "jobs": args.jobs,
         "warmup": args.warmup,
-        "coldFirstJobSeconds": round(load_s, 3),
-        "coldLoadMs": round(first["loadMs"], 1),
+        **about,
         "outputSize": list(runs[-1]["size"]) if runs else None,
         "seconds": summary("total") if runs else None,
         "generateSeconds": summary("generate") if runs else None,
         "postprocessSeconds": summary("post") if runs else None,
         "samples": [round(r["total"], 4) for r in runs],
-        "device": backend.info.device,
-        "torchThreads": torch.get_num_threads(),
-        "versions": package_versions("torch", "diffusers", "transformers"),
     }
     with os.fdopen(out_fd, "w", encoding="utf-8") as out:
         out.write(json.dumps(result) + "\n")
+    return 0
+
+
+def _serve_blocks(one, about: dict, out_fd: int) -> int:
+    """The --blocks loop: one JSON line per block of jobs, each job's seconds (total, generate, post-process)."""
+    done = 0
+    with os.fdopen(out_fd, "w", encoding="utf-8", buffering=1) as out:
+        out.write(json.dumps({"ready": True, **about}) + "\n")
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            runs = [one(done + i) for i in range(int(line))]
+            done += len(runs)
+            keys = ("total", "generate", "post")
+            out.write(json.dumps({key: [round(r[key], 5) for r in runs] for key in keys}) + "\n")
     return 0
 
 

@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: what the service costs on top of the model. Runs, in one process and one sitting:
  *   (a) the full HTTP path on the tiny model at C=1, 8 and 64 clients (in a client process of their own, and C=1 once
- *   more from inside the service's process, as earlier runs did), (b) the same job called directly in Python,
+ *   more from inside the service's process, as earlier runs did), (b) the same job called directly in Python, in blocks
+ *   of 10 jobs alternating with (a)'s C=1 blocks,
  *   (c) raw BullMQ no-op jobs on the same Redis, (e) the API with 10 000 jobs queued (memory and latency as the queue
  *   grows, in a separate API-only process), (d) optionally the MLX-vs-Torch engine bench;
  * writes bench/results.json and prints tables. Env: BENCH_JOBS (100; a row runs at least 3 jobs per client),
@@ -17,8 +18,8 @@ import { startBenchStack } from "./bench-stack";
 import { GENERATE_QUEUE } from "../jobs/job-queue";
 import { runHttpPhaseInClient } from "./client-process";
 import { CompletionTracker } from "./completions";
-import { runDirectPhase } from "./direct-path";
-import { runHttpPhase, TINY_JOB } from "./http-path";
+import { DirectSession } from "./direct-path";
+import { HttpPhaseResult, mergeHttpPhases, runHttpPhase, TINY_JOB, withoutRaw } from "./http-path";
 import { machineInfo, versionsInfo } from "./machine";
 import { MlxMode, runMlxPhase } from "./mlx-engines";
 import { runProfilePhase } from "./overhead-profile";
@@ -39,6 +40,9 @@ function envInt(name: string, fallback: number, min = 1): number {
  * Jobs for one row of (a): with C closed-loop clients the first C jobs only ramp the queue up, so a row needs several
  * jobs per client before its percentiles describe the loaded state rather than the ramp.
  */
+/** Jobs per block when (a) at one client and (b) alternate. */
+const BLOCK_JOBS = 10;
+
 function jobsFor(concurrency: number, jobs: number): number {
   return Math.max(jobs, 3 * concurrency);
 }
@@ -69,26 +73,38 @@ async function main(): Promise<void> {
   try {
     const versions = await versionsInfo(config.repoRoot, stack.service.redisUrl);
 
-    // (b) first, while the service sits idle (its runner only waits on stdin), so the two do not share the CPUs.
-    log(`(b) direct in-process: ${jobs} jobs…`);
-    const direct = await runDirectPhase({ python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, jobs, timeoutMs: 240_000 });
-    Object.assign(versions, direct.versions);
+    // (b) and (a) with one client side by side: blocks of each in turn, so load that comes and goes on a shared machine
+    // weighs on both paths alike. Each idles while the other runs (the runner waits on stdin, and so does bench_direct).
+    log("(b) direct in-process: loading the pipeline and warming up…");
+    const session = await DirectSession.start({ python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, timeoutMs: 240_000 });
+    Object.assign(versions, session.versions);
 
     const tracker = new CompletionTracker({ queueName: GENERATE_QUEUE, redisUrl: stack.service.redisUrl, prefix: config.queuePrefix });
     await tracker.ready();
     try {
       log("(a) warm-up: 3 jobs over HTTP (loads the pipeline in the runner)…");
       await runHttpPhase({ url: stack.url, tracker, jobs: 3, concurrency: 1, seedBase: 0, jobTimeoutMs: 180_000 });
-      const http = [];
       const clientTask = { url: stack.url, redisUrl: stack.service.redisUrl, queueName: GENERATE_QUEUE, prefix: config.queuePrefix, jobTimeoutMs: 120_000 };
-      for (const c of concurrencies) {
-        log(`(a) HTTP: ${jobsFor(c, jobs)} jobs, ${c} concurrent clients (a client process of their own)…`);
-        const n = jobsFor(c, jobs);
-        http.push(await runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: c, seedBase: 1000 * c }, 60_000 + n * 10_000));
+      const blocks = Math.ceil(jobs / BLOCK_JOBS);
+      log(`(a) 1 client and (b) direct: ${jobs} jobs each, in ${blocks} alternating blocks…`);
+      const oneClient: HttpPhaseResult[] = [];
+      const sharedProcess: HttpPhaseResult[] = [];
+      for (let b = 0; b < blocks; b++) {
+        const n = Math.min(BLOCK_JOBS, jobs - b * BLOCK_JOBS);
+        const blockTimeoutMs = 60_000 + n * 10_000;
+        await session.run(n, blockTimeoutMs);
+        oneClient.push(await runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: 1, seedBase: 1000 + b * BLOCK_JOBS }, blockTimeoutMs));
+        // Runs before 2026-12 had the client inside the service's process; this row keeps them comparable.
+        sharedProcess.push(await runHttpPhase({ url: stack.url, tracker, jobs: n, concurrency: 1, seedBase: 500_000 + b * BLOCK_JOBS, jobTimeoutMs: 120_000 }));
       }
-      // Runs before this one had the client in the service's process; this row keeps them comparable.
-      log(`(a) HTTP: ${jobs} jobs, 1 client inside the service's process…`);
-      const httpSharedProcess = await runHttpPhase({ url: stack.url, tracker, jobs, concurrency: 1, seedBase: 500_000, jobTimeoutMs: 120_000 });
+      const direct = await session.finish();
+      const http = [mergeHttpPhases(oneClient)];
+      const httpSharedProcess = withoutRaw(mergeHttpPhases(sharedProcess));
+      for (const c of concurrencies.filter((c) => c !== 1)) {
+        const n = jobsFor(c, jobs);
+        log(`(a) HTTP: ${n} jobs, ${c} concurrent clients (a client process of their own)…`);
+        http.push(withoutRaw(await runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: c, seedBase: 1000 * c }, 60_000 + n * 10_000)));
+      }
 
       log(profileJobs ? `(f) per-job breakdown: ${profileJobs} instrumented jobs, 1 client…` : "(f) breakdown skipped (BENCH_PROFILE_JOBS=0)");
       const profile = profileJobs
@@ -110,7 +126,8 @@ async function main(): Promise<void> {
         settings: {
           job: `${TINY_JOB.model} ${TINY_JOB.width}×${TINY_JOB.height}, ${TINY_JOB.steps} ${TINY_JOB.scheduler} steps, cfg ${TINY_JOB.guidanceScale} → ${TINY_JOB.pixel.width}×${TINY_JOB.pixel.height} px, ${TINY_JOB.pixel.colors} colours`,
           jobs,
-          concurrencies,
+          concurrencies: [1, ...concurrencies.filter((c) => c !== 1)],
+          blockJobs: BLOCK_JOBS,
           workerConcurrency: config.workerConcurrency,
           rawJobs,
           rawConcurrency,

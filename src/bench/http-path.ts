@@ -25,6 +25,36 @@ export interface HttpPhaseResult {
   submitMs: Summary;
   /** What the service recorded on each job (GET /jobs/{id} after the phase), ms. */
   serviceTimings: { queueMs: Summary; generateMs: Summary; postprocessMs: Summary };
+  /** The per-job samples behind the summaries, for merging rows run in blocks (mergeHttpPhases); not written out. */
+  raw?: Record<RawKey, number[]>;
+}
+
+type RawKey = "latencyMs" | "submitMs" | "queueMs" | "generateMs" | "postprocessMs";
+
+/** The row as written to the results file: summaries only. */
+export function withoutRaw(row: HttpPhaseResult): HttpPhaseResult {
+  const { raw: _raw, ...rest } = row;
+  return rest;
+}
+
+/** One row from several runs of the same row (blocks alternated with other work): samples pooled, wall time summed. */
+export function mergeHttpPhases(rows: HttpPhaseResult[]): HttpPhaseResult {
+  const pool = (key: RawKey) => rows.flatMap((r) => r.raw?.[key] ?? []);
+  const jobs = rows.reduce((n, r) => n + r.jobs, 0);
+  const wallSeconds = rows.reduce((n, r) => n + r.wallSeconds, 0);
+  return {
+    concurrency: rows[0].concurrency,
+    jobs,
+    wallSeconds: round(wallSeconds, 3),
+    jobsPerSecond: round(jobs / wallSeconds, 2),
+    latencyMs: summarize(pool("latencyMs"), 1),
+    submitMs: summarize(pool("submitMs"), 2),
+    serviceTimings: {
+      queueMs: summarize(pool("queueMs"), 1),
+      generateMs: summarize(pool("generateMs"), 1),
+      postprocessMs: summarize(pool("postprocessMs"), 1),
+    },
+  };
 }
 
 interface JobViewLite {
@@ -99,7 +129,8 @@ export async function runHttpPhase(opts: {
   const notDone = views.filter((v) => v.status !== "completed");
   if (notDone.length) throw new Error(`${notDone.length} jobs did not complete: ${notDone.map((v) => `${v.id}=${v.status}`).join(", ")}`);
   await checkImage(url, ids[0], TINY_JOB.pixel);
-  const timing = (key: keyof JobViewLite["timings"]) => summarize(views.map((v) => v.timings[key] ?? Number.NaN).filter(Number.isFinite), 1);
+  const samples = (key: keyof JobViewLite["timings"]) => views.map((v) => v.timings[key] ?? Number.NaN).filter(Number.isFinite);
+  const timing = (key: keyof JobViewLite["timings"]) => summarize(samples(key), 1);
   return {
     concurrency,
     jobs,
@@ -108,5 +139,12 @@ export async function runHttpPhase(opts: {
     latencyMs: summarize(latencies, 1),
     submitMs: summarize(submits, 2),
     serviceTimings: { queueMs: timing("queueMs"), generateMs: timing("generateMs"), postprocessMs: timing("postprocessMs") },
+    raw: {
+      latencyMs: latencies,
+      submitMs: submits,
+      queueMs: samples("queueMs"),
+      generateMs: samples("generateMs"),
+      postprocessMs: samples("postprocessMs"),
+    },
   };
 }

@@ -23,7 +23,7 @@ export interface Versions {
   node: string;
   bullmq: string;
   redis: string;
-  /** The commit the bench ran on, "+dirty" when the tree had uncommitted changes. */
+  /** The commit the bench ran on, "+dirty" when the tree had uncommitted changes (earlier results files aside). */
   commit: string;
   python?: string;
   torch?: string;
@@ -54,7 +54,7 @@ async function redisVersion(url: string): Promise<string> {
 function gitCommit(repoRoot: string): string {
   try {
     const head = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).length > 0;
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results"], { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).length > 0;
     return dirty ? `${head}+dirty` : head;
   } catch {
     return "unknown (not a git checkout)";

@@ -68,7 +68,7 @@ export function formatTable(r: BenchResults): string {
     ...(r.httpSharedProcess
       ? [["(a) same, C=1, client in the service's process", r.httpSharedProcess.jobsPerSecond, r.httpSharedProcess.latencyMs.p50, r.httpSharedProcess.latencyMs.p99] as [string, number, number, number]]
       : []),
-    ["(b) direct in-process (no service)", round(1000 / r.direct.latencyMs.mean, 2), r.direct.latencyMs.p50, r.direct.latencyMs.p99],
+    ["(b) direct in-process (no service)", r.direct.jobsPerSecond ?? round(1000 / r.direct.latencyMs.mean, 2), r.direct.latencyMs.p50, r.direct.latencyMs.p99],
     [`(c) raw BullMQ no-op, ${r.rawBullmq.loaded.inFlight} in flight`, r.rawBullmq.loaded.jobsPerSecond, r.rawBullmq.loaded.roundTripMs.p50, r.rawBullmq.loaded.roundTripMs.p99],
     ["(c) raw BullMQ no-op, 1 in flight", r.rawBullmq.sequential.jobsPerSecond, r.rawBullmq.sequential.roundTripMs.p50, r.rawBullmq.sequential.roundTripMs.p99],
   ];
