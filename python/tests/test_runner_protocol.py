@@ -239,6 +239,15 @@ def test_lora_changes_the_image_and_unloads_cleanly(runner, make_params, tiny_sd
     assert missing["code"] == "LORA_NOT_FOUND"
 
 
+@pytest.mark.parametrize("grid", ["fixed", "auto"])
+def test_pixel_grid_mode_reaches_post_processing(runner, make_params, grid):
+    pixel = {"width": 32, "height": 32, "colors": 8, "fitMode": "contain", "grid": grid}
+    result = _ok(_generate(runner, make_params(pixel=pixel))[1])
+    with Image.open(result["imagePath"]) as img:
+        assert img.size == (32, 32) and len(set(img.get_flattened_data())) <= 8
+
+
+# Shuts the module runner down: keep it the last test that uses `runner`.
 def test_unload_then_shutdown(runner, tiny_sd):
     result = runner.request({"id": _rid("unload"), "op": "unload", "model": str(tiny_sd)})
     assert result["unloaded"] == [str(tiny_sd)]
@@ -246,14 +255,6 @@ def test_unload_then_shutdown(runner, tiny_sd):
     rid = _rid("bye")
     assert runner.request({"id": rid, "op": "shutdown"}) == {"id": rid, "event": "result"}
     assert runner.proc.wait(30) == 0
-
-
-@pytest.mark.parametrize("grid", ["fixed", "auto"])
-def test_pixel_grid_mode_reaches_post_processing(runner, make_params, grid):
-    pixel = {"width": 32, "height": 32, "colors": 8, "fitMode": "contain", "grid": grid}
-    result = _ok(_generate(runner, make_params(pixel=pixel))[1])
-    with Image.open(result["imagePath"]) as img:
-        assert img.size == (32, 32) and len(set(img.get_flattened_data())) <= 8
 
 
 def test_pixel_grid_defaults_to_auto_and_is_carried_as_given():
