@@ -83,11 +83,15 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
       res.off("close", onClose);
     }
     if (view.status === "cancelled") {
-      return sendFailure(res, "CANCELLED", view.error?.message ?? "the generation was cancelled", { generation_id: view.id });
+      return sendFailure(res, "CANCELLED", view.error?.message ?? "the generation was cancelled", {
+        generation_id: view.id,
+        ...(warning ? { warning } : {}),
+      });
     }
     if (view.status !== "completed") {
       return sendFailure(res, view.error?.code ?? "ENGINE_INTERNAL", view.error?.message ?? "the generation failed", {
         generation_id: view.id,
+        ...(warning ? { warning } : {}),
       });
     }
     const { width, height, rgba } = pngToRgba(await deps.jobs.image(view.id));
@@ -171,7 +175,8 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
   router.get("/loras", async (_req, res) => {
     const rows = await deps.models.list();
     const currentModel = await deps.settings.defaultModel();
-    const base = rows.find((m) => m.name === currentModel && m.kind !== "lora");
+    // the default may be named by its hub id (an installed hub model answers to it too)
+    const base = rows.find((m) => m.kind !== "lora" && (m.name === currentModel || (m.origin === "hub" && m.source === currentModel)));
     const entries = legacyLoraEntries(rows);
     const compatible = entries.filter((e) => base && loraMisfit(e.facts, base) === null).map((e) => e.id);
     res.json({
