@@ -2,6 +2,7 @@ import { Controller, Get, Route, Tags } from "tsoa";
 import type { ApiServices } from "./services";
 import { ENGINE_NAMES, EngineName } from "../backends/engine-names";
 import type { EngineProbe } from "../backends/engine-status";
+import { isDemoOnly } from "../models/demo-models";
 
 export interface HealthResponse {
   status: "healthy" | "degraded";
@@ -13,6 +14,11 @@ export interface HealthResponse {
   model_loaded: boolean;
   current_model: string;
   redis: boolean;
+  /**
+   * True while the only base models are the tiny demo ones (random weights: they draw noise). Install a real model
+   * to end it: `node dist/cli.js install stabilityai/stable-diffusion-xl-base-1.0` (README "First run with a real model").
+   */
+  demo: boolean;
   engines: Record<string, { available: boolean; device?: string; reason?: string }>;
 }
 
@@ -26,7 +32,7 @@ export class HealthController extends Controller {
   /** Liveness plus a device/engine summary. Keeps the seed server's fields (status, model_loaded, current_model, device, engine, version). */
   @Get()
   async health(): Promise<HealthResponse> {
-    const { engines, settings, version } = this.services;
+    const { engines, settings, models, version } = this.services;
     let redis = true;
     const probes: Partial<Record<EngineName, EngineProbe | null>> = {};
     for (const engine of ENGINE_NAMES) {
@@ -46,6 +52,11 @@ export class HealthController extends Controller {
       model_loaded: Boolean(main?.available),
       current_model: await settings.defaultModel(),
       redis,
+      // a database outage must not turn a liveness check into a 500; demo is then unknown and reported as false
+      demo: await models
+        .list()
+        .then(isDemoOnly)
+        .catch(() => false),
       engines: Object.fromEntries(
         Object.entries(probes).map(([name, p]) => [
           name,

@@ -1,4 +1,5 @@
 import type { RequestHandler } from "express";
+import { isLegacyPath, legacyFailure } from "./legacy/legacy-shape";
 
 function hostnameOf(hostHeader: string): string {
   // "[::1]:5000" keeps its brackets; "localhost:5000" drops the port
@@ -15,7 +16,10 @@ export function hostCheck(allowedHosts: string[]): RequestHandler {
   return (req, res, next) => {
     const rejection = check(req.headers.host, req.headers.origin);
     if (rejection) {
-      res.status(403).json({ error: { code: "FORBIDDEN", message: rejection } });
+      // the seed's extension reads only {success, error, code}: a refusal on its paths must speak that shape too
+      res
+        .status(403)
+        .json(isLegacyPath(req.path) ? legacyFailure("FORBIDDEN", rejection) : { error: { code: "FORBIDDEN", message: rejection } });
       return;
     }
     next();

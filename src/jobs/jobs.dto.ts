@@ -59,6 +59,13 @@ export interface GenerateJobRequest {
    */
   prompt: string;
   /**
+   * A named recipe (GET /presets): its model, LoRA, steps, size and negative prompt fill every field this request
+   * leaves out; fields given here win. Unknown → 400 INVALID_REQUEST.
+   * @minLength 1
+   * @maxLength 64
+   */
+  preset?: string;
+  /**
    * @maxLength 2000
    */
   negativePrompt?: string;

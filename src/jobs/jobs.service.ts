@@ -9,6 +9,7 @@ import type { JobQueue } from "./job-queue";
 import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, ResolvedJob, SubmittedJob } from "./jobs.dto";
 import { JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
+import { applyPreset } from "../presets/presets";
 
 export const DEFAULTS = {
   width: 512,
@@ -75,7 +76,8 @@ export class JobsService {
     return submitted(record);
   }
 
-  async resolve(req: GenerateJobRequest): Promise<ResolvedJob> {
+  async resolve(request: GenerateJobRequest): Promise<ResolvedJob> {
+    const req = applyPreset(request);
     const width = req.width ?? DEFAULTS.width;
     const height = req.height ?? DEFAULTS.height;
     for (const [field, value] of [

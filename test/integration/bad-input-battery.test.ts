@@ -379,7 +379,7 @@ describe("legacy routes", () => {
       { ...ok, negative_prompt: 5 },
       { ...ok, width: "abc" },
       { ...ok, width: 4096 },
-      { ...ok, width: 100 },
+      { ...ok, width: 2049 }, // not a multiple of 8: rounded up (the old client's 1600×900), here past the limit
       { ...ok, width: -64 },
       { ...ok, width: "64.5" },
       { ...ok, height: {} },

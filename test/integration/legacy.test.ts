@@ -1,20 +1,44 @@
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
 import http from "node:http";
+import os from "node:os";
+import path from "node:path";
 import request from "supertest";
+import { REPO } from "../support/processes";
 import { startTestStack, TestStack, waitFor, decodePng, opaqueColours } from "../support/stack";
 
 let stack: TestStack;
+let fixtures: string;
+
+/** The old server's second hub LoRA, here as a hub LoRA the registry knows (its install is not what is tested). */
+const SLIDER = "ntc-ai/SDXL-LoRA-slider.pixel-art";
 
 beforeAll(async () => {
-  stack = await startTestStack();
-  // Two registered LoRAs, one per architecture, so /loras has something to sort (no LoRA files are needed for that).
+  // A private model store: the MLX test converts tiny-sd, which must not touch the repo's models/.
+  fixtures = fs.mkdtempSync(path.join(os.tmpdir(), "pixelai-legacy-"));
+  const modelsDir = path.join(fixtures, "models");
+  const lorasDir = path.join(fixtures, "loras");
+  for (const name of ["tiny-sd", "tiny-sdxl"]) fs.cpSync(path.join(REPO, "models", name), path.join(modelsDir, name), { recursive: true });
+  execFileSync(path.join(REPO, ".venv/bin/python"), [
+    path.join(REPO, "scripts/make_tiny_lora.py"),
+    "--models",
+    modelsDir,
+    "--out",
+    lorasDir,
+  ]);
+  stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir });
+  // Two more registered LoRAs, one per architecture, so /loras has something to sort (no files are needed for that).
   await stack.service.db.model.create({
     data: { name: "pixel-sd", source: "loras/pixel-sd.safetensors", kind: "lora", architecture: "sd" },
   });
-  await stack.service.db.model.create({ data: { name: "pixel-xl", source: "nerijs/pixel-art-xl", kind: "lora", architecture: "sdxl" } });
+  await stack.service.db.model.create({
+    data: { name: "pixel-slider", source: SLIDER, kind: "lora", architecture: "sdxl", origin: "hub", snapshotPath: `.hub/${SLIDER}/0` },
+  });
 });
 
 afterAll(async () => {
   await stack?.close();
+  if (fixtures) fs.rmSync(fixtures, { recursive: true, force: true });
 });
 
 /** The old extension's /generate body: "None" for no LoRA, no seed (random), extra fields the server never read. */
@@ -37,6 +61,12 @@ const oldClientBody = {
   client: "aseprite-extension",
 };
 
+/** The LoRA a legacy job ran with, as the queue carried it (JobView does not show it). */
+async function jobLora(id: string): Promise<{ name: string; strength: number } | null> {
+  const row = await stack.service.db.job.findUniqueOrThrow({ where: { id } });
+  return (JSON.parse(row.request) as { lora: { name: string; strength: number } | null }).lora;
+}
+
 /** The id of the newest job with this prompt (the old client learns it only from the /generate answer). */
 async function jobIdByPrompt(prompt: string): Promise<string> {
   return waitFor(async () => {
@@ -51,6 +81,8 @@ describe("the old extension's calls", () => {
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ status: "healthy", model_loaded: true, current_model: "tiny-sd", device: "cpu", engine: "torch" });
     expect(typeof res.body.version).toBe("string");
+    // only the tiny demo models are registered here (first-run.test.ts shows it turning false)
+    expect(res.body.demo).toBe(true);
   });
 
   it("GET /models lists names in res.models", async () => {
@@ -60,15 +92,24 @@ describe("the old extension's calls", () => {
     expect(res.body.models).not.toContain("pixel-sd");
   });
 
-  it("GET /loras splits registered LoRAs by the current model's architecture", async () => {
+  it("GET /loras: \"None\" first, hub LoRAs, the presets' LoRA, then local files, split by the current model's architecture", async () => {
     const res = await request(stack.url).get("/loras");
     expect(res.status).toBe(200);
-    expect(res.body.loras).toEqual(expect.arrayContaining(["pixel-sd", "pixel-xl"]));
-    expect(res.body.compatible_loras).toContain("pixel-sd");
-    expect(res.body.incompatible_loras).toContain("pixel-xl");
-    // every LoRA lands in exactly one of the two lists; base models in none
-    expect([...res.body.compatible_loras, ...res.body.incompatible_loras].sort()).toEqual([...res.body.loras].sort());
+    const local = ["pixel-sd", "tiny-sd-lora", "tiny-sd-lora-kohya", "tiny-sdxl-lora"].map((n) => `loras/${n}.safetensors`).sort();
+    expect(res.body.loras.slice(0, 3)).toEqual(["None", SLIDER, "nerijs/pixel-art-xl"]);
+    expect([...res.body.loras.slice(3)].sort()).toEqual(local);
+    expect(res.body).toMatchObject({ current_model: "tiny-sd", architecture: "sd" });
+    expect(res.body.compatible_loras[0]).toBe("None");
+    expect([...res.body.compatible_loras.slice(1)].sort()).toEqual(local.filter((l) => !l.includes("sdxl")));
+    expect([...res.body.incompatible_loras].sort()).toEqual([SLIDER, "loras/tiny-sdxl-lora.safetensors", "nerijs/pixel-art-xl"].sort());
     expect(res.body.loras).not.toContain("tiny-sd");
+
+    // with an SDXL model the split turns over (the preset's LoRA is known as SDXL before it is installed)
+    expect((await request(stack.url).post("/load_model").send({ model_name: "tiny-sdxl" })).status).toBe(200);
+    const xl = (await request(stack.url).get("/loras")).body;
+    expect(xl.compatible_loras).toEqual(["None", SLIDER, "nerijs/pixel-art-xl", "loras/tiny-sdxl-lora.safetensors"]);
+    expect(xl.architecture).toBe("sdxl");
+    expect((await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" })).status).toBe(200);
   });
 
   it("POST /set_engine sets the default engine; unknown → 400; one that cannot run the default model is refused", async () => {
@@ -149,6 +190,34 @@ describe("the old extension's calls", () => {
     expect(res.body.image).toMatchObject({ width: 16, height: 24, fit_mode: "stretch", preserve_aspect: false });
     expect(Buffer.from(res.body.image.base64, "base64").length).toBe(16 * 24 * 4);
     expect(res.body.seed).toBe(5);
+  });
+
+  it('maps lora_model "loras/<file>.safetensors" to that local LoRA, and "None" or "" to none', async () => {
+    const withLora = await request(stack.url)
+      .post("/generate")
+      .send({ ...oldClientBody, seed: 11, lora_model: "loras/tiny-sd-lora.safetensors", lora_strength: 0.5 });
+    expect(withLora.status).toBe(200);
+    expect(await jobLora(withLora.body.generation_id)).toEqual({ name: "tiny-sd-lora", strength: 0.5 });
+    expect(withLora.body.warning).toBeUndefined();
+    for (const none of ["None", ""]) {
+      const res = await request(stack.url)
+        .post("/generate")
+        .send({ ...oldClientBody, seed: 11, lora_model: none });
+      expect(res.status).toBe(200);
+      expect(await jobLora(res.body.generation_id)).toBeNull();
+    }
+  });
+
+  it("generates the old client's 16:9 preset 1600×900 (rounded up to 1600×904, fitted back to the size asked for)", async () => {
+    const raw = await request(stack.url)
+      .post("/generate")
+      .send({ ...oldClientBody, width: 1600, height: 900, steps: 1, pixel_width: 0, pixel_height: 0 });
+    expect(raw.status).toBe(200);
+    expect(raw.body.image).toMatchObject({ width: 1600, height: 900, fit_mode: null });
+    expect(Buffer.from(raw.body.image.base64, "base64").length).toBe(1600 * 900 * 4);
+    const job = (await request(stack.url).get(`/jobs/${raw.body.generation_id}`)).body;
+    expect([job.width, job.height]).toEqual([1600, 904]);
+    // with a pixel step the rounding is the same and the fit is the usual one (legacy-request.spec.ts)
   });
 
   it("queues several /generate calls at once", async () => {
@@ -233,6 +302,51 @@ describe("progress and cancel", () => {
   });
 });
 
+describe("the Host check on legacy paths", () => {
+  it.each(["/generate", "/loras", "/progress/x", "/load_model"])("refuses a foreign Host on %s in the legacy shape", async (route) => {
+    const call =
+      route === "/loras" || route.startsWith("/progress") ? request(stack.url).get(route) : request(stack.url).post(route).send({});
+    const res = await call.set("Host", "evil.example");
+    expect(res.status).toBe(403);
+    expect(res.body).toEqual({ success: false, code: "FORBIDDEN", error: expect.stringMatching(/evil\.example/) });
+  });
+
+  it("keeps the v1 shape on v1 paths", async () => {
+    const res = await request(stack.url).get("/jobs").set("Host", "evil.example");
+    expect(res.status).toBe(403);
+    expect(res.body).toEqual({ error: { code: "FORBIDDEN", message: expect.stringMatching(/evil\.example/) } });
+  });
+});
+
+describe("a LoRA on an engine that cannot apply one (MLX)", () => {
+  it("drops the LoRA and answers with a warning instead of failing, as the seed server did", async () => {
+    const conv = await request(stack.url).post("/models/tiny-sd/conversions").send({ dtype: "float32" });
+    expect([200, 202]).toContain(conv.status);
+    await waitFor(async () => {
+      const c = (await request(stack.url).get(`/conversions/${conv.body.id}`)).body;
+      if (c.status === "failed") throw new Error(`conversion failed: ${JSON.stringify(c.error)}`);
+      return c.status === "completed";
+    });
+    const mlx = await request(stack.url).post("/set_engine").send({ engine: "mlx" });
+    expect(mlx.body).toMatchObject({ success: true, engine: "mlx" });
+    try {
+      const res = await request(stack.url)
+        .post("/generate")
+        .send({ ...oldClientBody, lora_model: "loras/tiny-sd-lora.safetensors", lora_strength: 0.8 });
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ success: true, engine: "mlx", image: { width: 32, height: 32 } });
+      expect(res.body.warning).toMatch(/tiny-sd-lora was not applied/);
+      expect(await jobLora(res.body.generation_id)).toBeNull();
+      // without a LoRA there is nothing to warn about
+      const plain = await request(stack.url).post("/generate").send(oldClientBody);
+      expect(plain.body).toMatchObject({ success: true, engine: "mlx" });
+      expect(plain.body.warning).toBeUndefined();
+    } finally {
+      expect((await request(stack.url).post("/set_engine").send({ engine: "torch" })).status).toBe(200);
+    }
+  });
+});
+
 describe("bad legacy bodies", () => {
   const cases: Array<[string, string | object, string]> = [
     ["malformed JSON", "{oops", "INVALID_REQUEST"],
@@ -241,7 +355,7 @@ describe("bad legacy bodies", () => {
     ["no prompt", { width: 64 }, "INVALID_REQUEST"],
     ["empty prompt", { prompt: "" }, "INVALID_REQUEST"],
     ["width too large", { ...oldClientBody, width: 4096 }, "INVALID_REQUEST"],
-    ["width not a multiple of 8", { ...oldClientBody, width: 100 }, "INVALID_REQUEST"],
+    ["width that rounds up past 2048", { ...oldClientBody, width: 2049 }, "INVALID_REQUEST"],
     ["zero steps", { ...oldClientBody, steps: 0 }, "INVALID_REQUEST"],
     ["guidance as a word", { ...oldClientBody, guidance_scale: "lots" }, "INVALID_REQUEST"],
     ["seed as a word", { ...oldClientBody, seed: "abc" }, "INVALID_REQUEST"],

@@ -70,6 +70,25 @@ describe("toLegacyJob", () => {
     expect(fitMode).toBeNull();
   });
 
+  it("rounds a width/height that is no multiple of 8 up, and crops back to the asked size when there is no pixel step", () => {
+    const { job, fitMode, preserveAspect } = toLegacyJob({ prompt: "x", width: 1600, height: 900 });
+    expect(job).toEqual({
+      prompt: "x",
+      width: 1600,
+      height: 904,
+      pixel: { width: 1600, height: 900, colors: 0, fitMode: "cover", grid: "fixed" },
+    });
+    // the answer describes what the client asked for: no pixel step
+    expect([fitMode, preserveAspect]).toEqual([null, true]);
+  });
+
+  it("rounds up but keeps the client's pixel step as it is", () => {
+    const { job, fitMode } = toLegacyJob({ prompt: "x", width: "1600", height: 900, pixel_width: 64, pixel_height: 36, colors: 16 });
+    expect(job).toMatchObject({ width: 1600, height: 904, pixel: { width: 64, height: 36, colors: 16 } });
+    expect(job.pixel?.fitMode).toBeUndefined();
+    expect(fitMode).toBe("contain");
+  });
+
   it("refuses bad values with INVALID_REQUEST naming the old field", () => {
     const attempt = (body: Record<string, unknown>) => {
       try {
@@ -80,6 +99,7 @@ describe("toLegacyJob", () => {
       throw new Error("accepted");
     };
     expect(attempt({ ...base, guidance_scale: 99 }).message).toMatch(/guidance_scale/);
+    expect(attempt({ ...base, width: 2049 }).message).toMatch(/width/); // rounds to 2056, over the limit
     expect(attempt({ ...base, pixel_width: 32, pixel_height: 32, colors: 999 }).message).toMatch(/colors/);
     expect(attempt({ ...base, pixel_width: 32 }).code).toBe("INVALID_REQUEST");
     expect(attempt({ ...base, lora_model: 3 }).code).toBe("INVALID_REQUEST");

@@ -85,6 +85,9 @@ function givenNumber(body: Record<string, unknown>, key: string): unknown {
  * - pixel_width/pixel_height: both set (and not 0) → the pixel-art step; both absent or 0 → the raw image (colors is
  *   then ignored: v1 only quantises inside the pixel step).
  * - numbers sent as numeric strings ("512") are read as numbers, as the seed server's int()/float() did.
+ * - width/height that are not multiples of 8 (the old client's 16:9 preset, 1600×900) are rounded up to the next
+ *   multiple for generation; without a pixel step the image is then cropped back to the size asked for (a fixed-grid
+ *   `cover` fit at scale 1 keeps every pixel it does not cut), with one it is fitted to the pixel size as always.
  */
 export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
   const job: Record<string, unknown> = {};
@@ -96,6 +99,14 @@ export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
   copy("negative_prompt", "negativePrompt");
   copy("width", "width", givenNumber);
   copy("height", "height", givenNumber);
+  const asked: Record<string, number> = {};
+  for (const side of ["width", "height"]) {
+    const v = job[side];
+    if (typeof v === "number" && Number.isInteger(v) && v > 0 && v % 8 !== 0) {
+      asked[side] = v;
+      job[side] = Math.ceil(v / 8) * 8;
+    }
+  }
   copy("steps", "steps", givenNumber);
   copy("guidance_scale", "guidanceScale", givenNumber);
   copy("seed", "seed", givenNumber);
@@ -135,7 +146,11 @@ export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
     if (colors !== undefined) pixel.colors = colors;
     if (fitMode !== undefined) pixel.fitMode = fitMode;
     job.pixel = pixel;
-  } else if (fitGiven !== undefined && !["contain", "cover", "stretch"].includes(fitGiven as string)) {
+  } else if (asked.width !== undefined || asked.height !== undefined) {
+    job.pixel = { width: asked.width ?? job.width, height: asked.height ?? job.height, colors: 0, fitMode: "cover", grid: "fixed" };
+  }
+  const pixelAsked = !(off(pw) && off(ph));
+  if (!pixelAsked && fitGiven !== undefined && !["contain", "cover", "stretch"].includes(fitGiven as string)) {
     // without a pixel step fit_mode has no effect, but a value the old server would have refused is still refused
     throw new AppError("INVALID_REQUEST", "fit_mode must be contain, cover or stretch", { field: "fit_mode" });
   }
@@ -157,7 +172,7 @@ export function toLegacyJob(body: Record<string, unknown>): LegacyJob {
       .join("; ");
     throw new AppError("INVALID_REQUEST", `invalid request: ${summary}`, { fields });
   }
-  const effectiveFit: FitMode | null = validated.pixel ? (validated.pixel.fitMode ?? "contain") : null;
+  const effectiveFit: FitMode | null = pixelAsked && validated.pixel ? (validated.pixel.fitMode ?? "contain") : null;
   return {
     job: validated,
     fitMode: effectiveFit,

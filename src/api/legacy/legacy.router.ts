@@ -8,6 +8,10 @@ import { toErrorBody } from "../error-handler";
 import { pngToRgba } from "../job-validation";
 import type { ApiServices } from "../services";
 import { toLegacyJob } from "./legacy-request";
+import { legacyFailure } from "./legacy-shape";
+import { isHubReference, parseHubRef, registryNameFor } from "../../installs/hub-id";
+import { PRESETS } from "../../presets/presets";
+import type { FitFacts } from "../../models/lora-fit";
 
 /** The seed server's status words for GET /progress. */
 const LEGACY_STATUS: Record<JobView["status"], string> = {
@@ -29,7 +33,7 @@ function bodyOf(req: Request): Record<string, unknown> {
 
 function sendFailure(res: Response, code: string, error: string, extra: Record<string, unknown> = {}): void {
   const status = isErrorCode(code) ? ERROR_CODES[code] : 500;
-  res.status(status).json({ success: false, error, code, ...extra });
+  res.status(status).json(legacyFailure(code, error, extra));
 }
 
 function round(n: number, digits: number): number {
@@ -50,8 +54,19 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
 
   router.post("/generate", json, async (req, res) => {
     const started = Date.now();
-    const legacy = toLegacyJob(bodyOf(req));
-    const submitted = await deps.jobs.submit(legacy.job, "legacy");
+    const legacy = toLegacyJob(await withLocalLoraName(deps, bodyOf(req)));
+    let warning: string | undefined;
+    let submitted;
+    try {
+      submitted = await deps.jobs.submit(legacy.job, "legacy");
+    } catch (err) {
+      // The seed server ignored LoRAs on MLX, and its client (which greys the picker out there) still sends one on
+      // every request: drop it and say so rather than fail. JobsService alone decides which engines apply LoRAs.
+      if (!(err instanceof AppError && err.code === "LORA_UNSUPPORTED_ENGINE" && legacy.job.lora)) throw err;
+      warning = `LoRA ${legacy.job.lora.name} was not applied: ${err.message}`;
+      const { lora: _dropped, ...withoutLora } = legacy.job;
+      submitted = await deps.jobs.submit(withoutLora, "legacy");
+    }
     // The old client blocks on this request; when it gives up, stop waiting (the job itself runs on, in history).
     const abort = new AbortController();
     const onClose = () => {
@@ -68,11 +83,15 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
       res.off("close", onClose);
     }
     if (view.status === "cancelled") {
-      return sendFailure(res, "CANCELLED", view.error?.message ?? "the generation was cancelled", { generation_id: view.id });
+      return sendFailure(res, "CANCELLED", view.error?.message ?? "the generation was cancelled", {
+        generation_id: view.id,
+        ...(warning ? { warning } : {}),
+      });
     }
     if (view.status !== "completed") {
       return sendFailure(res, view.error?.code ?? "ENGINE_INTERNAL", view.error?.message ?? "the generation failed", {
         generation_id: view.id,
+        ...(warning ? { warning } : {}),
       });
     }
     const { width, height, rgba } = pngToRgba(await deps.jobs.image(view.id));
@@ -92,6 +111,7 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
       generation_id: view.id,
       engine: view.engine,
       model: view.model,
+      ...(warning ? { warning } : {}),
     });
   });
 
@@ -137,7 +157,13 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     const body = bodyOf(req);
     const name = body.model_name ?? body.model;
     if (typeof name !== "string" || !name) throw new AppError("INVALID_REQUEST", "model_name is required", { field: "model_name" });
-    const { model } = await deps.settings.setDefaultModel(name);
+    let target = name;
+    if (isHubReference(name)) {
+      const hub = await loadHubModel(deps, name);
+      if ("answer" in hub) return res.json(hub.answer);
+      target = hub.installed;
+    }
+    const { model } = await deps.settings.setDefaultModel(target);
     res.json({
       success: true,
       model_name: model,
@@ -149,13 +175,14 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
   router.get("/loras", async (_req, res) => {
     const rows = await deps.models.list();
     const currentModel = await deps.settings.defaultModel();
-    const base = rows.find((m) => m.name === currentModel && m.kind !== "lora");
-    const loras = rows.filter((m) => m.kind === "lora");
-    const compatible = loras.filter((m) => base && loraMisfit(m, base) === null).map((m) => m.name);
+    // the default may be named by its hub id (an installed hub model answers to it too)
+    const base = rows.find((m) => m.kind !== "lora" && (m.name === currentModel || (m.origin === "hub" && m.source === currentModel)));
+    const entries = legacyLoraEntries(rows);
+    const compatible = entries.filter((e) => base && loraMisfit(e.facts, base) === null).map((e) => e.id);
     res.json({
-      loras: loras.map((m) => m.name),
-      compatible_loras: compatible,
-      incompatible_loras: loras.map((m) => m.name).filter((n) => !compatible.includes(n)),
+      loras: [NO_LORA, ...entries.map((e) => e.id)],
+      compatible_loras: [NO_LORA, ...compatible],
+      incompatible_loras: entries.map((e) => e.id).filter((id) => !compatible.includes(id)),
       current_model: currentModel,
       architecture: base?.architecture ?? null,
     });
@@ -165,13 +192,82 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     const { status, body } = toErrorBody(err);
     if (status >= 500) logger.error({ err: err?.message, path: req.path }, "legacy request failed");
     if (res.headersSent) return;
-    res.status(status).json({
-      success: false,
-      error: body.error.message,
-      code: body.error.code,
-      ...(body.error.details ? { details: body.error.details } : {}),
-    });
+    res.status(status).json(legacyFailure(body.error.code, body.error.message, body.error.details ? { details: body.error.details } : {}));
   };
   router.use(legacyErrors);
   return router;
+}
+
+/** The old picker's "no LoRA" entry; its onchange only ever changes lora_model, so without it a pick is stuck. */
+const NO_LORA = "None";
+
+type ModelRow = Awaited<ReturnType<ApiServices["models"]["list"]>>[number];
+
+/** A local LoRA's registry source (relative to loras/) as the old client names it: `loras/<file>.safetensors`. */
+function legacyLocalId(source: string): string {
+  return `loras/${source.replace(/\\/g, "/").replace(/^(?:\.\/)?loras\//, "")}`;
+}
+
+/**
+ * GET /loras in the old server's order: hub LoRAs the registry knows (by hub id, as the old server listed them), the
+ * presets' hub LoRAs not installed yet, then local files. Each carries what the fit rule (lora-fit.ts) reads; a preset's
+ * LoRA is known only by its architecture until installed.
+ */
+function legacyLoraEntries(rows: ModelRow[]): Array<{ id: string; facts: FitFacts }> {
+  const entries: Array<{ id: string; facts: FitFacts }> = [];
+  const add = (id: string, facts: FitFacts) => {
+    if (!entries.some((e) => e.id === id)) entries.push({ id, facts });
+  };
+  const loras = rows.filter((m) => m.kind === "lora");
+  for (const m of loras) if (m.origin === "hub") add(m.source, m);
+  for (const p of PRESETS) {
+    if (p.lora && isHubReference(p.lora.name))
+      add(p.lora.name, { name: p.lora.name, architecture: p.lora.architecture, crossAttentionDim: null });
+  }
+  for (const m of loras) if (m.origin !== "hub") add(legacyLocalId(m.source), m);
+  return entries;
+}
+
+/**
+ * `loras/<file>.safetensors` names a file, not a registry name: the local LoRA registered from that file answers it
+ * (its name may differ from the file's). Anything else is left to toLegacyJob (hub ids pass through unchanged).
+ */
+async function withLocalLoraName(deps: ApiServices, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const value = body.lora_model;
+  if (typeof value !== "string" || !/^(?:\.\/)?loras[\\/].+\.safetensors$/i.test(value.trim())) return body;
+  const id = legacyLocalId(value.trim());
+  const row = (await deps.models.list()).find((m) => m.kind === "lora" && m.origin !== "hub" && legacyLocalId(m.source) === id);
+  return row ? { ...body, lora_model: row.name } : body;
+}
+
+/**
+ * /load_model with a hub id, as the old server (which downloaded on first use) would have it: once installed it is
+ * loaded like any model (`installed`: its registry name); until then its install is started, or joined when one is
+ * running — the same install `pixelai install <hub-id>` makes — and the answer says which.
+ */
+async function loadHubModel(deps: ApiServices, reference: string): Promise<{ installed: string } | { answer: Record<string, unknown> }> {
+  const ref = parseHubRef(reference, undefined, "model_name");
+  const name = registryNameFor(ref.repoId);
+  const row = (await deps.models.list()).find((m) => m.name === name);
+  if (row && row.kind === "base" && row.origin === "hub" && row.source === ref.repoId && row.snapshotPath) return { installed: name };
+  if (!deps.installs) throw new AppError("ENGINE_UNAVAILABLE", "hub installs are not available in this process");
+  const { view, created } = await deps.installs.request({
+    repoId: ref.repoId,
+    revision: ref.revision,
+    kind: "base",
+    name,
+    variant: "auto",
+  });
+  const progress = view.progress.percent === null ? "" : `, ${view.progress.percent}% done`;
+  const answer = {
+    success: true,
+    model_name: reference,
+    current_model: await deps.settings.defaultModel(),
+    install_id: view.id,
+    install_status: view.status,
+    message: created
+      ? `install of ${ref.repoId}@${ref.revision} started (install ${view.id}); follow GET /installs/${view.id}, then load it again to use it`
+      : `install of ${ref.repoId}@${ref.revision} is running (install ${view.id}${progress}); load it again once it completes`,
+  };
+  return { answer };
 }

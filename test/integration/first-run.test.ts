@@ -1,0 +1,164 @@
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import request from "supertest";
+import WebSocket from "ws";
+import { STAND_IN_NEGATIVE_PROMPT } from "../../src/presets/presets";
+import { FakeHub, HUB_REPOS } from "../support/fake-hub";
+import { finishedJob, submitJob } from "../support/jobs-client";
+import { ensureBuilt, REPO } from "../support/processes";
+import { startTestStack, TestStack, waitFor } from "../support/stack";
+
+/**
+ * A first run through the real stack (torch runner on the tiny models, install worker, the stand-in hub on 127.0.0.1
+ * via HF_ENDPOINT): /health says demo until a real model is installed, presets fill jobs, and the old client's
+ * /load_model with a hub id starts (or joins) that model's install.
+ */
+let hub: FakeHub;
+let stack: TestStack;
+let tmp: string;
+const savedEnv = { ...process.env };
+
+beforeAll(async () => {
+  ensureBuilt();
+  hub = await FakeHub.start();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pixelai-first-run-"));
+  const modelsDir = path.join(tmp, "models");
+  const lorasDir = path.join(tmp, "loras");
+  for (const name of ["tiny-sd", "tiny-sdxl"]) fs.cpSync(path.join(REPO, "models", name), path.join(modelsDir, name), { recursive: true });
+  execFileSync(path.join(REPO, ".venv/bin/python"), [
+    path.join(REPO, "scripts/make_tiny_lora.py"),
+    "--models",
+    modelsDir,
+    "--out",
+    lorasDir,
+  ]);
+  process.env.HF_ENDPOINT = hub.url;
+  stack = await startTestStack({ PIXELAI_ENGINES: "torch", PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir });
+});
+
+afterAll(async () => {
+  await stack?.close();
+  await hub?.stop();
+  process.env = savedEnv;
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** What the queue carried for a job (negative prompt and LoRA are not in its view). */
+async function carried(id: string): Promise<{ negativePrompt: string | null; lora: { name: string; strength: number } | null }> {
+  const row = await stack.service.db.job.findUniqueOrThrow({ where: { id } });
+  return JSON.parse(row.request);
+}
+
+describe("presets", () => {
+  it("GET /presets lists pixel-art-xl, and the OpenAPI spec describes it", async () => {
+    const res = await request(stack.url).get("/presets");
+    expect(res.status).toBe(200);
+    expect(res.body.items).toContainEqual({
+      name: "pixel-art-xl",
+      description: expect.any(String),
+      model: HUB_REPOS.sdxl,
+      lora: { name: HUB_REPOS.lora, strength: 0.8 },
+      steps: 15,
+      width: 1024,
+      height: 1024,
+      negativePrompt: STAND_IN_NEGATIVE_PROMPT,
+    });
+    const spec = (await request(stack.url).get("/openapi.json")).body;
+    expect(spec.paths["/presets"].get).toBeDefined();
+    expect(spec.components.schemas.GenerateJobRequest.properties.preset).toMatchObject({ type: "string" });
+  });
+
+  it("fills a job's missing fields from the preset; fields the request gives win", async () => {
+    // model and LoRA given (the preset's are hub ids, resolved by another part of the server), the rest from the preset
+    const full = await request(stack.url)
+      .post("/jobs")
+      .send({ prompt: "a knight", preset: "pixel-art-xl", model: "tiny-sdxl", lora: { name: "tiny-sdxl-lora" } });
+    expect(full.status).toBe(202);
+    const view = (await request(stack.url).get(`/jobs/${full.body.id}`)).body;
+    expect(view).toMatchObject({ model: "tiny-sdxl", width: 1024, height: 1024, steps: 15 });
+    expect(await carried(full.body.id)).toMatchObject({
+      negativePrompt: STAND_IN_NEGATIVE_PROMPT,
+      lora: { name: "tiny-sdxl-lora", strength: 1 },
+    });
+    await request(stack.url).post(`/jobs/${full.body.id}/cancel`);
+
+    const id = await submitJob(stack.url, {
+      prompt: "a knight",
+      preset: "pixel-art-xl",
+      model: "tiny-sdxl",
+      lora: { name: "tiny-sdxl-lora", strength: 0.5 },
+      width: 64,
+      height: 64,
+      steps: 2,
+      negativePrompt: "blurry",
+    });
+    const done = await finishedJob(stack.url, id);
+    expect(done).toMatchObject({ status: "completed", width: 64, height: 64, steps: 2, result: { width: 64, height: 64 } });
+    expect(await carried(id)).toMatchObject({ negativePrompt: "blurry", lora: { name: "tiny-sdxl-lora", strength: 0.5 } });
+  });
+
+  it("refuses an unknown preset with 400 INVALID_REQUEST, over REST and /ws alike", async () => {
+    const rest = await request(stack.url).post("/jobs").send({ prompt: "x", preset: "pixel-art-xxl" });
+    expect(rest.status).toBe(400);
+    expect(rest.body.error).toMatchObject({ code: "INVALID_REQUEST", details: { field: "preset" } });
+    expect(rest.body.error.message).toMatch(/pixel-art-xl/);
+
+    const ws = new WebSocket(stack.url.replace(/^http/, "ws") + "/ws");
+    const frames: Array<Record<string, unknown>> = [];
+    ws.on("message", (d) => frames.push(JSON.parse(d.toString())));
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    ws.send(JSON.stringify({ type: "submit", requestId: "p1", job: { prompt: "x", preset: "pixel-art-xxl" } }));
+    const answer = await waitFor(async () => frames.find((f) => f.requestId === "p1"), 10_000, 20);
+    ws.close();
+    expect(answer).toMatchObject({ type: "error", code: "INVALID_REQUEST" });
+  });
+});
+
+describe("the old client's /load_model with a hub id, and /health demo", () => {
+  it("is demo while only the tiny models exist", async () => {
+    expect((await request(stack.url).get("/health")).body.demo).toBe(true);
+  });
+
+  it("answers a bad hub id in the legacy shape and fetches nothing", async () => {
+    await hub.clearLog();
+    const res = await request(stack.url).post("/load_model").send({ model_name: "stabilityai/../x" });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ success: false, code: "INVALID_REQUEST" });
+    expect((await hub.log()).requests).toEqual([]);
+  });
+
+  it("starts the install, joins it when asked again, and loads the model once installed; demo then ends", async () => {
+    await hub.faults({ throttleBps: 2_000_000 });
+    const first = await request(stack.url).post("/load_model").send({ model_name: HUB_REPOS.sdxl });
+    const again = await request(stack.url).post("/load_model").send({ model_name: HUB_REPOS.sdxl });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ success: true, model_name: HUB_REPOS.sdxl, current_model: "tiny-sd", install_status: "queued" });
+    expect(first.body.message).toMatch(/install of stabilityai\/stable-diffusion-xl-base-1\.0@main started/);
+    expect(again.body).toMatchObject({ success: true, install_id: first.body.install_id });
+    expect(again.body.message).toMatch(/is running/);
+    // still installing: not yet a model anything can run
+    expect((await request(stack.url).get("/health")).body).toMatchObject({ demo: true, current_model: "tiny-sd" });
+    await hub.faults();
+
+    const done = await waitFor(async () => {
+      const i = (await request(stack.url).get(`/installs/${first.body.install_id}`)).body;
+      return i.status === "completed" || i.status === "failed" ? i : undefined;
+    });
+    expect(done).toMatchObject({ status: "completed", name: "stable-diffusion-xl-base-1.0", repo: HUB_REPOS.sdxl });
+    expect((await request(stack.url).get("/health")).body.demo).toBe(false);
+
+    const loaded = await request(stack.url).post("/load_model").send({ model_name: HUB_REPOS.sdxl });
+    expect(loaded.status).toBe(200);
+    expect(loaded.body).toMatchObject({ success: true, current_model: "stable-diffusion-xl-base-1.0" });
+    expect((await request(stack.url).get("/health")).body.current_model).toBe("stable-diffusion-xl-base-1.0");
+
+    // the preset's LoRA now fits the current (SDXL) model in the old picker's lists
+    const loras = (await request(stack.url).get("/loras")).body;
+    expect(loras).toMatchObject({ current_model: "stable-diffusion-xl-base-1.0", architecture: "sdxl" });
+    expect(loras.compatible_loras).toEqual(expect.arrayContaining(["None", HUB_REPOS.lora, "loras/tiny-sdxl-lora.safetensors"]));
+    expect(loras.incompatible_loras).toContain("loras/tiny-sd-lora.safetensors");
+    expect((await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" })).status).toBe(200);
+  });
+});
