@@ -1,5 +1,8 @@
 import { AppError } from "../backends/error-codes";
-import { applyPreset, findPreset, PRESETS, STAND_IN_NEGATIVE_PROMPT } from "./presets";
+import { applyPreset, findPreset, PRESETS } from "./presets";
+
+/** The old Aseprite extension's default negative prompt, as its settings start. */
+const OLD_CLIENT_NEGATIVE = "blurry, smooth, antialiased, realistic, photographic, 3d render, low quality";
 
 describe("presets", () => {
   it("ships pixel-art-xl: SDXL base 1.0 + nerijs/pixel-art-xl at 0.8, 1024×1024, 15 steps", () => {
@@ -9,7 +12,7 @@ describe("presets", () => {
       width: 1024,
       height: 1024,
       steps: 15,
-      negativePrompt: STAND_IN_NEGATIVE_PROMPT,
+      negativePrompt: OLD_CLIENT_NEGATIVE,
     });
     expect(new Set(PRESETS.map((p) => p.name)).size).toBe(PRESETS.length);
   });
@@ -22,7 +25,7 @@ describe("presets", () => {
       steps: 15,
       width: 1024,
       height: 1024,
-      negativePrompt: STAND_IN_NEGATIVE_PROMPT,
+      negativePrompt: OLD_CLIENT_NEGATIVE,
     });
   });
 

@@ -15,12 +15,9 @@ export interface Preset {
   negativePrompt: string;
 }
 
-/**
- * The old client's default negative prompt is not recorded anywhere in this repository (docs, the legacy tests and the
- * extension were searched), so pixel-art-xl ships this stand-in, written for this project; replace it here if the old
- * text turns up.
- */
-export const STAND_IN_NEGATIVE_PROMPT = "blurry, smooth gradients, anti-aliasing, 3d render, photo, text, watermark, signature";
+/** The old Aseprite extension's default negative prompt (the value its settings start from), so a preset request
+ * asks the model for what the old client asked it. */
+export const OLD_CLIENT_NEGATIVE_PROMPT = "blurry, smooth, antialiased, realistic, photographic, 3d render, low quality";
 
 export const PRESETS: readonly Preset[] = [
   {
@@ -31,7 +28,7 @@ export const PRESETS: readonly Preset[] = [
     steps: 15,
     width: 1024,
     height: 1024,
-    negativePrompt: STAND_IN_NEGATIVE_PROMPT,
+    negativePrompt: OLD_CLIENT_NEGATIVE_PROMPT,
   },
 ];
 

@@ -4,11 +4,13 @@ import os from "node:os";
 import path from "node:path";
 import request from "supertest";
 import WebSocket from "ws";
-import { STAND_IN_NEGATIVE_PROMPT } from "../../src/presets/presets";
 import { FakeHub, HUB_REPOS } from "../support/fake-hub";
 import { finishedJob, submitJob } from "../support/jobs-client";
 import { ensureBuilt, REPO } from "../support/processes";
 import { startTestStack, TestStack, waitFor } from "../support/stack";
+
+/** The old Aseprite extension's default negative prompt, as its settings start. */
+const OLD_CLIENT_NEGATIVE = "blurry, smooth, antialiased, realistic, photographic, 3d render, low quality";
 
 /**
  * A first run through the real stack (torch runner on the tiny models, install worker, the stand-in hub on 127.0.0.1
@@ -63,7 +65,7 @@ describe("presets", () => {
       steps: 15,
       width: 1024,
       height: 1024,
-      negativePrompt: STAND_IN_NEGATIVE_PROMPT,
+      negativePrompt: OLD_CLIENT_NEGATIVE,
     });
     const spec = (await request(stack.url).get("/openapi.json")).body;
     expect(spec.paths["/presets"].get).toBeDefined();
@@ -79,7 +81,7 @@ describe("presets", () => {
     const view = (await request(stack.url).get(`/jobs/${full.body.id}`)).body;
     expect(view).toMatchObject({ model: "tiny-sdxl", width: 1024, height: 1024, steps: 15 });
     expect(await carried(full.body.id)).toMatchObject({
-      negativePrompt: STAND_IN_NEGATIVE_PROMPT,
+      negativePrompt: OLD_CLIENT_NEGATIVE,
       lora: { name: "tiny-sdxl-lora", strength: 1 },
     });
     await request(stack.url).post(`/jobs/${full.body.id}/cancel`);
