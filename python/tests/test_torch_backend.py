@@ -77,3 +77,30 @@ def test_schedulers_are_built_from_the_model_config(tiny_sd):
 def test_device_option_forces_the_device():
     backend = TorchBackend.from_settings(RunnerSettings(engine="torch", device="cpu"))
     assert backend.info.device == "cpu" and backend.info.dtype == "float32" and backend.probe()["device"] == "cpu"
+
+
+@pytest.mark.parametrize("source", ["stabilityai/stable-diffusion-xl-base-1.0", "models/tiny-sd", "/no/such/folder"])
+def test_load_never_treats_a_hub_id_or_relative_path_as_something_to_fetch(source, monkeypatch):
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the runner must not fetch anything")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    backend = TorchBackend(device_info=CPU, cache_size=1)
+    with pytest.raises(RunnerError) as err:
+        backend._load(source)
+    assert err.value.code == "MODEL_NOT_FOUND"
+    assert "local folders only" in err.value.message
+
+
+def test_a_hub_snapshot_is_used_only_at_its_pinned_commit(tmp_path):
+    from pixelai_runner import model_files
+    from pixelai_runner.backends.torch_backend import _check_pinned
+
+    (tmp_path / model_files.INSTALL_RECORD).write_text('{"commit": "' + "a" * 40 + '"}')
+    _check_pinned(str(tmp_path), "a" * 40, "MODEL_NOT_FOUND")
+    _check_pinned(str(tmp_path), None, "MODEL_NOT_FOUND")  # a local model: nothing to check
+    with pytest.raises(RunnerError) as err:
+        _check_pinned(str(tmp_path), "b" * 40, "LORA_NOT_FOUND")
+    assert err.value.code == "LORA_NOT_FOUND"
