@@ -104,3 +104,24 @@ def test_a_hub_snapshot_is_used_only_at_its_pinned_commit(tmp_path):
     with pytest.raises(RunnerError) as err:
         _check_pinned(str(tmp_path), "b" * 40, "LORA_NOT_FOUND")
     assert err.value.code == "LORA_NOT_FOUND"
+
+
+def test_a_hub_snapshot_with_only_fp16_weights_loads_them_safetensors_only(tiny_sd, tmp_path):
+    """An installed snapshot (install record present) holding `*.fp16.safetensors` only: the fp32 CPU runner loads it
+    with variant="fp16"; a pickle file dropped beside the weights is never read (use_safetensors=True)."""
+    import json
+    import shutil
+
+    from pixelai_runner import model_files
+
+    commit = "c" * 40
+    snapshot = tmp_path / ".hub" / "owner" / "tiny" / commit
+    shutil.copytree(tiny_sd, snapshot)
+    for weights in snapshot.glob("*/*.safetensors"):
+        weights.rename(weights.with_name(weights.name.replace(".safetensors", ".fp16.safetensors")))
+    (snapshot / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not a pickle: reading it would fail")
+    (snapshot / model_files.INSTALL_RECORD).write_text(json.dumps({"commit": commit, "kind": "base"}))
+    backend = TorchBackend(device_info=CPU, cache_size=1)
+    loaded = backend._load(str(snapshot))
+    assert loaded.kind == "sd"
+    assert next(loaded.pipe.unet.parameters()).dtype == backend.torch_dtype  # fp16 files, loaded at the device's dtype
