@@ -5,6 +5,7 @@ import request from "supertest";
 import { FakeHub, HUB_REPOS } from "../support/fake-hub";
 import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
 import { ensureBuilt } from "../support/processes";
+import { SseStream } from "../support/sse";
 import { decodePng, startTestStack, TestStack, waitFor } from "../support/stack";
 
 /**
@@ -79,6 +80,7 @@ describe("jobs naming hub ids", () => {
   it("waits queued for the install of an uninstalled model (progress on the job), joins it from a second job, then completes both", async () => {
     await hub.faults({ throttleBps: 3_000_000 });
     const first = await submitJob(stack.url, { prompt: "a knight", model: HUB_REPOS.sdxl, ...SMALL });
+    const sse = new SseStream(`${stack.url}/jobs/${first}/events`);
     const second = await submitJob(stack.url, { prompt: "a tree", model: `${HUB_REPOS.sdxl}@main`, ...SMALL });
 
     // While the install runs, the job stays queued and shows the install's progress.
@@ -110,6 +112,14 @@ describe("jobs naming hub ids", () => {
     // The job's time (and its budget) started only once the model was ready.
     expect(Date.parse(a.startedAt)).toBeGreaterThanOrEqual(Date.parse(install.finishedAt!));
     expect(decodePng(await fetchPng(stack.url, first)).width).toBe(16);
+    // The job's event stream showed the install moving, then the job's steps and its end.
+    await sse.done;
+    const installEvents = sse.events.filter((e) => e.event === "install").map((e) => e.data.installs[0] as InstallView);
+    expect(installEvents.every((i) => i.id === install.id)).toBe(true);
+    expect(new Set(installEvents.map((i) => i.progress.bytesDone)).size).toBeGreaterThanOrEqual(2);
+    const names = sse.events.map((e) => e.event);
+    expect(names.lastIndexOf("install")).toBeLessThan(names.indexOf("completed"));
+    expect(names.at(-1)).toBe("completed");
     expect((await request(stack.url).get("/models")).body.items).toEqual(
       expect.arrayContaining([expect.objectContaining({ source: HUB_REPOS.sdxl, origin: "hub", architecture: "sdxl" })]),
     );
