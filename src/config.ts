@@ -40,6 +40,8 @@ export interface Config {
   workerWatchdogMs: number;
   /** Submissions (POST /jobs, POST /generate, WS submit) per client IP per minute; 0 turns the limit off. */
   rateLimitPerMin: number;
+  /** A job naming an uninstalled hub model or LoRA starts (or joins) its install and waits; off: 409 MODEL_NOT_INSTALLED. */
+  autoInstallModels: boolean;
   logLevel: string;
   /** redis-server binary for the managed Redis (REDIS_SERVER_BIN); unset = the usual install locations, then PATH. */
   redisServerBin: string | undefined;
@@ -122,6 +124,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: int(env.PIXELAI_SHUTDOWN_GRACE_MS, 30_000),
     workerWatchdogMs: int(env.PIXELAI_WORKER_WATCHDOG_MS, 15_000),
     rateLimitPerMin: int(env.PIXELAI_RATE_LIMIT_PER_MIN, 600),
+    autoInstallModels: env.PIXELAI_AUTO_INSTALL_MODELS !== "0",
     logLevel: env.LOG_LEVEL ?? "info",
     redisServerBin: env.REDIS_SERVER_BIN || undefined,
     queuePrefix: env.PIXELAI_QUEUE_PREFIX ?? "pixelai",

@@ -26,7 +26,7 @@ import { startWorkerRole } from "./workers/worker-role";
 import { ConversionQueue } from "./conversions/conversion-queue";
 import { ConversionsRepository } from "./conversions/conversions.repository";
 import { SettingsService } from "./settings/settings.service";
-import { createInstallParts } from "./installs/install-role";
+import { createHubModels, createInstallParts, createInstallsService } from "./installs/install-role";
 
 const run = promisify(execFile);
 
@@ -119,19 +119,23 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
   const jobEvents = new JobEventsChannel(redis, config.queuePrefix);
   const jobsRepo = new JobsRepository(db, jobEvents);
   const modelFiles = new ModelFiles(config.python, path.join(config.repoRoot, "python"));
-  const modelsService = new ModelsService(new ModelsRepository(db), config.modelsRoot, config.lorasRoot, modelFiles, logger);
+  const modelsRepo = new ModelsRepository(db);
+  const modelsService = new ModelsService(modelsRepo, config.modelsRoot, config.lorasRoot, modelFiles, logger);
+  const installParts = createInstallParts(db, redis, config.queuePrefix);
+  closers.push(() => installParts.queue.close());
+  const installs = createInstallsService(installParts, engineStatus, logger);
+  const hubModels = createHubModels(installParts, installs, modelsService, modelsRepo, config.autoInstallModels, logger);
   const settings = new SettingsService(
     redis,
     config.queuePrefix,
     { engine: config.defaultEngine, model: config.defaultModel },
     engineStatus,
     modelsService,
+    hubModels,
   );
   const conversionsRepo = new ConversionsRepository(db);
   const conversionQueue = new ConversionQueue(redis, config.queuePrefix);
   closers.push(() => conversionQueue.close());
-  const installParts = createInstallParts(db, redis, config.queuePrefix);
-  closers.push(() => installParts.queue.close());
 
   await ensureDemoModels(config, logger);
   await modelsService.scanLocal();
@@ -150,6 +154,7 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
       modelsService,
       conversionsRepo,
       installParts,
+      hubModels,
     });
     ({ runners, worker } = role);
     closers.unshift(...role.closers);
@@ -170,6 +175,8 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
       modelsService,
       conversionsRepo,
       installParts,
+      installs,
+      hubModels,
     });
     // API first to close: stop taking requests before the worker and runners go.
     closers.unshift(...api.closers);

@@ -57,8 +57,9 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, filter_repo_objects, validate_repo_id
 
 from .errors import RunnerError
+from .model_files import INSTALL_RECORD
 
-MARKER = ".pixelai-install.json"
+MARKER = INSTALL_RECORD
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 # Weights the torch runner never loads (it builds SD pipelines with safety_checker=None): not worth gigabytes.
 SKIPPED_COMPONENTS = frozenset({"safety_checker"})

@@ -15,6 +15,10 @@ Rules:
   model_index.json or as a folder), else "sd" (1.x and 2.x share one pipeline).
 - crossAttentionDim: `cross_attention_dim` of unet/config.json (the first when given per block), the width of the
   text embeddings the UNet takes; null when the config does not say. The LoRA fit rule compares it with a LoRA's.
+- An installed hub snapshot (src/installs, hub_install.py) is complete once its install record
+  (`.pixelai-install.json`, at the snapshot's top) is written; the record names the commit it is pinned to. Its weights
+  variant is `fp16` when its weights are `<name>.fp16.safetensors` (taken when the device runs fp16, or when there are
+  no plain weights beside them), else the plain weights.
 - A converted MLX folder is verified by its manifest (backends/mlx/manifest.py): every listed file present with the
   recorded size and sha256.
 
@@ -25,11 +29,16 @@ interpreter start.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 MODEL_INDEX = "model_index.json"
+INSTALL_RECORD = ".pixelai-install.json"
+# `diffusion_pytorch_model.fp16.safetensors`, `model.fp16-00001-of-00002.safetensors`
+_FP16_WEIGHTS = re.compile(r"^[^./]+\.fp16(?:-\d{5}-of-\d{5})?\.safetensors$")
+_PLAIN_WEIGHTS = re.compile(r"^[^./]+(?:-\d{5}-of-\d{5})?\.safetensors$")
 
 
 class NotAModel(ValueError):
@@ -80,6 +89,37 @@ def cross_attention_dim(folder: str | Path) -> int | None:
     if isinstance(dim, list):
         dim = dim[0] if dim else None
     return dim if isinstance(dim, int) and not isinstance(dim, bool) else None
+
+
+class NotPinned(ValueError):
+    """A path given as an installed hub snapshot has no install record, or one for another commit."""
+
+
+def check_pinned(path: str | Path, commit: str) -> dict:
+    """The install record of the snapshot holding `path` (a snapshot folder or a file inside one), when it names
+    `commit`; NotPinned otherwise. A half-written snapshot has no record yet, so it is never loaded."""
+    start = Path(path)
+    for folder in [start, *start.parents] if start.is_dir() else list(start.parents):
+        record_path = folder / INSTALL_RECORD
+        if record_path.is_file():
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise NotPinned(f"cannot read {record_path}: {exc}") from None
+            if not isinstance(record, dict) or record.get("commit") != commit:
+                got = record.get("commit") if isinstance(record, dict) else None
+                raise NotPinned(f"{folder} is pinned to commit {got!r}, not the {commit} the registry recorded")
+            return record
+    raise NotPinned(f"{start} is not a complete hub snapshot (no {INSTALL_RECORD})")
+
+
+def weights_variant(folder: str | Path, prefer_fp16: bool) -> str | None:
+    """'fp16' when the folder's components hold fp16 variant weights and either the device runs fp16 or there are no
+    plain weights to take instead; None (the plain weights) otherwise."""
+    names = [p.name for p in Path(folder).glob("*/*.safetensors")]
+    has_fp16 = any(_FP16_WEIGHTS.match(n) for n in names)
+    has_plain = any(_PLAIN_WEIGHTS.match(n) for n in names)
+    return "fp16" if has_fp16 and (prefer_fp16 or not has_plain) else None
 
 
 def inspect(folder: str | Path) -> dict[str, Any]:

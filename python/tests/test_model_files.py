@@ -116,3 +116,32 @@ def test_cli_usage():
         [sys.executable, "-m", "pixelai_runner.model_files", "guess", "x"], capture_output=True, env=env
     )
     assert bad.returncode == 2 and b"usage" in bad.stderr
+
+
+def test_check_pinned_needs_the_install_record_naming_the_commit(tmp_path):
+    commit = "a" * 40
+    snapshot = tmp_path / ".hub" / "owner" / "name" / commit
+    (snapshot / "unet").mkdir(parents=True)
+    weights = snapshot / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(model_files.NotPinned, match="not a complete hub snapshot"):
+        model_files.check_pinned(snapshot, commit)  # a half-written snapshot has no record yet
+    (snapshot / model_files.INSTALL_RECORD).write_text(json.dumps({"commit": commit, "kind": "base"}))
+    assert model_files.check_pinned(snapshot, commit)["kind"] == "base"
+    assert model_files.check_pinned(weights, commit)["commit"] == commit  # a file inside finds its snapshot's record
+    with pytest.raises(model_files.NotPinned, match="pinned to commit"):
+        model_files.check_pinned(snapshot, "b" * 40)
+
+
+def test_weights_variant_takes_fp16_where_the_device_runs_it_or_nothing_else_is_there(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"x")
+    assert model_files.weights_variant(tmp_path, prefer_fp16=True) == "fp16"
+    assert model_files.weights_variant(tmp_path, prefer_fp16=False) == "fp16"  # only fp16 files: take them anyway
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    assert model_files.weights_variant(tmp_path, prefer_fp16=False) is None
+    assert model_files.weights_variant(tmp_path, prefer_fp16=True) == "fp16"
+    plain = tmp_path / "plain"
+    (plain / "text_encoder").mkdir(parents=True)
+    (plain / "text_encoder" / "model-00001-of-00002.safetensors").write_bytes(b"x")
+    assert model_files.weights_variant(plain, prefer_fp16=True) is None

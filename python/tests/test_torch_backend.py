@@ -77,3 +77,51 @@ def test_schedulers_are_built_from_the_model_config(tiny_sd):
 def test_device_option_forces_the_device():
     backend = TorchBackend.from_settings(RunnerSettings(engine="torch", device="cpu"))
     assert backend.info.device == "cpu" and backend.info.dtype == "float32" and backend.probe()["device"] == "cpu"
+
+
+@pytest.mark.parametrize("source", ["stabilityai/stable-diffusion-xl-base-1.0", "models/tiny-sd", "/no/such/folder"])
+def test_load_never_treats_a_hub_id_or_relative_path_as_something_to_fetch(source, monkeypatch):
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the runner must not fetch anything")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    backend = TorchBackend(device_info=CPU, cache_size=1)
+    with pytest.raises(RunnerError) as err:
+        backend._load(source)
+    assert err.value.code == "MODEL_NOT_FOUND"
+    assert "local folders only" in err.value.message
+
+
+def test_a_hub_snapshot_is_used_only_at_its_pinned_commit(tmp_path):
+    from pixelai_runner import model_files
+    from pixelai_runner.backends.torch_backend import _check_pinned
+
+    (tmp_path / model_files.INSTALL_RECORD).write_text('{"commit": "' + "a" * 40 + '"}')
+    _check_pinned(str(tmp_path), "a" * 40, "MODEL_NOT_FOUND")
+    _check_pinned(str(tmp_path), None, "MODEL_NOT_FOUND")  # a local model: nothing to check
+    with pytest.raises(RunnerError) as err:
+        _check_pinned(str(tmp_path), "b" * 40, "LORA_NOT_FOUND")
+    assert err.value.code == "LORA_NOT_FOUND"
+
+
+def test_a_hub_snapshot_with_only_fp16_weights_loads_them_safetensors_only(tiny_sd, tmp_path):
+    """An installed snapshot (install record present) holding `*.fp16.safetensors` only: the fp32 CPU runner loads it
+    with variant="fp16"; a pickle file dropped beside the weights is never read (use_safetensors=True)."""
+    import json
+    import shutil
+
+    from pixelai_runner import model_files
+
+    commit = "c" * 40
+    snapshot = tmp_path / ".hub" / "owner" / "tiny" / commit
+    shutil.copytree(tiny_sd, snapshot)
+    for weights in snapshot.glob("*/*.safetensors"):
+        weights.rename(weights.with_name(weights.name.replace(".safetensors", ".fp16.safetensors")))
+    (snapshot / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not a pickle: reading it would fail")
+    (snapshot / model_files.INSTALL_RECORD).write_text(json.dumps({"commit": commit, "kind": "base"}))
+    backend = TorchBackend(device_info=CPU, cache_size=1)
+    loaded = backend._load(str(snapshot))
+    assert loaded.kind == "sd"
+    assert next(loaded.pipe.unet.parameters()).dtype == backend.torch_dtype  # fp16 files, loaded at the device's dtype

@@ -15,7 +15,9 @@ import type { EngineName } from "../jobs/jobs.dto";
 import type { JobsRepository } from "../jobs/jobs.repository";
 import { JobsService } from "../jobs/jobs.service";
 import type { ModelsService } from "../models/models.service";
-import { createInstallsService, InstallParts } from "../installs/install-role";
+import type { InstallParts } from "../installs/install-role";
+import type { InstallsService } from "../installs/installs.service";
+import type { HubModels } from "../installs/hub-models";
 import type { SettingsService } from "../settings/settings.service";
 import { createApp } from "./app";
 import { JobEventsHub } from "./job-events";
@@ -37,6 +39,9 @@ export interface ApiRoleDeps {
   conversionsRepo: ConversionsRepository;
   /** Hub installs (src/installs): POST /models with a hub id, GET /installs. */
   installParts: InstallParts;
+  installs: InstallsService;
+  /** Hub ids in jobs: start or join installs, show their progress on queued jobs. */
+  hubModels: HubModels;
 }
 
 export interface ApiRole {
@@ -79,6 +84,7 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     modelsService,
     engineDirectory,
     logger.child({ component: "jobs" }),
+    deps.hubModels,
   );
   const events = new JobEventsHub(jobEvents, jobs, logger.child({ component: "job-events" }));
   await events.start();
@@ -91,7 +97,7 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
       jobs,
       models: modelsService,
       conversions,
-      installs: createInstallsService(deps.installParts, engineStatus, logger),
+      installs: deps.installs,
       engines: engineStatus,
       settings,
       version: packageVersion(config.repoRoot),

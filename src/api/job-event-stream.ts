@@ -8,7 +8,15 @@ export interface JobEventStreamOptions {
   heartbeatMs: number;
   /** Forward `preview` events (the job must have been submitted with `preview`). */
   previews: boolean;
+  /**
+   * Re-reads the job (GET /jobs/{id}) while it waits queued for a hub install, for `install` events: install progress
+   * lives in the install's row, not on the live channel. Absent: no install events.
+   */
+  reread?: () => Promise<JobView>;
 }
+
+/** How often a queued job waiting for an install is re-read for `install` events. */
+export const INSTALL_EVENT_MS = 1_000;
 
 /**
  * Past this much unsent output (a client that reads slowly) previews are dropped: progress and the final event still
@@ -17,8 +25,8 @@ export interface JobEventStreamOptions {
 const PREVIEW_BACKLOG_BYTES = 512 * 1024;
 
 /**
- * GET /jobs/{id}/events as Server-Sent Events: `progress {step,totalSteps}`, optionally `preview {step,width,height,
- * pngBase64}`, then one event named after the final state (`completed` | `failed` | `cancelled`) carrying the job
+ * GET /jobs/{id}/events as Server-Sent Events: `install {installs}` while a queued job waits for a hub install,
+ * `progress {step,totalSteps}`, optionally `preview {step,width,height, pngBase64}`, then one event named after the final state (`completed` | `failed` | `cancelled`) carrying the job
  * (as GET /jobs/{id}), and the stream ends. Live updates come from the process-wide JobEventsHub (Redis pub/sub),
  * so the worker may run anywhere; a job that already ended gets its final event at once. EventSource reconnects when a
  * stream ends: a client closes it on the final event.
@@ -54,6 +62,29 @@ export function streamJobEvents(res: Response, hub: JobEventsHub, current: JobVi
 
   // Where the job is now, so a late subscriber does not wait for the next step to learn it.
   if (!FINAL_STATUSES.has(current.status)) send("progress", current.progress);
+  // A job waiting for its hub model or LoRA: `install` events (the installs it waits on, as GET /installs/{id}) each
+  // time their progress changes, until it leaves `queued`.
+  let lastInstalls = "";
+  const sendInstalls = (view: JobView) => {
+    const installs = JSON.stringify(view.installs ?? []);
+    if (view.installs?.length && installs !== lastInstalls) send("install", { installs: view.installs });
+    lastInstalls = installs;
+  };
+  if (current.status === "queued" && opts.reread) {
+    sendInstalls(current);
+    const reread = opts.reread;
+    let reading = false;
+    const poll = setInterval(() => {
+      if (reading || !open) return;
+      reading = true;
+      void reread()
+        .then((view) => (view.status === "queued" ? sendInstalls(view) : clearInterval(poll)))
+        .catch(() => undefined)
+        .finally(() => (reading = false));
+    }, INSTALL_EVENT_MS);
+    poll.unref();
+    res.on("close", () => clearInterval(poll));
+  }
   stop = hub.watch(current.id, {
     progress: (p: LiveProgress) => {
       send("progress", { step: p.step, totalSteps: p.totalSteps });

@@ -76,7 +76,8 @@ export class JobsController extends Controller {
   }
 
   /**
-   * Server-Sent Events for one job: `progress` {step, totalSteps} per step; with `preview=true`, `preview`
+   * Server-Sent Events for one job: `install` {installs} while it waits queued for a hub model or LoRA to install (as
+   * GET /installs/{id}, sent when their progress changes); `progress` {step, totalSteps} per step; with `preview=true`, `preview`
    * {step, width, height, pngBase64} on the steps the job makes previews for (submit it with `preview: true`); then one
    * event named after the final state (`completed`, `failed` or `cancelled`) whose data is the job as GET /jobs/{id}
    * returns it, and the stream ends (close your EventSource then, or it reconnects). A finished job answers with its
@@ -91,7 +92,11 @@ export class JobsController extends Controller {
     const view = await this.services.jobs.get(id); // unknown id: a JSON 404 before any stream starts
     const { events, config } = this.services;
     // The stream owns the response from here; tsoa leaves a response whose headers were sent alone.
-    streamJobEvents(req.res!, events, view, { heartbeatMs: config.sseHeartbeatMs, previews: preview === true });
+    streamJobEvents(req.res!, events, view, {
+      heartbeatMs: config.sseHeartbeatMs,
+      previews: preview === true,
+      reread: () => this.services.jobs.get(id),
+    });
   }
 
   /**

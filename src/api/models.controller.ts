@@ -9,9 +9,17 @@ import type { ConversionRequest, ConversionView, MlxModelSummary } from "../conv
 
 export interface DefaultModelRequest {
   /**
-   * @pattern ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$
+   * A registry name, or a hub id `owner/name` (optionally `@revision`; checked with the hub's rules, 400 when bad).
+   * @minLength 1
+   * @maxLength 300
    */
   model: string;
+}
+
+export interface DefaultModelAnswer {
+  default: string;
+  /** A hub id not installed yet: the install it started or joined (jobs naming no model wait for it). */
+  install?: InstallView;
 }
 
 export interface ModelList {
@@ -66,10 +74,14 @@ export class ModelsController extends Controller {
   @Security("apiKey")
   @Response<ErrorBody>(401, "Admin key missing or wrong")
   @Response<ErrorBody>(404, "No such base model")
-  @Response<ErrorBody>(409, "The default engine cannot run it: no conversion (MODEL_NOT_CONVERTED)")
-  async setDefault(@Body() body: DefaultModelRequest): Promise<{ default: string }> {
-    const { model } = await this.services.settings.setDefaultModel(body.model);
-    return { default: model };
+  @Response<ErrorBody>(400, "Bad hub id")
+  @Response<ErrorBody>(
+    409,
+    "The default engine cannot run it: no conversion (MODEL_NOT_CONVERTED); a hub id not installed while PIXELAI_AUTO_INSTALL_MODELS=0 (MODEL_NOT_INSTALLED)",
+  )
+  async setDefault(@Body() body: DefaultModelRequest): Promise<DefaultModelAnswer> {
+    const { model, install } = await this.services.settings.setDefaultModel(body.model);
+    return install ? { default: model, install } : { default: model };
   }
 
   @Get("{name}")

@@ -29,6 +29,13 @@ export class InstallQueue {
     });
   }
 
+  /** BullMQ's state of an install ("missing" when Redis has no such job, e.g. after losing its data). */
+  async state(installId: string): Promise<{ state: string; failedReason?: string }> {
+    const job = await this.queue.getJob(installId);
+    if (!job) return { state: "missing" };
+    return { state: await job.getState(), failedReason: job.failedReason };
+  }
+
   async close(): Promise<void> {
     await this.queue.close();
   }

@@ -10,6 +10,9 @@ import { InstallWorker } from "./install.worker";
 import { InstallsRepository } from "./installs.repository";
 import { InstallsService } from "./installs.service";
 import { snapshotFacts } from "./snapshot-facts";
+import { HubModels } from "./hub-models";
+import type { ModelsService } from "../models/models.service";
+import type { ModelsRepository } from "../models/models.repository";
 
 /** What both roles share: the Install rows and the `install` queue. */
 export interface InstallParts {
@@ -25,6 +28,25 @@ export function createInstallParts(db: Db, redis: IORedis, prefix: string): Inst
 export function createInstallsService(parts: InstallParts, engineStatus: EngineStatusStore, logger: Logger): InstallsService {
   const prefersFp16 = async () => (await engineStatus.read("torch").catch(() => null))?.dtype === "float16";
   return new InstallsService(parts.repo, parts.queue, { prefersFp16 }, logger.child({ component: "installs" }));
+}
+
+/** Hub references in jobs and defaults (hub-models.ts): one per process, shared by its API and worker roles. */
+export function createHubModels(
+  parts: InstallParts,
+  installs: InstallsService,
+  models: Pick<ModelsService, "installedHub">,
+  modelsRepo: Pick<ModelsRepository, "findByName">,
+  autoInstall: boolean,
+  logger: Logger,
+): HubModels {
+  return new HubModels({
+    models: { installedHub: (ref, kind) => models.installedHub(ref, kind), findByName: (name) => modelsRepo.findByName(name) },
+    installs,
+    installsRepo: parts.repo,
+    queue: parts.queue,
+    autoInstall,
+    logger: logger.child({ component: "hub-models" }),
+  });
 }
 
 /** The worker side: one install at a time per worker process; returns its closer. */

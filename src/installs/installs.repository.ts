@@ -53,6 +53,11 @@ export class InstallsRepository {
     return this.db.install.findFirst({ where: { ...q, status: { in: RUNNING } }, orderBy: { createdAt: "desc" } });
   }
 
+  /** The newest install of a hub reference, whatever its registry name (a job joins or waits on it). */
+  latestFor(q: { repoId: string; revision: string; kind: string }): Promise<InstallRecord | null> {
+    return this.db.install.findFirst({ where: q, orderBy: { createdAt: "desc" } });
+  }
+
   latestForName(name: string): Promise<InstallRecord | null> {
     return this.db.install.findFirst({ where: { name }, orderBy: { createdAt: "desc" } });
   }

@@ -4,6 +4,7 @@
  */
 
 import type { EngineName } from "../backends/engine-names";
+import type { InstallView } from "../installs/installs.dto";
 
 // one list of engine names (backends/engine-names.ts); re-exported because every DTO here uses it
 export type { EngineName };
@@ -41,6 +42,8 @@ export interface PixelOptions {
 
 export interface LoraOptions {
   /**
+   * A registered LoRA's name, or a hub id `owner/name` (optionally `@revision`): installed → its pinned snapshot; not
+   * installed → the job waits for its install (started or joined), unless PIXELAI_AUTO_INSTALL_MODELS=0 (409).
    * @minLength 1
    * @maxLength 200
    */
@@ -70,7 +73,9 @@ export interface GenerateJobRequest {
    */
   negativePrompt?: string;
   /**
-   * Registry name of a base model (GET /models); the server's default when absent.
+   * Registry name of a base model (GET /models), or a hub id `owner/name` (optionally `@revision`): installed → its
+   * pinned snapshot; not installed → the job stays queued while the install runs (started or joined; progress in
+   * GET /jobs/{id} `installs`), unless PIXELAI_AUTO_INSTALL_MODELS=0 (409 MODEL_NOT_INSTALLED). Default when absent.
    * @minLength 1
    * @maxLength 200
    */
@@ -187,6 +192,8 @@ export interface JobView {
   timings: JobTimings;
   error?: JobError;
   result?: JobResult;
+  /** A queued job waiting for its hub model or LoRA: the install(s) it waits on, with their progress. */
+  installs?: InstallView[];
 }
 
 export interface SubmittedJob {
@@ -207,6 +214,7 @@ export interface JobPage {
 export interface ResolvedJob {
   prompt: string;
   negativePrompt: string | null;
+  /** A registry name or a normalised hub reference (the worker resolves it to the installed snapshot). */
   model: string;
   engine: EngineName;
   width: number;

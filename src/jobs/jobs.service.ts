@@ -2,6 +2,7 @@ import { randomInt } from "node:crypto";
 import { AppError } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import type { ModelsService } from "../models/models.service";
+import { isHubReference } from "../installs/hub-id";
 import type { EngineProbe } from "../backends/engine-status";
 import type { CancelBus } from "./cancel-bus";
 import type { JobEventsChannel } from "./job-events-channel";
@@ -10,6 +11,7 @@ import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, Resol
 import { JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
 import { applyPreset } from "../presets/presets";
+import { HubModels, HubNeed, hubNeedsOf, normalisedHubReference } from "../installs/hub-models";
 
 export const DEFAULTS = {
   width: 512,
@@ -41,6 +43,8 @@ export class JobsService {
     private readonly models: ModelsService,
     private readonly engines: EngineDirectory,
     private readonly logger: Logger,
+    /** Hub references in jobs (src/installs/hub-models.ts); absent: only registry names are accepted. */
+    private readonly hub?: HubModels,
   ) {}
 
   /** Validates beyond what the schema can say, records the job, queues it, and answers at once. */
@@ -91,21 +95,44 @@ export class JobsService {
     }
     if (!req.prompt.trim()) throw new AppError("INVALID_REQUEST", "prompt must not be blank", { field: "prompt" });
     const engine = req.engine ?? (await this.engines.defaultEngine());
-    const model = req.model ?? (await this.engines.defaultModel());
-    await this.models.resolve(model, engine);
+    // Hub ids are checked (400) and normalised before anything else; the job keeps them as references, resolved to the
+    // installed snapshot by the worker.
+    const model = normalisedHubReference(req.model ?? (await this.engines.defaultModel()), "model");
+    const loraName = req.lora ? normalisedHubReference(req.lora.name, "lora.name") : null;
+    const needs = hubNeedsOf({ model, lora: loraName === null ? null : { name: loraName } });
+    if (needs.length && !this.hub) throw new AppError("INVALID_REQUEST", "hub ids are not available in this process; use a registry name");
+    const pending: HubNeed[] = [];
+    for (const need of needs) if (!(await this.hub!.isInstalled(need))) pending.push(need);
+    const baseInstalled = !pending.some((n) => n.kind === "base");
+    if (baseInstalled) {
+      await this.models.resolve(model, engine);
+    } else if (engine === "mlx") {
+      throw new AppError(
+        "MODEL_NOT_CONVERTED",
+        `model ${model} is not installed, and MLX needs it installed and converted; use engine "torch"`,
+        {
+          model,
+        },
+      );
+    }
     // No probe means no worker has published yet: queue anyway (a worker may come); a probe that says no is final.
     const probe = await this.engines.read(engine).catch(() => null);
     if (probe && !probe.available) {
       throw new AppError("ENGINE_UNAVAILABLE", `engine ${engine} is not available: ${probe.reason ?? "unknown reason"}`, { engine });
     }
     let lora: ResolvedJob["lora"] = null;
-    if (req.lora) {
+    if (req.lora && loraName !== null) {
       const supportsLora = probe ? probe.features?.lora === true : engine === "torch";
       if (!supportsLora) {
         throw new AppError("LORA_UNSUPPORTED_ENGINE", `engine ${engine} cannot apply LoRAs yet; use engine "torch"`, { engine });
       }
-      const resolved = await this.models.resolveLora(req.lora, model);
-      lora = { name: resolved.name, strength: resolved.strength };
+      if (!pending.some((n) => n.kind === "lora")) {
+        const resolved = await this.models.resolveLora({ ...req.lora, name: loraName }, model);
+        lora = { name: isHubReference(loraName) ? loraName : resolved.name, strength: resolved.strength };
+      } else {
+        // checked by the worker once installed (a LoRA that does not fit its base fails the job there)
+        lora = { name: loraName, strength: req.lora.strength ?? 1 };
+      }
     }
     if (req.removeBackground === "birefnet" && probe && !probe.features?.backgroundRemoval) {
       throw new AppError(
@@ -114,6 +141,8 @@ export class JobsService {
         { engine },
       );
     }
+    // Last: an install is started only for a request that passed every other check.
+    if (pending.length) await this.hub!.prepare(pending);
     const seed = req.seed === undefined || req.seed === -1 ? randomInt(0, 2 ** 31 - 1) : req.seed;
     return {
       prompt: req.prompt,
@@ -146,6 +175,11 @@ export class JobsService {
   async get(id: string): Promise<JobView> {
     const record = await this.findOr404(id);
     const view = toView(record);
+    if (record.status === "queued" && this.hub) {
+      const request = JSON.parse(record.request) as ResolvedJob;
+      const waiting = await this.hub.waitingFor(hubNeedsOf(request)).catch(() => []);
+      if (waiting.length) view.installs = waiting;
+    }
     if (record.status === "active") {
       const live = await this.live.liveProgress(id).catch(() => null);
       if (live) view.progress = live;

@@ -21,6 +21,18 @@ export class ModelsRepository {
     return this.db.model.findUnique({ where: { name } });
   }
 
+  /**
+   * The registry entry of a hub reference: installed from `repoId` at `revision` (as asked, or the commit it pinned).
+   * An installed entry wins over one whose install is still running.
+   */
+  async findHub(repoId: string, revision: string, kind: "base" | "lora"): Promise<ModelRecord | null> {
+    const rows = await this.db.model.findMany({
+      where: { origin: "hub", source: repoId, kind, OR: [{ revision }, { commitSha: revision }] },
+      orderBy: { updatedAt: "desc" },
+    });
+    return rows.find((r) => r.snapshotPath !== null && r.commitSha !== null) ?? rows[0] ?? null;
+  }
+
   list(kind?: "base" | "lora"): Promise<ModelRecord[]> {
     return this.db.model.findMany({ where: kind ? { kind } : {}, orderBy: { name: "asc" } });
   }

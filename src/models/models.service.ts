@@ -10,20 +10,37 @@ import { ModelRecord, ModelsRepository } from "./models.repository";
 import type { ModelDetail, RegisterModelRequest } from "./models.dto";
 import { loraMisfit } from "./lora-fit";
 import { inspectLora } from "./safetensors-header";
-import { HUB_ID_PATTERN, MODEL_NAME_PATTERN, assertSafeName, resolveUnder } from "./safe-paths";
+import { MODEL_NAME_PATTERN, assertSafeName, resolveUnder } from "./safe-paths";
+import { HubRef, formatHubRef, isHubReference, parseHubRef, registryNameFor } from "../installs/hub-id";
+
+/** The 409 for a hub reference that is not installed, naming the call that installs it. */
+export function notInstalledError(ref: HubRef, kind: "base" | "lora", field: string): AppError {
+  const body = JSON.stringify({ source: formatHubRef(ref), kind, name: registryNameFor(ref.repoId) });
+  return new AppError(
+    "MODEL_NOT_INSTALLED",
+    `${kind === "lora" ? "LoRA" : "model"} ${formatHubRef(ref)} is not installed: install it first with POST /models ${body} (admin), then follow GET /installs/{id}`,
+    { field, source: formatHubRef(ref) },
+  );
+}
+
+
 
 export interface ResolvedModel {
   name: string;
   architecture: "sd" | "sdxl";
-  /** Absolute folder for local models, or a hub id. */
+  /** Absolute folder: a local model under models/, an installed hub snapshot, or a converted MLX folder. Never a hub id. */
   source: string;
+  /** Hub models: the commit the installed snapshot is pinned to (the runner checks the folder says the same). */
+  commit: string | null;
 }
 
 export interface ResolvedLora {
   name: string;
-  /** Absolute path of the .safetensors file, or a hub id. */
+  /** Absolute path of the .safetensors file (under loras/ or inside an installed hub snapshot). Never a hub id. */
   source: string;
   strength: number;
+  /** Hub LoRAs: the pinned commit of the snapshot. */
+  commit: string | null;
 }
 
 function folderSize(dir: string): bigint {
@@ -134,16 +151,11 @@ export class ModelsService {
     });
   }
 
-  /** POST /models: a local path under its root (checked, inspected) or a hub id (architecture as given). */
+  /** POST /models with a local source: a path under its root (checked, inspected). Hub ids go to src/installs. */
   async register(req: RegisterModelRequest): Promise<ModelDetail> {
     assertSafeName(req.name);
-    const root = req.kind === "base" ? this.modelsRoot : this.lorasRoot;
-    const local = !HUB_ID_PATTERN.test(req.source) || fs.existsSync(resolveUnder(root, req.source, "source"));
-    if (local) {
-      await this.registerLocal(req.name, req.source, req.kind);
-    } else {
-      await this.repo.upsert({ name: req.name, source: req.source, kind: req.kind, architecture: req.architecture ?? "sd", revision: req.revision ?? null });
-    }
+    if (isHubReference(req.source)) throw new AppError("INVALID_REQUEST", "a hub id is installed (POST /models answers 202), not registered as a path");
+    await this.registerLocal(req.name, req.source, req.kind);
     this.logger.info({ name: req.name, kind: req.kind, source: req.source }, "model registered");
     return this.describe(req.name);
   }
@@ -205,12 +217,9 @@ export class ModelsService {
   }
 
   /** Maps a registry name to what a runner loads; unknown names → MODEL_NOT_FOUND, unconverted MLX → MODEL_NOT_CONVERTED. */
-  async resolve(name: string, engine: EngineName): Promise<ResolvedModel> {
-    assertSafeName(name);
-    const model = await this.repo.findByName(name);
-    if (!model || model.kind !== "base") {
-      throw new AppError("MODEL_NOT_FOUND", `no base model named ${JSON.stringify(name)}; see GET /models`);
-    }
+  async resolve(reference: string, engine: EngineName): Promise<ResolvedModel> {
+    const model = await this.findBase(reference);
+    const name = model.name;
     const architecture = model.architecture === "sdxl" ? "sdxl" : "sd";
     if (engine === "mlx") {
       const dir = resolveUnder(this.mlxRoot, name, "MLX model");
@@ -221,31 +230,65 @@ export class ModelsService {
           { model: name },
         );
       }
-      return { name, architecture, source: dir };
+      return { name, architecture, source: dir, commit: model.commitSha };
     }
-    return { name, architecture, source: this.sourcePath(model, this.modelsRoot) };
+    return { name, architecture, source: this.sourcePath(model, this.modelsRoot), commit: model.commitSha };
+  }
+
+  /**
+   * A base model reference as jobs and defaults give it: a registry name, or a hub id (`owner/name[@revision]`) that
+   * names the entry its install created. A hub id is looked up in the registry only, never on disk; one that is not
+   * installed yet is MODEL_NOT_INSTALLED (the caller decides whether to install it first: src/installs/hub-models.ts).
+   */
+  async findBase(reference: string): Promise<ModelRecord> {
+    if (isHubReference(reference)) return this.findInstalledHub(parseHubRef(reference, null, "model"), "base", "model");
+    assertSafeName(reference);
+    const model = await this.repo.findByName(reference);
+    if (!model || model.kind !== "base") {
+      throw new AppError("MODEL_NOT_FOUND", `no base model named ${JSON.stringify(reference)}; see GET /models`);
+    }
+    return model;
+  }
+
+  /** The installed registry entry of a hub reference, or null (not installed, or its install still running). */
+  async installedHub(ref: HubRef, kind: "base" | "lora"): Promise<ModelRecord | null> {
+    const entry = await this.repo.findHub(ref.repoId, ref.revision, kind);
+    return entry && entry.snapshotPath && entry.commitSha ? entry : null;
+  }
+
+  private async findInstalledHub(ref: HubRef, kind: "base" | "lora", field: string): Promise<ModelRecord> {
+    const entry = await this.installedHub(ref, kind);
+    if (!entry) throw notInstalledError(ref, kind, field);
+    return entry;
   }
 
   /**
    * A LoRA for a job: registered (LORA_NOT_FOUND), and fitting the base model (lora-fit.ts) — an SD LoRA on SDXL
    * cannot load, so that is refused before queueing (INVALID_REQUEST).
    */
-  async resolveLora(lora: { name: string; strength?: number }, baseName: string): Promise<ResolvedLora> {
-    assertSafeName(lora.name, "LoRA name");
-    const found = await this.repo.findByName(lora.name);
+  async resolveLora(lora: { name: string; strength?: number }, baseReference: string): Promise<ResolvedLora> {
+    let found: ModelRecord | null;
+    if (isHubReference(lora.name)) {
+      found = await this.findInstalledHub(parseHubRef(lora.name, null, "lora.name"), "lora", "lora.name");
+    } else {
+      assertSafeName(lora.name, "LoRA name");
+      found = await this.repo.findByName(lora.name);
+    }
     if (!found || found.kind !== "lora") throw new AppError("LORA_NOT_FOUND", `no LoRA named ${JSON.stringify(lora.name)}; see GET /models`);
-    const base = await this.repo.findByName(baseName);
+    const base = await this.findBase(baseReference).catch(() => null);
     const misfit = base ? loraMisfit(found, base) : null;
     if (misfit) throw new AppError("INVALID_REQUEST", misfit, { field: "lora.name" });
-    return { name: found.name, source: this.sourcePath(found, this.lorasRoot), strength: lora.strength ?? 1 };
+    return { name: found.name, source: this.sourcePath(found, this.lorasRoot), strength: lora.strength ?? 1, commit: found.commitSha };
   }
 
   private sourcePath(model: ModelRecord, root: string): string {
-    // An installed hub model loads its pinned snapshot (src/installs), never the hub id.
-    if (model.origin === "hub" && model.snapshotPath) {
+    // A hub entry loads its pinned snapshot (src/installs) and nothing else: its `source` is a hub id, never a path.
+    if (model.origin === "hub") {
+      if (!model.snapshotPath || !model.commitSha) {
+        throw notInstalledError({ repoId: model.source, revision: model.revision ?? "main" }, model.kind === "lora" ? "lora" : "base", "model");
+      }
       return resolveUnder(this.modelsRoot, path.join(model.snapshotPath, model.weightName ?? ""), "hub snapshot");
     }
-    if (HUB_ID_PATTERN.test(model.source) && !fs.existsSync(path.join(root, model.source))) return model.source;
     return resolveUnder(root, model.source, "model path");
   }
 }

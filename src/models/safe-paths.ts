@@ -4,8 +4,6 @@ import { AppError } from "../backends/error-codes";
 
 /** Registry names: what may appear in a URL, a folder name and a log line without escaping. */
 export const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-/** Hub ids: `owner/name` with the same alphabet. */
-export const HUB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
 
 export function assertSafeName(name: string, what = "model name"): void {
   if (!MODEL_NAME_PATTERN.test(name) || name.includes("..")) {

@@ -44,7 +44,7 @@ const models = {
     const m = registry[name];
     if (!m || m.kind !== "base") throw new AppError("MODEL_NOT_FOUND", `no base model named ${name}`);
     if (engine === "mlx" && !m.mlx) throw new AppError("MODEL_NOT_CONVERTED", `model ${name} has no MLX conversion`);
-    return { name, architecture: "sd" as const, source: `/models/${name}` };
+    return { name, architecture: "sd" as const, source: `/models/${name}`, commit: null };
   },
 };
 

@@ -7,11 +7,13 @@ import type { CancelBus } from "../jobs/cancel-bus";
 import type { JobEventsChannel } from "../jobs/job-events-channel";
 import { GENERATE_QUEUE, GeneratePayload } from "../jobs/job-queue";
 import type { EngineName } from "../jobs/jobs.dto";
-import { GenerationRepository, GenerationRunner, ModelResolver, runGeneration, StopReason } from "./run-generation";
+import { GenerationRepository, GenerationRunner, HubGate, ModelResolver, runGeneration, StopReason } from "./run-generation";
 import { WorkerWatchdog } from "./worker-watchdog";
 
 /** Recorded on each job this process runs (GET /jobs/{id} `worker`): tells many workers on many machines apart. */
 const WORKER_NAME = `${os.hostname()}:${process.pid}`;
+/** How often a job waiting for an install looks again (a delayed BullMQ job: no worker slot is held meanwhile). */
+export const INSTALL_POLL_MS = 1_000;
 
 export interface GenerationWorkerDeps {
   connection: IORedis;
@@ -20,6 +22,8 @@ export interface GenerationWorkerDeps {
   runners: Map<EngineName, GenerationRunner>;
   jobs: GenerationRepository;
   models: ModelResolver;
+  /** Jobs naming hub ids wait for their installs (src/installs/hub-models.ts). */
+  hub?: HubGate;
   events: Pick<JobEventsChannel, "publishProgress">;
   cancels: CancelBus;
   logger: Logger;
@@ -136,6 +140,7 @@ export class GenerationWorker {
           runner: this.deps.runners.get(request.engine),
           repository: this.deps.jobs,
           models: this.deps.models,
+          hub: this.deps.hub,
           publishProgress: (id, progress) => this.deps.events.publishProgress(id, progress),
           cancelRequested: (id) => this.deps.cancels.isRequested(id),
           signal: control.signal,
@@ -152,6 +157,11 @@ export class GenerationWorker {
       case "handedBack":
         if (!token) throw new Error("cannot hand a job back without its lock token");
         await job.moveToDelayed(Date.now(), token);
+        throw new DelayedError();
+      case "waiting":
+        // Back to Redis until the next look: a worker that dies now loses nothing, and no attempt is spent.
+        if (!token) throw new Error("cannot delay a job without its lock token");
+        await job.moveToDelayed(Date.now() + INSTALL_POLL_MS, token);
         throw new DelayedError();
       case "retry":
         // A plain error: BullMQ runs the job again after its backoff (the row is queued already).

@@ -129,7 +129,7 @@ function setUp(behaviour: Behaviour, overrides: Partial<GenerationDeps> = {}) {
     runner,
     repository,
     models: {
-      resolve: async (name) => ({ name, architecture: "sd", source: `/models/${name}` }),
+      resolve: async (name) => ({ name, architecture: "sd", source: `/models/${name}`, commit: null }),
       resolveLora: async () => {
         throw new Error("no LoRA in these jobs");
       },
@@ -161,6 +161,41 @@ describe("runGeneration", () => {
     expect(repository.result!.png.toString()).toBe("png of a knight");
     expect(runner.calls[0]).toMatchObject({ jobId: payload.jobId, modelSource: "/models/tiny-sd", modelName: "tiny-sd", steps: 3 });
     expect(fs.existsSync(runner.calls[0].outputDir)).toBe(false);
+  });
+
+  it("leaves a job whose hub model is still installing queued, without starting it or calling the runner", async () => {
+    const hubPayload = { ...payload, job: { ...request, model: "stabilityai/stable-diffusion-xl-base-1.0" } };
+    const asked: string[] = [];
+    const { repository, runner, deps } = setUp("succeed", {
+      hub: {
+        readiness: async (needs) => {
+          asked.push(...needs.map((n) => `${n.kind}:${n.ref.repoId}@${n.ref.revision}`));
+          return { ready: false, installs: [{ id: "01installinstallinstallins" } as never] };
+        },
+      },
+    });
+    expect(await runGeneration({ payload: hubPayload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({
+      status: "waiting",
+      installs: ["01installinstallinstallins"],
+    });
+    expect(asked).toEqual(["base:stabilityai/stable-diffusion-xl-base-1.0@main"]);
+    expect(repository.history).toEqual(["queued"]);
+    expect(runner.calls).toEqual([]);
+  });
+
+  it("fails a job with the code of the install it waited on, before it ever started", async () => {
+    const { repository, runner, deps } = setUp("succeed", {
+      hub: {
+        readiness: async () => {
+          throw new AppError("HUB_UNREACHABLE", "install 01x of nerijs/pixel-art-xl failed: hub down");
+        },
+      },
+    });
+    const outcome = await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    expect(outcome).toMatchObject({ status: "failed", failure: { code: "HUB_UNREACHABLE" } });
+    expect(repository.history).toEqual(["queued", "failed"]);
+    expect(repository.error?.code).toBe("HUB_UNREACHABLE");
+    expect(runner.calls).toEqual([]);
   });
 
   it("writes a running job's step to its row at most every progressPersistMs", async () => {

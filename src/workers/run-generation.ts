@@ -10,6 +10,7 @@ import type { ModelsService } from "../models/models.service";
 import { withDeadline } from "./job-deadline";
 import { outputDirPrefix } from "./output-dirs";
 import { ProgressRelay } from "./step-preview";
+import { HubModels, hubNeedsOf } from "../installs/hub-models";
 
 /** Codes worth another attempt: the runner died under the job, not the job's own fault. */
 const RETRIABLE: ReadonlySet<ErrorCode> = new Set(["ENGINE_INTERNAL"]);
@@ -32,6 +33,8 @@ export interface GenerationRunner {
 
 export type GenerationRepository = Pick<JobsRepository, "start" | "saveProgress" | "complete" | "finish" | "requeue">;
 export type ModelResolver = Pick<ModelsService, "resolve" | "resolveLora">;
+/** Whether a job's hub model and LoRA are installed yet (src/installs/hub-models.ts). */
+export type HubGate = Pick<HubModels, "readiness">;
 
 /** Why the caller stops an attempt: a user's cancel, or a shutdown handing the job back to the queue. */
 export type StopReason = "cancel" | "handBack";
@@ -48,6 +51,8 @@ export interface GenerationDeps {
   runner: GenerationRunner | undefined;
   repository: GenerationRepository;
   models: ModelResolver;
+  /** Jobs naming hub ids wait here (still queued) until their installs are done; absent: no hub ids in jobs. */
+  hub?: HubGate;
   /** Sends one step to watchers (every step, in order; previews included). */
   publishProgress(jobId: string, progress: LiveProgress): Promise<unknown>;
   /** Was the job cancelled before the caller could have told us through `signal`? */
@@ -66,10 +71,13 @@ export interface GenerationDeps {
 
 /**
  * How the attempt ended, every state write already done: `retry` is back in `queued` (run it again), `handedBack` too
- * (run it again, no attempt spent), `skipped` found the row final already (cancelled while queued).
+ * (run it again, no attempt spent), `skipped` found the row final already (cancelled while queued), `waiting` never
+ * started (still queued: an install it needs is running; look again later, no attempt spent).
  */
 export type GenerationOutcome =
-  { status: "completed" | "cancelled" | "skipped" | "handedBack" } | { status: "retry" | "failed"; failure: Failure };
+  | { status: "completed" | "cancelled" | "skipped" | "handedBack" }
+  | { status: "waiting"; installs: string[] }
+  | { status: "retry" | "failed"; failure: Failure };
 
 /**
  * One attempt of one generation job, start to end, without any queue: marks the row active, resolves the model and
@@ -85,6 +93,19 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   if (signal?.aborted || (await deps.cancelRequested(jobId))) {
     await repository.finish(jobId, "cancelled", "CANCELLED", "cancelled before it started");
     return { status: "cancelled" };
+  }
+  // Before the row turns active: a job waiting for an install stays queued and its time budget has not started.
+  if (deps.hub) {
+    let readiness;
+    try {
+      readiness = await deps.hub.readiness(hubNeedsOf(request));
+    } catch (err) {
+      const failure = failureOf(err);
+      logger.error(`[GEN][${request.engine}] job=${jobId} failed before it started code=${failure.code} ${failure.message}`);
+      await repository.finish(jobId, "failed", failure.code, failure.message);
+      return { status: "failed", failure };
+    }
+    if (!readiness.ready) return { status: "waiting", installs: readiness.installs.map((i) => i.id) };
   }
   const device = runner?.device() ?? null;
   const started = await repository.start(jobId, { attempt: a.attempt, queueMs: Date.now() - submittedAt, worker: deps.workerName, device });
@@ -102,6 +123,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       jobId,
       modelSource: model.source,
       modelName: model.name,
+      modelCommit: model.commit,
       prompt: request.prompt,
       negativePrompt: request.negativePrompt,
       width: request.width,
@@ -114,7 +136,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       previewEvery: request.previewEvery ?? null,
       pixel: request.pixel,
       removeBackground: request.removeBackground,
-      lora: lora ? { source: lora.source, strength: lora.strength } : null,
+      lora: lora ? { source: lora.source, strength: lora.strength, ...(lora.commit ? { commit: lora.commit } : {}) } : null,
       outputDir: dir,
     };
     // Step order kept even when a step's preview file must be read first (step-preview.ts).

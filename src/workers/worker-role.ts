@@ -12,6 +12,7 @@ import type { JobsRepository } from "../jobs/jobs.repository";
 import { RetentionSweeper } from "../jobs/retention";
 import type { ModelsService } from "../models/models.service";
 import { InstallParts, startInstallWorker } from "../installs/install-role";
+import type { HubModels } from "../installs/hub-models";
 import { ConversionWorker } from "./conversion.worker";
 import { GenerationWorker } from "./generation.worker";
 import { JobReconciler } from "./job-reconciler";
@@ -31,6 +32,8 @@ export interface WorkerRoleDeps {
   conversionsRepo: ConversionsRepository;
   /** Hub installs (src/installs): this worker runs the `install` queue too. */
   installParts: InstallParts;
+  /** Jobs naming hub ids wait (queued) for their installs. */
+  hubModels: HubModels;
 }
 
 export interface WorkerRole {
@@ -98,6 +101,7 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
     runners: generationRunners,
     jobs: jobsRepo,
     models: modelsService,
+    hub: deps.hubModels,
     events: jobEvents,
     cancels: new CancelBus(workerRedis, config.queuePrefix),
     logger: logger.child({ component: "generation-worker" }),

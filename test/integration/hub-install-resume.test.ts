@@ -62,8 +62,8 @@ afterAll(async () => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function startWorker(): Promise<CliProcess> {
-  const w = new CliProcess(["worker"], workerEnv, path.join(tmp, `worker-${workers.length}.log`));
+async function startWorker(extraEnv: Record<string, string> = {}): Promise<CliProcess> {
+  const w = new CliProcess(["worker"], { ...workerEnv, ...extraEnv }, path.join(tmp, `worker-${workers.length}.log`));
   workers.push(w);
   await w.waitForLog("install worker started");
   return w;
@@ -126,4 +126,40 @@ it("resumes a download after its worker is SIGKILLed, without fetching finished 
   const digest = (f: string) => crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex");
   expect(digest(installed)).toBe(digest(hub.file(HUB_REPOS.sdxl, UNET)));
   expect((await request(stack.url).get("/models/sdxl-base")).body).toMatchObject({ origin: "hub", commit: done.commit });
+});
+
+it("a job waiting for a hub LoRA's install survives its worker's SIGKILL: the next worker resumes the install and runs the job", async () => {
+  // Only workers with a torch runner from here on (one without would take the job and fail it ENGINE_UNAVAILABLE).
+  await Promise.all(workers.map((w) => w.stop("SIGTERM", 20_000)));
+  const first = await startWorker({ PIXELAI_ENGINES: "torch" });
+  const LORA_FILE = `${HUB_REPOS.lora}/pixel-art-xl.safetensors`;
+  await hub.faults({ stall: { file: LORA_FILE, afterBytes: 100_000 } });
+  // The LoRA is not installed yet (the base model is, when the test above ran; else the job installs it too).
+  const submitted = await request(stack.url)
+    .post("/jobs")
+    .send({ prompt: "a pixel cat", model: HUB_REPOS.sdxl, lora: { name: HUB_REPOS.lora, strength: 0.8 }, width: 64, height: 64, steps: 2 });
+  expect(submitted.status).toBe(202);
+  const jobId = submitted.body.id as string;
+  // Mid-file: the hub holds the LoRA download; the job is queued on the install.
+  await waitFor(async () => (await hub.log()).stalled, 90_000);
+  const waiting = await waitFor(async () => {
+    const job = (await request(stack.url).get(`/jobs/${jobId}`)).body;
+    return job.status === "queued" && job.installs?.[0]?.status === "active" ? job : undefined;
+  }, 30_000);
+  expect(waiting.installs[0]).toMatchObject({ repo: HUB_REPOS.lora, status: "active" });
+
+  first.child.kill("SIGKILL");
+  await first.exited;
+  await hub.faults();
+  await startWorker({ PIXELAI_ENGINES: "torch" });
+
+  const done = await waitFor(async () => {
+    const job = (await request(stack.url).get(`/jobs/${jobId}`)).body;
+    return ["completed", "failed", "cancelled"].includes(job.status) ? job : undefined;
+  }, 150_000);
+  expect(done.error).toBeUndefined();
+  expect(done).toMatchObject({ status: "completed", attempts: 1, result: { width: 64, height: 64 } });
+  const lora = (await request(stack.url).get(`/installs/${waiting.installs[0].id}`)).body;
+  expect(lora).toMatchObject({ status: "completed", attempts: 2 });
+  expect(Date.parse(done.startedAt)).toBeGreaterThanOrEqual(Date.parse(lora.finishedAt));
 });

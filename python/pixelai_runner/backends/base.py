@@ -37,6 +37,7 @@ class GenerateRequest:
     seed: int
     output_dir: str
     model_name: str = ""
+    model_commit: str | None = None
     negative_prompt: str | None = None
     scheduler: str | None = None
     init_noise: str | None = None
@@ -52,6 +53,7 @@ class GenerateRequest:
             job_id=str(p["jobId"]),
             model_source=str(p["modelSource"]),
             model_name=str(p.get("modelName") or ""),
+            model_commit=p.get("modelCommit"),
             prompt=str(p["prompt"]),
             negative_prompt=p.get("negativePrompt"),
             width=int(p["width"]),

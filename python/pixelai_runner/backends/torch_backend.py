@@ -138,6 +138,9 @@ class TorchBackend(Backend):
 
     def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:
         with self._lock:
+            _check_pinned(req.model_source, req.model_commit, "MODEL_NOT_FOUND")
+            if req.lora and req.lora.get("commit"):
+                _check_pinned(str(req.lora.get("source") or ""), str(req.lora["commit"]), "LORA_NOT_FOUND")
             loaded = self.ensure_loaded(req.model_source)
             load_ms = self.last_load_ms
             pipe = loaded.pipe
@@ -198,35 +201,39 @@ class TorchBackend(Backend):
 
     # ---- loading --------------------------------------------------------------------------------------------
     def _load(self, source: str) -> _Loaded:
-        from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+        """Loads a diffusers folder: a local model or an installed hub snapshot. The runner never fetches anything, so a
+        source that is not an existing absolute folder (a hub id above all) is refused, not looked up online."""
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+        if not os.path.isabs(source) or not os.path.isdir(source):
+            raise RunnerError(
+                "MODEL_NOT_FOUND",
+                f"model folder {source} does not exist (the runner loads local folders only; hub models are "
+                "installed by the server first)",
+            )
+        try:
+            kind = model_files.architecture_of(source)
+        except model_files.NoModelIndex as exc:
+            raise RunnerError("MODEL_NOT_FOUND", str(exc)) from None
+        except model_files.NotAModel as exc:
+            raise RunnerError("INVALID_REQUEST", f"{exc} (SD 1.x / SDXL only)") from None
         options: dict[str, Any] = {"dtype": self.torch_dtype}
-        if os.path.isdir(source):
-            try:
-                kind = model_files.architecture_of(source)
-            except model_files.NoModelIndex as exc:
-                raise RunnerError("MODEL_NOT_FOUND", str(exc)) from None
-            except model_files.NotAModel as exc:
-                raise RunnerError("INVALID_REQUEST", f"{exc} (SD 1.x / SDXL only)") from None
+        if os.path.isfile(os.path.join(source, model_files.INSTALL_RECORD)):
+            # An installed hub snapshot: its installer fetched safetensors only, and a pickle file slipped in later must
+            # never be unpickled; fp16 variant weights where the snapshot holds them (model_files.weights_variant).
+            options["use_safetensors"] = True
+            variant = model_files.weights_variant(source, prefer_fp16=self.torch_dtype == torch.float16)
+            if variant:
+                options["variant"] = variant
+        try:
             if kind == "sdxl":
                 pipe = StableDiffusionXLPipeline.from_pretrained(source, **options)
             else:
                 pipe = StableDiffusionPipeline.from_pretrained(
                     source, safety_checker=None, requires_safety_checker=False, **options
                 )
-        elif os.path.isabs(source) or source.startswith("."):
-            raise RunnerError("MODEL_NOT_FOUND", f"model folder {source} does not exist")
-        else:
-            # A hub id: its files are only known once fetched, so diffusers picks the class and the class tells.
-            try:
-                pipe = DiffusionPipeline.from_pretrained(source, **options)
-            except (OSError, ValueError) as exc:
-                raise RunnerError("MODEL_NOT_FOUND", f"cannot load {source!r}: {exc}") from None
-            if not isinstance(pipe, (StableDiffusionPipeline, StableDiffusionXLPipeline)):
-                raise RunnerError("INVALID_REQUEST", f"{source} is a {type(pipe).__name__}, not SD 1.x / SDXL")
-            if getattr(pipe, "safety_checker", None) is not None:
-                pipe.safety_checker = None
-            kind = "sdxl" if isinstance(pipe, StableDiffusionXLPipeline) else "sd"
+        except (OSError, ValueError) as exc:
+            raise RunnerError("MODEL_NOT_FOUND", f"cannot load the model folder {source}: {exc}") from None
         pipe = pipe.to(self.info.device)
         pipe.set_progress_bar_config(disable=True)
         if self.info.device == "mps":
@@ -256,15 +263,20 @@ class TorchBackend(Backend):
             return
         if loaded.lora is None:
             source = wanted[0]
-            if (os.path.isabs(source) or source.startswith(".")) and not os.path.exists(source):
-                raise RunnerError("LORA_NOT_FOUND", f"LoRA {source} does not exist")
+            # A file on disk only: a hub id here would make diffusers fetch it mid-generation.
+            if not os.path.isabs(source) or not os.path.isfile(source):
+                raise RunnerError(
+                    "LORA_NOT_FOUND",
+                    f"LoRA file {source} does not exist (the runner loads local files only; hub LoRAs are installed "
+                    "by the server first)",
+                )
             try:
-                if os.path.isfile(source):
-                    loaded.pipe.load_lora_weights(
-                        os.path.dirname(source), weight_name=os.path.basename(source), adapter_name=LORA_ADAPTER
-                    )
-                else:
-                    loaded.pipe.load_lora_weights(source, adapter_name=LORA_ADAPTER)
+                loaded.pipe.load_lora_weights(
+                    os.path.dirname(source),
+                    weight_name=os.path.basename(source),
+                    adapter_name=LORA_ADAPTER,
+                    use_safetensors=True,
+                )
             except (OSError, ValueError, RuntimeError) as exc:
                 self._drop_partial_adapter(loaded)
                 mismatch = _lora_mismatch(exc)
@@ -287,6 +299,16 @@ class TorchBackend(Backend):
             loaded.pipe.delete_adapters(LORA_ADAPTER)
         except Exception:  # nothing was registered: the usual case
             pass
+
+
+def _check_pinned(source: str, commit: str | None, code: str) -> None:
+    """A hub snapshot is used only while its install record names the commit the registry pinned (every load)."""
+    if not commit:
+        return
+    try:
+        model_files.check_pinned(source, commit)
+    except model_files.NotPinned as exc:
+        raise RunnerError(code, str(exc)) from None
 
 
 def _lora_mismatch(exc: BaseException) -> str | None:
