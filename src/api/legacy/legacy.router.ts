@@ -9,7 +9,7 @@ import { pngToRgba } from "../job-validation";
 import type { ApiServices } from "../services";
 import { toLegacyJob } from "./legacy-request";
 import { legacyFailure } from "./legacy-shape";
-import { isHubReference, parseHubRef, registryNameFor } from "../../installs/hub-id";
+import { isHubReference } from "../../installs/hub-id";
 import { PRESETS } from "../../presets/presets";
 import type { FitFacts } from "../../models/lora-fit";
 
@@ -157,18 +157,18 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     const body = bodyOf(req);
     const name = body.model_name ?? body.model;
     if (typeof name !== "string" || !name) throw new AppError("INVALID_REQUEST", "model_name is required", { field: "model_name" });
-    let target = name;
-    if (isHubReference(name)) {
-      const hub = await loadHubModel(deps, name);
-      if ("answer" in hub) return res.json(hub.answer);
-      target = hub.installed;
-    }
-    const { model } = await deps.settings.setDefaultModel(target);
+    // A hub id not installed yet becomes the default at once and its install starts (or is joined): the old client's
+    // next /generate waits for it, as the old server's first use downloaded it.
+    const { model, install } = await deps.settings.setDefaultModel(name);
+    const progress = install?.progress.percent == null ? "" : `, ${install.progress.percent}% done`;
     res.json({
       success: true,
       model_name: model,
       current_model: model,
-      message: `jobs without a model now use ${model}; workers load it on its first job and keep it warm`,
+      ...(install ? { install_id: install.id, install_status: install.status } : {}),
+      message: install
+        ? `jobs without a model now use ${model}; it is being installed (install ${install.id}, ${install.status}${progress}) and they wait for it; follow GET /installs/${install.id}`
+        : `jobs without a model now use ${model}; workers load it on its first job and keep it warm`,
     });
   });
 
@@ -238,36 +238,4 @@ async function withLocalLoraName(deps: ApiServices, body: Record<string, unknown
   const id = legacyLocalId(value.trim());
   const row = (await deps.models.list()).find((m) => m.kind === "lora" && m.origin !== "hub" && legacyLocalId(m.source) === id);
   return row ? { ...body, lora_model: row.name } : body;
-}
-
-/**
- * /load_model with a hub id, as the old server (which downloaded on first use) would have it: once installed it is
- * loaded like any model (`installed`: its registry name); until then its install is started, or joined when one is
- * running — the same install `pixelai install <hub-id>` makes — and the answer says which.
- */
-async function loadHubModel(deps: ApiServices, reference: string): Promise<{ installed: string } | { answer: Record<string, unknown> }> {
-  const ref = parseHubRef(reference, undefined, "model_name");
-  const name = registryNameFor(ref.repoId);
-  const row = (await deps.models.list()).find((m) => m.name === name);
-  if (row && row.kind === "base" && row.origin === "hub" && row.source === ref.repoId && row.snapshotPath) return { installed: name };
-  if (!deps.installs) throw new AppError("ENGINE_UNAVAILABLE", "hub installs are not available in this process");
-  const { view, created } = await deps.installs.request({
-    repoId: ref.repoId,
-    revision: ref.revision,
-    kind: "base",
-    name,
-    variant: "auto",
-  });
-  const progress = view.progress.percent === null ? "" : `, ${view.progress.percent}% done`;
-  const answer = {
-    success: true,
-    model_name: reference,
-    current_model: await deps.settings.defaultModel(),
-    install_id: view.id,
-    install_status: view.status,
-    message: created
-      ? `install of ${ref.repoId}@${ref.revision} started (install ${view.id}); follow GET /installs/${view.id}, then load it again to use it`
-      : `install of ${ref.repoId}@${ref.revision} is running (install ${view.id}${progress}); load it again once it completes`,
-  };
-  return { answer };
 }
