@@ -1,8 +1,11 @@
+import fs from "node:fs";
 import os from "node:os";
+import path from "node:path";
 import request from "supertest";
 import { startTestStack, TestStack, decodePng, opaqueColours } from "../support/stack";
 import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
 import { startTestPostgres, TestPostgres } from "../support/postgres";
+import { REPO } from "../support/processes";
 
 /**
  * The core behaviours on PostgreSQL (DATABASE_URL=postgresql://…, the many-machines database): the real stack with its
@@ -33,7 +36,14 @@ describe("the stack on PostgreSQL", () => {
     const rows = await stack.service.db.$queryRawUnsafe<Array<{ migration_name: string }>>(
       `SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL ORDER BY migration_name`,
     );
-    expect(rows.map((r) => r.migration_name)).toEqual(["20261125000000_init"]);
+    // every PostgreSQL migration folder, and nothing else (the SQLite ones have their own folder)
+    const folders = fs
+      .readdirSync(path.join(REPO, "prisma", "postgres", "migrations"), { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name)
+      .sort();
+    expect(folders[0]).toBe("20261125000000_init");
+    expect(rows.map((r) => r.migration_name)).toEqual(folders);
     const version = await stack.service.db.$queryRawUnsafe<Array<{ v: string }>>(`SELECT version() AS v`);
     expect(version[0].v).toMatch(/^PostgreSQL /);
   });
