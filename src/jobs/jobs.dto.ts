@@ -151,12 +151,46 @@ export interface JobError {
   message: string;
 }
 
+/** The pixel grid step of a job: the mode it ran in and, in "auto", the implied grid found in the picture. */
+export interface JobPixelGrid {
+  mode: GridMode;
+  /**
+   * "auto" only. "native": the requested size is the grid's cell count; "nearest from WxH": the art was recovered at the
+   * grid's own W×H cells, then scaled to the requested size with nearest-neighbour; "fixed": no grid was found, so the
+   * whole canvas was resized as grid "fixed" does.
+   */
+  fit?: string;
+  /** Cell size in source pixels, [x, y] (non-integer in general). */
+  pitch?: number[];
+  /** Where the first cell border falls, modulo the pitch, [x, y] in source pixels. */
+  phase?: number[];
+  /** Cells across and down, [x, y]. */
+  cells?: number[];
+  /** How clearly the grid stands out, 0..1 (0: none found). */
+  confidence?: number;
+}
+
+/** What removeBackground "color-key" keyed out. */
+export interface JobPixelBackground {
+  /** The background colour, [r, g, b]. */
+  colour: number[];
+  /** Colour distance within which border-connected pixels were made transparent. */
+  tolerance: number;
+}
+
+/** What the pixel-art post-processing did (present when the job had a `pixel` spec). */
+export interface JobPixelReport {
+  grid: JobPixelGrid;
+  background?: JobPixelBackground;
+}
+
 export interface JobResult {
   width: number;
   height: number;
   imageUrl: string;
   /** True once retention removed the image (the job's record stays); imageUrl then answers 404 NOT_FOUND. */
   pruned?: boolean;
+  pixel?: JobPixelReport;
 }
 
 export interface JobView {

@@ -1,6 +1,6 @@
 import type { Db } from "../infra/prisma";
 import type { Job, Prisma } from "../generated/prisma/client";
-import type { EngineName, JobStatus, ResolvedJob } from "./jobs.dto";
+import type { EngineName, JobPixelReport, JobStatus, ResolvedJob } from "./jobs.dto";
 
 export type JobRecord = Job;
 
@@ -47,6 +47,8 @@ export interface CompletedResult {
   loadMs: number | null;
   generateMs: number | null;
   postprocessMs: number | null;
+  /** The runner's PixelReport (the DTO's JobPixelReport); absent when the job had no pixel spec. */
+  pixelReport?: JobPixelReport;
 }
 
 /** What a worker records when it takes a job. */
@@ -157,6 +159,8 @@ export class JobsRepository {
       loadMs: r.loadMs,
       generateMs: r.generateMs,
       postprocessMs: r.postprocessMs,
+      // the column stays null without a report (Prisma.DbNull would tie this to one of the two generated clients)
+      ...(r.pixelReport ? { pixelReport: r.pixelReport as unknown as Prisma.InputJsonObject } : {}),
       finishedAt: new Date(),
     });
   }

@@ -6,7 +6,7 @@ import type { EngineProbe } from "../backends/engine-status";
 import type { CancelBus } from "./cancel-bus";
 import type { JobEventsChannel } from "./job-events-channel";
 import type { JobQueue } from "./job-queue";
-import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, ResolvedJob, SubmittedJob } from "./jobs.dto";
+import type { EngineName, GenerateJobRequest, JobPage, JobPixelReport, JobStatus, JobView, ResolvedJob, SubmittedJob } from "./jobs.dto";
 import { JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
 
@@ -245,6 +245,7 @@ export function toView(r: JobRecord): JobView {
   if (r.errorCode && (status === "failed" || status === "cancelled")) view.error = { code: r.errorCode, message: r.errorMessage ?? "" };
   if (status === "completed" && r.resultWidth && r.resultHeight) {
     view.result = { width: r.resultWidth, height: r.resultHeight, imageUrl: `/jobs/${r.id}/image` };
+    if (r.pixelReport) view.result.pixel = r.pixelReport as unknown as JobPixelReport;
     // retention (retention.ts) clears the hash with the bytes
     if (!r.resultSha256) view.result.pruned = true;
   }

@@ -166,6 +166,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       loadMs: roundOrNull(timings.loadMs),
       generateMs: roundOrNull(timings.generateMs),
       postprocessMs: roundOrNull(timings.postprocessMs),
+      pixelReport: result.pixel,
     });
     logger.info(
       `[GEN][${request.engine}] job=${jobId} ${request.width}x${request.height} steps=${request.steps} load=${roundOrNull(timings.loadMs)}ms gen=${roundOrNull(timings.generateMs)}ms post=${roundOrNull(timings.postprocessMs)}ms`,

@@ -193,7 +193,16 @@ export class WsGateway {
     if (view.status === "completed") {
       try {
         const { width, height, rgba } = pngToRgba(await this.deps.jobs.image(view.id));
-        conn.send({ type: "completed", id: view.id, width, height, rgbaBase64: rgba.toString("base64"), seed: view.seed });
+        const pixel = view.result?.pixel;
+        conn.send({
+          type: "completed",
+          id: view.id,
+          width,
+          height,
+          rgbaBase64: rgba.toString("base64"),
+          seed: view.seed,
+          ...(pixel ? { pixel } : {}),
+        });
       } catch (err) {
         const e = errorFrameOf(err, {});
         conn.send({ type: "failed", id: view.id, code: e.code, message: `the result could not be read: ${e.message}` });
