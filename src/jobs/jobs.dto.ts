@@ -54,10 +54,18 @@ export interface LoraOptions {
 
 export interface GenerateJobRequest {
   /**
+   * What to draw. Required unless `inputImage` is given (an image and a prompt together, image-to-image, is not
+   * supported yet: 400 IMG2IMG_UNSUPPORTED).
    * @minLength 1
    * @maxLength 2000
    */
-  prompt: string;
+  prompt?: string;
+  /**
+   * A PNG, base64-encoded (a `data:image/png;base64,` prefix is allowed), at most 8 MiB and 2048 px a side. Without a
+   * prompt this is a pixelize job: no model runs, the image only goes through the pixel-art post-processing (`pixel`,
+   * required then, and `removeBackground`). Fields that only a generation uses are refused with it.
+   */
+  inputImage?: string;
   /**
    * @maxLength 2000
    */
@@ -193,14 +201,23 @@ export interface JobResult {
   pixel?: JobPixelReport;
 }
 
+/** "generate": text to image; "pixelize": an input image through the pixel-art post-processing only. */
+export type JobKind = "generate" | "pixelize";
+
 export interface JobView {
   id: string;
+  kind: JobKind;
   status: JobStatus;
+  /** The engine whose runner ran it (a pixelize job runs on any runner, without a model). */
   engine: EngineName;
+  /** Registry name of the base model; "" for a pixelize job (no model). */
   model: string;
+  /** "" for a pixelize job. */
   prompt: string;
+  /** Base resolution; a pixelize job's input size. */
   width: number;
   height: number;
+  /** 0 for a pixelize job. */
   steps: number;
   device: string | null;
   /** The worker process (hostname:pid) that ran the latest attempt; null until a worker picks the job up. */
@@ -249,4 +266,9 @@ export interface ResolvedJob {
   initNoise: "torch" | "native" | null;
   /** Steps between step previews; null/absent: none (jobs queued before previews existed have no such field). */
   previewEvery?: number | null;
+  /**
+   * A pixelize job's input image (its bytes are in the job's row, not here, to keep queue entries small); absent for
+   * a generation. Then prompt is "", model "", steps 0, seed 0 and width×height the input's size.
+   */
+  input?: { width: number; height: number; bytes: number; sha256: string } | null;
 }

@@ -12,16 +12,17 @@ import { enginesSummary } from "../engines-summary";
 import { hostChecker } from "../host-check";
 import type { JobEventsHub } from "../job-events";
 import { pngToRgba } from "../job-validation";
-import { ClientFrame, errorFrameOf, FrameError, parseClientFrame } from "./frames";
+import { ClientFrame, errorFrameOf, FrameError, MAX_SUBMIT_FRAME_BYTES, parseClientFrame } from "./frames";
 import type { SubmitRateLimiter } from "../rate-limit";
 
 export const WS_PATH = "/ws";
 
 /**
- * ws closes the connection (1009) above maxPayload before we could answer. Frames between frames.MAX_FRAME_BYTES and this
+ * ws closes the connection (1009) above maxPayload before we could answer. Frames over frames.MAX_FRAME_BYTES (a submit:
+ * MAX_SUBMIT_FRAME_BYTES) up to this
  * get an error frame and the connection stays open; beyond it a client is not speaking our protocol and is dropped.
  */
-const HARD_MAX_PAYLOAD = 1024 * 1024;
+const HARD_MAX_PAYLOAD = MAX_SUBMIT_FRAME_BYTES + 1024 * 1024;
 
 export interface WsGatewayDeps {
   server: http.Server;
