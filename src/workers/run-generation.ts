@@ -78,8 +78,8 @@ export type GenerationOutcome =
  * One attempt of one generation job, start to end, without any queue: marks the row active, resolves the model and
  * LoRA, runs the runner's `generate` under the job's time budget while relaying its progress, verifies the PNG it wrote
  * and records the outcome through the repository's state machine. A pixelize job (`input` set) takes the same path with
- * the runner's `pixelize` on the input PNG from its row instead: no model, no progress. Errors become outcomes; only a failing database (the
- * outcome could not be written) throws.
+ * the runner's `pixelize` on the input PNG from its row instead: no model, no progress. Errors become outcomes; only a
+ * failing database (the outcome could not be written) throws.
  */
 export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps): Promise<GenerationOutcome> {
   const { jobId, job: request, submittedAt } = a.payload;
