@@ -47,6 +47,8 @@ function constraints(node) {
   if (node.minimum !== undefined) parts.push(`≥ ${node.minimum}`);
   if (node.maximum !== undefined) parts.push(`≤ ${node.maximum}`);
   if (node.multipleOf !== undefined) parts.push(`multiple of ${node.multipleOf}`);
+  if (node.minItems !== undefined && node.minItems === node.maxItems) parts.push(`${node.minItems} items`);
+  else if (node.minItems !== undefined || node.maxItems !== undefined) parts.push(`${node.minItems ?? 0}–${node.maxItems ?? "∞"} items`);
   if (node.minLength) parts.push("non-empty");
   if (node.pattern) parts.push(`matches \`${node.pattern}\``);
   if (node.required && node.type === "object") parts.push(`needs ${node.required.map((r) => `\`${r}\``).join(", ")}`);

@@ -36,6 +36,8 @@ ASSERTIONS = frozenset(
         "additionalProperties",
         "dependentRequired",
         "items",
+        "minItems",
+        "maxItems",
         "minimum",
         "maximum",
         "multipleOf",
@@ -176,8 +178,10 @@ def _check(node: dict, value: Any, path: str) -> None:
             _check(follow, value, path)
     if isinstance(value, dict):
         _check_object(node, value, path)
-    if isinstance(value, list) and "items" in node:
-        for index, item in enumerate(value):
+    if isinstance(value, list):
+        if len(value) < node.get("minItems", 0) or len(value) > node.get("maxItems", len(value)):
+            raise ContractError(path, f"must have {_item_count(node)} items, got {len(value)}")
+        for index, item in enumerate(value if "items" in node else ()):
             _check(node["items"], item, f"{path}[{index}]")
     if isinstance(value, str):
         if len(value) < node.get("minLength", 0):
@@ -191,6 +195,13 @@ def _check(node: dict, value: Any, path: str) -> None:
             raise ContractError(path, f"must be ≤ {node['maximum']}, got {_describe(value)}")
         if "multipleOf" in node and value % node["multipleOf"] != 0:
             raise ContractError(path, f"must be a multiple of {node['multipleOf']}, got {_describe(value)}")
+
+
+def _item_count(node: dict) -> str:
+    low, high = node.get("minItems", 0), node.get("maxItems")
+    if high is None:
+        return f"at least {low}"
+    return str(low) if low == high else f"{low} to {high}"
 
 
 def _check_any_of(node: dict, value: Any, path: str) -> None:

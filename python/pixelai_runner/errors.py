@@ -5,6 +5,8 @@ from __future__ import annotations
 # code -> HTTP status the API answers with when the code surfaces in a request.
 ERROR_CODES: dict[str, int] = {
     "INVALID_REQUEST": 400,
+    # an input image with a prompt: image-to-image generation is not built yet (an image alone is a pixelize job)
+    "IMG2IMG_UNSUPPORTED": 400,
     "UNAUTHORIZED": 401,
     "FORBIDDEN": 403,
     "NOT_FOUND": 404,

@@ -101,16 +101,22 @@ def color_key(image: Image.Image, tolerance: float = DEFAULT_KEY_TOLERANCE) -> I
     The key is the dominant colour on the image border; pixels within `tolerance` of it (or already transparent)
     that connect to the border become alpha 0. Enclosed areas of the same colour inside the sprite are kept.
     """
+    return _color_key(image, tolerance)[0]
+
+
+def _color_key(image: Image.Image, tolerance: float) -> tuple[Image.Image, dict | None]:
+    """`color_key`, and what it keyed ({"colour": [r, g, b], "tolerance": t}; None when there was no border colour)."""
     rgba = np.array(image.convert("RGBA"))
     rgb, alpha = rgba[..., :3], rgba[..., 3]
     opaque = alpha > 0
     key = dominant_border_colour(rgb, opaque)
     if key is None:
-        return Image.fromarray(rgba, "RGBA")
+        return Image.fromarray(rgba, "RGBA"), None
     distance = np.sqrt(((rgb.astype(np.float32) - key.astype(np.float32)) ** 2).sum(axis=-1))
     background = flood_from_border((distance <= tolerance) | ~opaque)
     rgba[background] = 0
-    return Image.fromarray(rgba, "RGBA")
+    keyed = {"colour": [int(c) for c in key], "tolerance": round(float(tolerance), 1)}
+    return Image.fromarray(rgba, "RGBA"), keyed
 
 
 def quantize(image: Image.Image, colors: int) -> Image.Image:
@@ -147,7 +153,8 @@ def postprocess_report(
     {"grid": {"mode": "auto", "pitch": [x, y], "phase": [x, y], "cells": [x, y], "confidence": 0..1, "fit": ...}}
     where fit is "native" (the requested size is the grid's), "nearest from WxH" (the grid's own size, scaled to
     the request) or "fixed" (no grid found: handled as grid "fixed"); color-key adds
-    {"background": {"colour": [r, g, b], "tolerance": t}}."""
+    {"background": {"colour": [r, g, b], "tolerance": t}} when it found a border colour. The shape is the runner
+    contract's PixelReport (contract/runner-protocol.schema.json)."""
     validate(pixel, remove_background, None if remover is not None else BIREFNET_UNAVAILABLE)
     out = image
     if remove_background == "birefnet":
@@ -159,21 +166,24 @@ def postprocess_report(
         )
         if found is not None:
             return found.image, found.info
-        image, _ = _fixed(out.convert("RGBA"), pixel, remove_background, key_tolerance)
-        return image, {"grid": {"mode": "auto", "fit": "fixed", "confidence": 0.0}}
+        image, report = _fixed(out.convert("RGBA"), pixel, remove_background, key_tolerance)
+        return image, {**report, "grid": {"mode": "auto", "fit": "fixed", "confidence": 0.0}}
     return _fixed(out.convert("RGBA"), pixel, remove_background, key_tolerance)
 
 
 def _fixed(
     out: Image.Image, pixel: PixelSpec | None, remove_background, key_tolerance: float
 ) -> tuple[Image.Image, dict]:
+    keyed = None
     if pixel is not None:
         out = fit_to_grid(out, pixel.width, pixel.height, pixel.fit_mode)
     if remove_background == "color-key":
-        out = color_key(out, key_tolerance)
+        out, keyed = _color_key(out, key_tolerance)
     if pixel is not None and pixel.colors > 0:
         out = quantize(out, pixel.colors)
-    return out, ({"grid": {"mode": "fixed"}} if pixel is not None else {})
+    if pixel is None:
+        return out, {}
+    return out, {"grid": {"mode": "fixed"}, **({"background": keyed} if keyed else {})}
 
 
 def postprocess(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from . import background, postprocess, preview
-from .backends.base import FEATURES, Backend, GenerateRequest
+from .backends.base import FEATURES, Backend, GenerateRequest, PixelizeRequest
 from .errors import RunnerError, classify_exception
 from .protocol import ProtocolError, ProtocolWriter, parse_request
 from .settings import RunnerSettings
@@ -239,12 +239,24 @@ class Runner:
             self._jobs.put(("unload", rid, request.get("model")))
         elif op == "generate":
             self._accept_generate(rid, request.get("params"))
+        elif op == "pixelize":
+            self._accept_pixelize(rid, request.get("params"))
 
     def _accept_generate(self, rid: Any, params: Any) -> None:
         if not self.available:
             raise RunnerError("ENGINE_UNAVAILABLE", self.unavailable_reason)
         # params were checked against the schema (GenerateParams) with the request line (protocol.parse_request).
         req = GenerateRequest.from_params(params)
+        self._enqueue("generate", rid, req)
+
+    def _accept_pixelize(self, rid: Any, params: Any) -> None:
+        # No engine check: post-processing needs no model, so even a runner whose engine is unavailable can do it.
+        req = PixelizeRequest.from_params(params)
+        if not os.path.isfile(req.input_path):
+            raise RunnerError("INVALID_REQUEST", f"inputPath {req.input_path} is not an existing file")
+        self._enqueue("pixelize", rid, req)
+
+    def _enqueue(self, kind: str, rid: Any, req: GenerateRequest | PixelizeRequest) -> None:
         # Fail before queueing: a bad post-process option should not cost a whole generation first.
         birefnet_missing = self._birefnet_missing() if req.remove_background == "birefnet" else None
         postprocess.validate(req.pixel, req.remove_background, birefnet_missing)
@@ -252,9 +264,9 @@ class Runner:
             raise RunnerError("INVALID_REQUEST", f"outputDir {req.output_dir} is not an existing directory")
         with self._state_lock:
             if rid in self._pending:
-                raise RunnerError("INVALID_REQUEST", f"a generate with id {rid!r} is already in progress")
+                raise RunnerError("INVALID_REQUEST", f"a request with id {rid!r} is already in progress")
             self._pending.add(rid)
-        self._jobs.put(("generate", rid, req))
+        self._jobs.put((kind, rid, req))
 
     def _cancel(self, target: Any) -> bool:
         with self._state_lock:
@@ -319,7 +331,7 @@ class Runner:
             if kind == "unload":
                 self._run_unload(rid, payload)
             else:
-                final = self._run_generate(rid, payload)
+                final = self._run_generate(rid, payload) if kind == "generate" else self._run_pixelize(rid, payload)
                 # Forget the job before answering, so a `cancel` sent after the answer is already a no-op.
                 with self._state_lock:
                     self._pending.discard(rid)
@@ -363,13 +375,7 @@ class Runner:
             output = self.backend.generate(req, on_step, check_cancel)
             check_cancel()
             started = time.perf_counter()
-            remover = self._background_remover() if req.remove_background == "birefnet" else None
-            image = postprocess.postprocess(output.image, req.pixel, req.remove_background, remover=remover)
-            path = os.path.join(req.output_dir, RESULT_NAME)
-            partial = path + ".partial"
-            image.save(partial, format="PNG")
-            os.replace(partial, path)  # Node never sees a half-written result.png
-            digest = _sha256(path)
+            done = self._finish_image(output.image, req)
             post_ms = (time.perf_counter() - started) * 1000.0
         except Exception as exc:  # every failure must become exactly one error line
             err = classify_exception(exc, self._device())
@@ -377,15 +383,12 @@ class Runner:
             return {"id": rid, "event": "error", "code": err.code, "message": err.message}
         log(
             f"{tag} load={output.load_ms:.0f}ms gen={output.generate_ms:.0f}ms post={post_ms:.0f}ms"
-            f" -> {image.width}x{image.height}"
+            f" -> {done['width']}x{done['height']}"
         )
         return {
             "id": rid,
             "event": "result",
-            "imagePath": path,
-            "sha256": digest,
-            "width": image.width,
-            "height": image.height,
+            **done,
             "seed": req.seed,
             "device": output.device,
             "engine": self.engine,
@@ -396,3 +399,53 @@ class Runner:
                 "postprocessMs": _ms(post_ms),
             },
         }
+
+    def _run_pixelize(self, rid: Any, req: PixelizeRequest) -> dict:
+        """Post-processing alone, on the input PNG Node wrote: the same step a generation ends with."""
+        tag = f"[PIXELIZE][{self.engine}] job={req.job_id}"
+        started = time.perf_counter()
+        try:
+            if rid in self._cancelled:
+                raise RunnerError("CANCELLED", f"job {req.job_id} was cancelled")
+            image = _read_input(req.input_path)
+            done = self._finish_image(image, req)
+            post_ms = (time.perf_counter() - started) * 1000.0
+        except Exception as exc:
+            err = classify_exception(exc, "cpu")
+            log(f"{tag} failed code={err.code}: {err.message}")
+            return {"id": rid, "event": "error", "code": err.code, "message": err.message}
+        log(f"{tag} {image.width}x{image.height} post={post_ms:.0f}ms -> {done['width']}x{done['height']}")
+        device = self._device() if req.remove_background == "birefnet" else "cpu"
+        return {
+            "id": rid,
+            "event": "result",
+            **done,
+            "device": device,
+            "engine": self.engine,
+            "timings": {"postprocessMs": _ms(post_ms)},
+        }
+
+    def _finish_image(self, image: Any, req: GenerateRequest | PixelizeRequest) -> dict:
+        """Post-process, write result.png atomically and hash it: the result fields both ops share."""
+        remover = self._background_remover() if req.remove_background == "birefnet" else None
+        out, report = postprocess.postprocess_report(image, req.pixel, req.remove_background, remover=remover)
+        path = os.path.join(req.output_dir, RESULT_NAME)
+        partial = path + ".partial"
+        out.save(partial, format="PNG")
+        os.replace(partial, path)  # Node never sees a half-written result.png
+        done = {"imagePath": path, "sha256": _sha256(path), "width": out.width, "height": out.height}
+        if report:
+            done["pixel"] = report
+        return done
+
+
+def _read_input(path: str) -> Any:
+    """The pixelize input: a PNG (Node checked it; a file that changed since is still refused cleanly)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path, formats=["PNG"]) as opened:
+            opened.load()
+            return opened.copy()
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise RunnerError("INVALID_REQUEST", f"inputPath is not a readable PNG: {exc}") from None

@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 from pixelai_runner import contract, settings
-from pixelai_runner.backends.base import GenerateRequest, PixelSpec
+from pixelai_runner.backends.base import GenerateRequest, PixelizeRequest, PixelSpec
 from pixelai_runner.device import DeviceInfo
 from pixelai_runner.protocol import OPS, request_definition
 from pixelai_runner.runner import UnavailableEngine
@@ -96,6 +96,7 @@ def _refs(node):
 def test_generate_request_dataclasses_match_the_schema():
     _assert_dataclass_matches(GenerateRequest, "GenerateParams")
     _assert_dataclass_matches(PixelSpec, "PixelSpec")
+    _assert_dataclass_matches(PixelizeRequest, "PixelizeParams")
 
 
 def test_runner_settings_dataclass_and_options_match_the_schema():
@@ -125,10 +126,11 @@ def test_options_parse_to_settings_and_defaults_are_the_schemas():
 
 
 def test_ops_and_their_requests_come_from_the_schema():
-    assert OPS == ("probe", "generate", "cancel", "unload", "shutdown")
+    assert OPS == ("probe", "generate", "pixelize", "cancel", "unload", "shutdown")
     assert [request_definition(op) for op in OPS] == [
         "ProbeRequest",
         "GenerateRequest",
+        "PixelizeRequest",
         "CancelRequest",
         "UnloadRequest",
         "ShutdownRequest",

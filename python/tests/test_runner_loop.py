@@ -128,6 +128,24 @@ def test_backend_that_probes_unavailable_refuses_generate(tmp_path):
     assert messages[2]["code"] == "ENGINE_UNAVAILABLE" and "no fake accelerator" in messages[2]["message"]
 
 
+def test_pixelize_needs_no_engine(tmp_path):
+    """A runner whose engine cannot run still post-processes: pixelize loads no model."""
+    Image.new("RGB", (40, 24), (10, 20, 30)).save(tmp_path / "in.png")
+    params = {"jobId": "p", "inputPath": str(tmp_path / "in.png"), "pixel": {"width": 10, "height": 6}}
+    messages = _serve(
+        FlatBackend(available=False),
+        [
+            {"id": "g", "op": "generate", "params": _params(tmp_path)},
+            {"id": "x", "op": "pixelize", "params": {**params, "outputDir": str(tmp_path)}},
+        ],
+    )
+    answers = {m["id"]: m for m in messages if m.get("event") in ("result", "error")}
+    assert answers["g"]["code"] == "ENGINE_UNAVAILABLE"
+    assert answers["x"]["event"] == "result" and (answers["x"]["width"], answers["x"]["height"]) == (10, 6)
+    with Image.open(answers["x"]["imagePath"]) as img:
+        assert set(img.getdata()) == {(10, 20, 30, 255)}
+
+
 def test_missing_ids_and_params(tmp_path):
     messages = _serve(
         FlatBackend(),

@@ -8,8 +8,11 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+from pixelai_runner import contract
+from pixelize_cases import accuracy, paint, palette_art
 from runner_client import RunnerProcess
 
 HERE = Path(__file__).resolve().parent
@@ -245,6 +248,98 @@ def test_pixel_grid_mode_reaches_post_processing(runner, make_params, grid):
     result = _ok(_generate(runner, make_params(pixel=pixel))[1])
     with Image.open(result["imagePath"]) as img:
         assert img.size == (32, 32) and len(set(img.get_flattened_data())) <= 8
+
+
+def test_generate_result_carries_the_pixel_report(runner, make_params):
+    for grid in ("fixed", "auto"):
+        pixel = {"width": 32, "height": 32, "colors": 8, "fitMode": "contain", "grid": grid}
+        final = _ok(_generate(runner, make_params(pixel=pixel, removeBackground="color-key"))[1])
+        contract.validate_event(final, "generate")
+        report = final["pixel"]
+        assert report["grid"]["mode"] == grid
+        if grid == "auto":  # the tiny model paints noise: either a grid was found or the canvas was fitted whole
+            assert report["grid"]["fit"] in ("native", "fixed") or report["grid"]["fit"].startswith("nearest from")
+        assert set(report["background"]) == {"colour", "tolerance"}
+    without = _ok(_generate(runner, make_params(pixel=None))[1])
+    assert "pixel" not in without
+
+
+def _art_png(path: Path, **paint_options) -> np.ndarray:
+    """Writes pseudo pixel art of known 16×12 cells to `path` (RGB PNG); returns the true cells."""
+    cells = palette_art(16, 12, 6, seed=5)
+    image, _, _ = paint(cells, **{"pitch": 9.5, "phase": (3.0, 5.0), "blur": 0.08, "noise": 4.0, **paint_options})
+    image.save(path, format="PNG")
+    return cells
+
+
+def _pixelize(runner, params: dict, timeout: float = 60) -> dict:
+    rid = _rid("pix")
+    runner.send({"id": rid, "op": "pixelize", "params": params})
+    final = runner.final(rid, timeout)
+    contract.validate_event(final, "pixelize")
+    return final
+
+
+def test_pixelize_recovers_the_art_and_reports_the_grid(runner, tmp_path):
+    cells = _art_png(tmp_path / "input.png")
+    params = {
+        "jobId": "pix-1",
+        "inputPath": str(tmp_path / "input.png"),
+        "pixel": {"width": 16, "height": 12, "colors": 0},
+        "outputDir": str(tmp_path),
+    }
+    final = _ok(_pixelize(runner, params))
+    assert (final["width"], final["height"], final["engine"], final["device"]) == (16, 12, "torch", "cpu")
+    assert final["imagePath"] == str(tmp_path / "result.png") and final["timings"]["postprocessMs"] > 0
+    assert hashlib.sha256(Path(final["imagePath"]).read_bytes()).hexdigest() == final["sha256"]
+    grid = final["pixel"]["grid"]
+    assert (grid["mode"], grid["fit"], grid["cells"]) == ("auto", "native", [16, 12])
+    assert grid["pitch"] == pytest.approx([9.5, 9.5], abs=0.2) and grid["confidence"] > 0.3
+    with Image.open(final["imagePath"]) as out:
+        assert accuracy(out, cells) >= 0.98
+
+
+def test_pixelize_keys_the_background_and_keeps_the_palette(runner, tmp_path):
+    cells = palette_art(16, 12, 5, seed=9).copy()
+    cells[:, :2] = cells[:, -2:] = cells[:2, :] = cells[-2:, :] = (20, 200, 40)  # a flat border: the background
+    image, _, _ = paint(cells, pitch=8.0)
+    image.save(tmp_path / "input.png")
+    params = {
+        "jobId": "pix-2",
+        "inputPath": str(tmp_path / "input.png"),
+        "pixel": {"width": 16, "height": 12, "colors": 4, "grid": "auto"},
+        "removeBackground": "color-key",
+        "outputDir": str(tmp_path),
+    }
+    final = _ok(_pixelize(runner, params))
+    assert final["pixel"]["background"]["colour"] == pytest.approx([20, 200, 40], abs=3)
+    with Image.open(final["imagePath"]) as out:
+        rgba = np.asarray(out.convert("RGBA"))
+    assert (rgba[0, 0] == 0).all() and (rgba[6, 8, 3] == 255)
+    assert len({tuple(p) for p in rgba.reshape(-1, 4)}) <= 4
+
+
+def test_pixelize_bad_input_is_invalid_request(runner, tmp_path):
+    (tmp_path / "input.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    params = {"jobId": "pix-3", "inputPath": str(tmp_path / "input.png"), "pixel": {"width": 8, "height": 8}}
+    bad = _pixelize(runner, {**params, "outputDir": str(tmp_path)})
+    assert (bad["event"], bad["code"]) == ("error", "INVALID_REQUEST") and "PNG" in bad["message"]
+    missing = _pixelize(runner, {**params, "inputPath": str(tmp_path / "nope.png"), "outputDir": str(tmp_path)})
+    assert missing["code"] == "INVALID_REQUEST" and "inputPath" in missing["message"]
+    no_pixel = _pixelize(runner, {k: v for k, v in params.items() if k != "pixel"} | {"outputDir": str(tmp_path)})
+    assert no_pixel["code"] == "INVALID_REQUEST" and "params.pixel" in no_pixel["message"]
+
+
+def test_a_queued_pixelize_can_be_cancelled(runner, make_params, tmp_path):
+    _art_png(tmp_path / "input.png")
+    gen = _rid("gen")
+    runner.send({"id": gen, "op": "generate", "params": make_params(steps=30)})
+    pix = _rid("pix")
+    params = {"jobId": "pix-4", "inputPath": str(tmp_path / "input.png"), "pixel": {"width": 16, "height": 12}}
+    runner.send({"id": pix, "op": "pixelize", "params": {**params, "outputDir": str(tmp_path)}})
+    assert runner.request({"id": _rid("cancel"), "op": "cancel", "target": pix})["cancelled"] is True
+    assert runner.final(pix, 120)["code"] == "CANCELLED"
+    _ok(runner.final(gen, 120))
 
 
 # Shuts the module runner down: keep it the last test that uses `runner`.

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import express, { Express } from "express";
 import swaggerUi from "swagger-ui-express";
 import { RegisterRoutes } from "../generated/routes";
@@ -9,8 +10,10 @@ import { rateLimitSubmit } from "./rate-limit";
 import { createLegacyRouter } from "./legacy/legacy.router";
 import { ApiServices, setApiServices } from "./services";
 import type { Logger } from "../infra/logger";
+import { AppError } from "../backends/error-codes";
+import { MAX_BODY_BYTES, MAX_JOB_BODY_BYTES, overBodyLimit } from "../jobs/input-image";
 
-export const BODY_LIMIT = "64kb";
+export const BODY_LIMIT = MAX_BODY_BYTES;
 
 /** The HTTP app: host check, JSON body, tsoa routes, Swagger UI, and one JSON error mapper after everything. */
 export function createApp(services: ApiServices, logger: Logger): Express {
@@ -28,7 +31,21 @@ export function createApp(services: ApiServices, logger: Logger): Express {
   }
   // The seed server's routes, before the JSON parser: they parse their own bodies to answer errors in the old shape.
   app.use(createLegacyRouter(services, logger));
-  // Any content type is parsed as JSON: the seed's clients and curl users often omit the header.
+  // Any content type is parsed as JSON: the seed's clients and curl users often omit the header. POST /jobs may carry an
+  // input image (its own limit, 413 PAYLOAD_TOO_LARGE, is in src/jobs/input-image.ts); the rest of its body, like every
+  // other body, is held to BODY_LIMIT.
+  app.post(
+    "/jobs",
+    express.json({ limit: MAX_JOB_BODY_BYTES, type: () => true, strict: true, verify: rememberBodySize }),
+    (req, _res, next) => {
+      const size = (req as SizedRequest).bodyBytes ?? 0;
+      next(
+        overBodyLimit(size, req.body)
+          ? new AppError("PAYLOAD_TOO_LARGE", `request body too large: over ${BODY_LIMIT} bytes besides inputImage`)
+          : undefined,
+      );
+    },
+  );
   app.use(express.json({ limit: BODY_LIMIT, type: () => true, strict: true }));
   app.get("/openapi.json", (_req, res) => {
     res.json(spec);
@@ -38,4 +55,10 @@ export function createApp(services: ApiServices, logger: Logger): Express {
   app.use(notFoundHandler);
   app.use(errorHandler(logger));
   return app;
+}
+
+type SizedRequest = IncomingMessage & { bodyBytes?: number };
+
+function rememberBodySize(req: IncomingMessage, _res: unknown, buf: Buffer): void {
+  (req as SizedRequest).bodyBytes = buf.length;
 }

@@ -4,6 +4,8 @@
  */
 export const ERROR_CODES = {
   INVALID_REQUEST: 400,
+  // an input image with a prompt: image-to-image generation is not built yet (an image alone is a pixelize job)
+  IMG2IMG_UNSUPPORTED: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
   NOT_FOUND: 404,

@@ -7,6 +7,8 @@ import {
   EngineProbe,
   GenerateParams,
   GenerateResult,
+  PixelizeParams,
+  PixelizeResult,
   ProgressEvent,
   ReadyEvent,
   RequestFields,
@@ -41,6 +43,8 @@ export interface RunnerClient {
   /** The runner's ready line (device, chip, dtype, available); undefined until it first became ready. */
   readonly readyInfo: ReadyEvent | undefined;
   generate(params: GenerateParams, opts?: GenerateOptions): Promise<GenerateResult>;
+  /** Post-processing alone on an input PNG (no model); queued with generations and cancellable by `opts.id`. */
+  pixelize(params: PixelizeParams, opts?: { id?: string }): Promise<PixelizeResult>;
   probe(): Promise<EngineProbe>;
   /** Asks the runner to stop a generation between steps; true when it was still running (it then fails CANCELLED). */
   cancel(id: string): Promise<boolean>;
@@ -284,6 +288,10 @@ export class RunnerSupervisor extends EventEmitter implements RunnerClient {
 
   generate(params: GenerateParams, opts: GenerateOptions = {}): Promise<GenerateResult> {
     return this.send("generate", { params }, { id: opts.id, onProgress: opts.onProgress });
+  }
+
+  pixelize(params: PixelizeParams, opts: { id?: string } = {}): Promise<PixelizeResult> {
+    return this.send("pixelize", { params }, { id: opts.id });
   }
 
   probe(): Promise<EngineProbe> {

@@ -57,10 +57,18 @@ export interface LoraOptions {
 
 export interface GenerateJobRequest {
   /**
+   * What to draw. Required unless `inputImage` is given (an image and a prompt together, image-to-image, is not
+   * supported yet: 400 IMG2IMG_UNSUPPORTED).
    * @minLength 1
    * @maxLength 2000
    */
-  prompt: string;
+  prompt?: string;
+  /**
+   * A PNG, base64-encoded (a `data:image/png;base64,` prefix is allowed), at most 8 MiB and 2048 px a side. Without a
+   * prompt this is a pixelize job: no model runs, the image only goes through the pixel-art post-processing (`pixel`,
+   * required then, and `removeBackground`). Fields that only a generation uses are refused with it.
+   */
+  inputImage?: string;
   /**
    * A named recipe (GET /presets): its model, LoRA, steps, size and negative prompt fill every field this request
    * leaves out; fields given here win. Unknown → 400 INVALID_REQUEST.
@@ -163,22 +171,65 @@ export interface JobError {
   message: string;
 }
 
+/** The pixel grid step of a job: the mode it ran in and, in "auto", the implied grid found in the picture. */
+export interface JobPixelGrid {
+  mode: GridMode;
+  /**
+   * "auto" only. "native": the requested size is the grid's cell count; "nearest from WxH": the art was recovered at the
+   * grid's own W×H cells, then scaled to the requested size with nearest-neighbour; "fixed": no grid was found, so the
+   * whole canvas was resized as grid "fixed" does.
+   */
+  fit?: string;
+  /** Cell size in source pixels, [x, y] (non-integer in general). */
+  pitch?: number[];
+  /** Where the first cell border falls, modulo the pitch, [x, y] in source pixels. */
+  phase?: number[];
+  /** Cells across and down, [x, y]. */
+  cells?: number[];
+  /** How clearly the grid stands out, 0..1 (0: none found). */
+  confidence?: number;
+}
+
+/** What removeBackground "color-key" keyed out. */
+export interface JobPixelBackground {
+  /** The background colour, [r, g, b]. */
+  colour: number[];
+  /** Colour distance within which border-connected pixels were made transparent. */
+  tolerance: number;
+}
+
+/** What the pixel-art post-processing did (present when the job had a `pixel` spec). */
+export interface JobPixelReport {
+  grid: JobPixelGrid;
+  background?: JobPixelBackground;
+}
+
 export interface JobResult {
   width: number;
   height: number;
   imageUrl: string;
   /** True once retention removed the image (the job's record stays); imageUrl then answers 404 NOT_FOUND. */
   pruned?: boolean;
+  pixel?: JobPixelReport;
 }
+
+/** "generate": text to image; "pixelize": an input image through the pixel-art post-processing only. */
+export type JobKind = "generate" | "pixelize";
 
 export interface JobView {
   id: string;
+  kind: JobKind;
   status: JobStatus;
+  /** The engine whose runner ran it (a pixelize job runs on any runner, without a model). */
   engine: EngineName;
+  /** Registry name of the base model; "" for a pixelize job (no model). */
   model: string;
+  /** "" for a pixelize job. */
   prompt: string;
+  /** Base resolution; a pixelize job's input size. */
   width: number;
   height: number;
+  /** 0 for a pixelize job. */
   steps: number;
   device: string | null;
   /** The worker process (hostname:pid) that ran the latest attempt; null until a worker picks the job up. */
@@ -230,4 +281,9 @@ export interface ResolvedJob {
   initNoise: "torch" | "native" | null;
   /** Steps between step previews; null/absent: none (jobs queued before previews existed have no such field). */
   previewEvery?: number | null;
+  /**
+   * A pixelize job's input image (its bytes are in the job's row, not here, to keep queue entries small); absent for
+   * a generation. Then prompt is "", model "", steps 0, seed 0 and width×height the input's size.
+   */
+  input?: { width: number; height: number; bytes: number; sha256: string } | null;
 }

@@ -1,6 +1,6 @@
 import type { Db } from "../infra/prisma";
 import type { Job, Prisma } from "../generated/prisma/client";
-import type { EngineName, JobStatus, ResolvedJob } from "./jobs.dto";
+import type { EngineName, JobPixelReport, JobStatus, ResolvedJob } from "./jobs.dto";
 
 export type JobRecord = Job;
 
@@ -47,6 +47,8 @@ export interface CompletedResult {
   loadMs: number | null;
   generateMs: number | null;
   postprocessMs: number | null;
+  /** The runner's PixelReport (the DTO's JobPixelReport); absent when the job had no pixel spec. */
+  pixelReport?: JobPixelReport;
 }
 
 /** What a worker records when it takes a job. */
@@ -82,7 +84,8 @@ export class JobsRepository {
     return landed;
   }
 
-  create(id: string, job: ResolvedJob, opts: { idempotencyKey?: string; source: string }): Promise<JobRecord> {
+  /** `inputPng`: a pixelize job's input image, kept on the row until the job is final (the worker reads it from here). */
+  create(id: string, job: ResolvedJob, opts: { idempotencyKey?: string; source: string; inputPng?: Buffer }): Promise<JobRecord> {
     return this.db.job.create({
       data: {
         id,
@@ -98,16 +101,27 @@ export class JobsRepository {
         progressTotal: job.steps,
         idempotencyKey: opts.idempotencyKey ?? null,
         source: opts.source,
+        ...(opts.inputPng ? { inputPng: new Uint8Array(opts.inputPng) } : {}),
       },
-    });
+      omit: { resultPng: true, inputPng: true },
+    }) as Promise<JobRecord>;
   }
 
   find(id: string): Promise<JobRecord | null> {
-    return this.db.job.findUnique({ where: { id }, omit: { resultPng: true } }) as Promise<JobRecord | null>;
+    return this.db.job.findUnique({ where: { id }, omit: { resultPng: true, inputPng: true } }) as Promise<JobRecord | null>;
   }
 
   findByIdempotencyKey(key: string): Promise<JobRecord | null> {
-    return this.db.job.findUnique({ where: { idempotencyKey: key }, omit: { resultPng: true } }) as Promise<JobRecord | null>;
+    return this.db.job.findUnique({
+      where: { idempotencyKey: key },
+      omit: { resultPng: true, inputPng: true },
+    }) as Promise<JobRecord | null>;
+  }
+
+  /** A pixelize job's input PNG; null once the job is final (or for a generation). */
+  async inputImage(id: string): Promise<Buffer | null> {
+    const row = await this.db.job.findUnique({ where: { id }, select: { inputPng: true } });
+    return row?.inputPng ? Buffer.from(row.inputPng) : null;
   }
 
   async image(id: string): Promise<Buffer | null> {
@@ -125,7 +139,7 @@ export class JobsRepository {
       },
       orderBy: { id: "desc" },
       take: filter.limit,
-      omit: { resultPng: true },
+      omit: { resultPng: true, inputPng: true },
     }) as Promise<JobRecord[]>;
   }
 
@@ -157,12 +171,15 @@ export class JobsRepository {
       loadMs: r.loadMs,
       generateMs: r.generateMs,
       postprocessMs: r.postprocessMs,
+      // the column stays null without a report (Prisma.DbNull would tie this to one of the two generated clients)
+      ...(r.pixelReport ? { pixelReport: r.pixelReport as unknown as Prisma.InputJsonObject } : {}),
+      inputPng: null, // a final job is never run again: its input has served
       finishedAt: new Date(),
     });
   }
 
   finish(id: string, status: "failed" | "cancelled", code: string, message: string): Promise<boolean> {
-    return this.transition(id, status, { errorCode: code, errorMessage: message.slice(0, 2000), finishedAt: new Date() });
+    return this.transition(id, status, { errorCode: code, errorMessage: message.slice(0, 2000), inputPng: null, finishedAt: new Date() });
   }
 
   /** Unfinished rows, oldest first, for the worker's reconciliation with the queue (job-reconciler.ts). */

@@ -7,11 +7,22 @@ import type { EngineProbe } from "../backends/engine-status";
 import type { CancelBus } from "./cancel-bus";
 import type { JobEventsChannel } from "./job-events-channel";
 import type { JobQueue } from "./job-queue";
-import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, ResolvedJob, SubmittedJob } from "./jobs.dto";
+import type {
+  EngineName,
+  GenerateJobRequest,
+  JobKind,
+  JobPage,
+  JobPixelReport,
+  JobStatus,
+  JobView,
+  ResolvedJob,
+  SubmittedJob,
+} from "./jobs.dto";
 import { JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
 import { applyPreset } from "../presets/presets";
 import { HubModels, HubNeed, hubNeedsOf, normalisedHubReference } from "../installs/hub-models";
+import { readInputImage } from "./input-image";
 
 export const DEFAULTS = {
   width: 512,
@@ -55,11 +66,12 @@ export class JobsService {
       // expired: the key is free again (the unique index would otherwise hand back the old job forever)
       if (existing) await this.repo.releaseIdempotencyKey(existing.id);
     }
-    const job = await this.resolve(req);
+    const { job, inputPng } =
+      req.inputImage === undefined ? { job: await this.resolve(req), inputPng: undefined } : await this.resolvePixelize(req);
     const id = newJobId();
     let record: JobRecord;
     try {
-      record = await this.repo.create(id, job, { idempotencyKey: req.idempotencyKey, source });
+      record = await this.repo.create(id, job, { idempotencyKey: req.idempotencyKey, source, inputPng });
     } catch (err) {
       // two concurrent submits with one key: the loser answers with the winner's job
       if (req.idempotencyKey && /Unique constraint/i.test(String(err))) {
@@ -93,7 +105,13 @@ export class JobsService {
     if (req.removeBackground === true) {
       throw new AppError("INVALID_REQUEST", 'removeBackground must be false, "color-key" or "birefnet"', { field: "removeBackground" });
     }
-    if (!req.prompt.trim()) throw new AppError("INVALID_REQUEST", "prompt must not be blank", { field: "prompt" });
+    const prompt = req.prompt;
+    if (prompt === undefined) {
+      throw new AppError("INVALID_REQUEST", "prompt is required (or send inputImage without a prompt to pixelize an image)", {
+        field: "prompt",
+      });
+    }
+    if (!prompt.trim()) throw new AppError("INVALID_REQUEST", "prompt must not be blank", { field: "prompt" });
     const engine = req.engine ?? (await this.engines.defaultEngine());
     // Hub ids are checked (400) and normalised before anything else; the job keeps them as references, resolved to the
     // installed snapshot by the worker.
@@ -145,7 +163,7 @@ export class JobsService {
     if (pending.length) await this.hub!.prepare(pending);
     const seed = req.seed === undefined || req.seed === -1 ? randomInt(0, 2 ** 31 - 1) : req.seed;
     return {
-      prompt: req.prompt,
+      prompt,
       negativePrompt: req.negativePrompt ?? null,
       model,
       engine,
@@ -157,19 +175,74 @@ export class JobsService {
       scheduler: req.scheduler ?? DEFAULTS.scheduler,
       lora,
       removeBackground: req.removeBackground || false,
-      pixel: req.pixel
-        ? {
-            width: req.pixel.width,
-            height: req.pixel.height,
-            colors: req.pixel.colors ?? DEFAULTS.colors,
-            fitMode: req.pixel.fitMode ?? DEFAULTS.fitMode,
-            grid: req.pixel.grid ?? DEFAULTS.grid,
-          }
-        : null,
+      pixel: req.pixel ? pixelOf(req.pixel) : null,
       priority: req.priority ?? null,
       initNoise: req.initNoise ?? null,
       previewEvery: previewEveryOf(req),
     };
+  }
+
+  /**
+   * A job with an input image and no prompt: the image only goes through the pixel-art post-processing, on any runner
+   * (no model). Fields only a generation uses are refused rather than silently ignored.
+   */
+  async resolvePixelize(req: GenerateJobRequest): Promise<{ job: ResolvedJob; inputPng: Buffer }> {
+    if (req.prompt !== undefined) {
+      throw new AppError(
+        "IMG2IMG_UNSUPPORTED",
+        "inputImage with a prompt (image-to-image generation) is not supported yet; send inputImage without a prompt to pixelize the image",
+        { fields: ["inputImage", "prompt"] },
+      );
+    }
+    const unused = GENERATION_ONLY.filter((field) => req[field] !== undefined);
+    if (unused.length > 0) {
+      throw new AppError("INVALID_REQUEST", `a pixelize job (inputImage without a prompt) does not take ${unused.join(", ")}`, {
+        fields: unused,
+      });
+    }
+    if (!req.pixel) {
+      throw new AppError("INVALID_REQUEST", "a pixelize job needs pixel {width, height}: the pixel-art size to recover", {
+        field: "pixel",
+      });
+    }
+    if (req.removeBackground === true) {
+      throw new AppError("INVALID_REQUEST", 'removeBackground must be false, "color-key" or "birefnet"', { field: "removeBackground" });
+    }
+    const engine = req.engine ?? (await this.engines.defaultEngine());
+    // An engine that is unavailable still post-processes (its runner starts without it); only BiRefNet needs it.
+    if (req.removeBackground === "birefnet") {
+      const probe = await this.engines.read(engine).catch(() => null);
+      if (probe && !probe.features?.backgroundRemoval) {
+        throw new AppError(
+          "ENGINE_UNAVAILABLE",
+          `background removal "birefnet" needs BiRefNet weights on the ${engine} engine; none are present. Use "color-key"`,
+          {
+            engine,
+          },
+        );
+      }
+    }
+    const input = await readInputImage(req.inputImage!);
+    const job: ResolvedJob = {
+      prompt: "",
+      negativePrompt: null,
+      model: "",
+      engine,
+      width: input.width,
+      height: input.height,
+      steps: 0,
+      guidanceScale: 0,
+      seed: 0,
+      scheduler: DEFAULTS.scheduler,
+      lora: null,
+      removeBackground: req.removeBackground || false,
+      pixel: pixelOf(req.pixel),
+      priority: req.priority ?? null,
+      initNoise: null,
+      previewEvery: null,
+      input: { width: input.width, height: input.height, bytes: input.png.length, sha256: input.sha256 },
+    };
+    return { job, inputPng: input.png };
   }
 
   async get(id: string): Promise<JobView> {
@@ -246,6 +319,32 @@ export class JobsService {
   }
 }
 
+/** Request fields that only a generation uses; a pixelize job refuses them. */
+const GENERATION_ONLY = [
+  "negativePrompt",
+  "model",
+  "width",
+  "height",
+  "steps",
+  "guidanceScale",
+  "seed",
+  "scheduler",
+  "lora",
+  "initNoise",
+  "preview",
+  "previewEvery",
+] as const satisfies readonly (keyof GenerateJobRequest)[];
+
+function pixelOf(pixel: NonNullable<GenerateJobRequest["pixel"]>): NonNullable<ResolvedJob["pixel"]> {
+  return {
+    width: pixel.width,
+    height: pixel.height,
+    colors: pixel.colors ?? DEFAULTS.colors,
+    fitMode: pixel.fitMode ?? DEFAULTS.fitMode,
+    grid: pixel.grid ?? DEFAULTS.grid,
+  };
+}
+
 /** Previews cost a little per step (latent → RGB, a small PNG); by default about ten per job, whatever its length. */
 function previewEveryOf(req: GenerateJobRequest): number | null {
   if (req.previewEvery !== undefined) return req.previewEvery;
@@ -257,10 +356,20 @@ function submitted(r: JobRecord): SubmittedJob {
   return { id: r.id, status: r.status as JobStatus, engine: r.engine as EngineName, model: r.model, seed: r.seed };
 }
 
+/** From the stored request (ResolvedJob JSON): a pixelize job carries its input's description there. */
+function kindOf(r: JobRecord): JobKind {
+  try {
+    return (JSON.parse(r.request) as ResolvedJob).input ? "pixelize" : "generate";
+  } catch {
+    return "generate";
+  }
+}
+
 export function toView(r: JobRecord): JobView {
   const status = r.status as JobStatus;
   const view: JobView = {
     id: r.id,
+    kind: kindOf(r),
     status,
     engine: r.engine as EngineName,
     model: r.model,
@@ -281,6 +390,7 @@ export function toView(r: JobRecord): JobView {
   if (r.errorCode && (status === "failed" || status === "cancelled")) view.error = { code: r.errorCode, message: r.errorMessage ?? "" };
   if (status === "completed" && r.resultWidth && r.resultHeight) {
     view.result = { width: r.resultWidth, height: r.resultHeight, imageUrl: `/jobs/${r.id}/image` };
+    if (r.pixelReport) view.result.pixel = r.pixelReport as unknown as JobPixelReport;
     // retention (retention.ts) clears the hash with the bytes
     if (!r.resultSha256) view.result.pruned = true;
   }

@@ -137,7 +137,8 @@ export class GenerationWorker {
       outcome = await runGeneration(
         { payload: job.data, attempt: job.attemptsMade + 1, maxAttempts: job.opts.attempts ?? 1 },
         {
-          runner: this.deps.runners.get(request.engine),
+          // A pixelize job loads no model: any runner of this worker can do it when its engine's is absent.
+          runner: this.deps.runners.get(request.engine) ?? (request.input ? this.deps.runners.values().next().value : undefined),
           repository: this.deps.jobs,
           models: this.deps.models,
           hub: this.deps.hub,

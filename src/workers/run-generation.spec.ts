@@ -7,7 +7,7 @@ import type { LiveProgress } from "../jobs/job-events-channel";
 import type { GeneratePayload } from "../jobs/job-queue";
 import type { ResolvedJob } from "../jobs/jobs.dto";
 import { AttemptStart, canTransition, CompletedResult } from "../jobs/jobs.repository";
-import type { GenerateParams, GenerateResult, ProgressEvent } from "../backends/runner-contract";
+import type { GenerateParams, GenerateResult, PixelizeParams, PixelizeResult, ProgressEvent } from "../backends/runner-contract";
 import { GenerationDeps, GenerationRepository, GenerationRunner, runGeneration } from "./run-generation";
 
 /** One job row, moved only along the repository's real transition table. */
@@ -18,6 +18,7 @@ class FakeRepository implements GenerationRepository {
   result: CompletedResult | null = null;
   started: AttemptStart | null = null;
   savedSteps: number[] = [];
+  input: Buffer | null = null;
 
   private move(to: "active" | "queued" | "completed" | "failed" | "cancelled"): boolean {
     if (!canTransition(this.status, to)) return false;
@@ -44,6 +45,9 @@ class FakeRepository implements GenerationRepository {
     if (landed) this.error = { code, message };
     return landed;
   }
+  async inputImage(): Promise<Buffer | null> {
+    return this.input;
+  }
   async requeue(_id: string, code: string, message: string): Promise<boolean> {
     const landed = this.move("queued");
     if (landed) this.error = { code, message };
@@ -56,6 +60,7 @@ type Behaviour = "succeed" | "die" | "obeyCancel" | "ignoreCancel" | "wrongHash"
 /** Runs `steps` steps 5 ms apart, then behaves as told; cancel/kill end a waiting generation as the real supervisor does. */
 class FakeRunner implements GenerationRunner {
   calls: GenerateParams[] = [];
+  pixelizeCalls: Array<PixelizeParams & { input: string }> = [];
   cancels: string[] = [];
   kills = 0;
   private pending: { id: string; reject: (e: Error) => void } | undefined;
@@ -83,6 +88,16 @@ class FakeRunner implements GenerationRunner {
     const sha256 = this.behaviour === "wrongHash" ? "0".repeat(64) : createHash("sha256").update(png).digest("hex");
     const timings = { loadMs: 1.4, generateMs: 20.6, postprocessMs: 0.2 };
     return { imagePath, sha256, width: 32, height: 32, seed: params.seed, device: "cpu", engine: "torch", dtype: "float32", timings };
+  }
+
+  /** Echoes the input as the result, with a report. */
+  async pixelize(params: PixelizeParams): Promise<PixelizeResult> {
+    this.pixelizeCalls.push({ ...params, input: fs.readFileSync(params.inputPath, "utf8") });
+    const imagePath = path.join(params.outputDir, "result.png");
+    fs.copyFileSync(params.inputPath, imagePath);
+    const sha256 = createHash("sha256").update(fs.readFileSync(imagePath)).digest("hex");
+    const pixel = { grid: { mode: "auto" as const, fit: "native", pitch: [8, 8] as [number, number], cells: [8, 8] as [number, number] } };
+    return { imagePath, sha256, width: 8, height: 8, device: "cpu", engine: "torch", timings: { postprocessMs: 3.4 }, pixel };
   }
 
   async cancel(requestId: string): Promise<boolean> {
@@ -196,6 +211,42 @@ describe("runGeneration", () => {
     expect(repository.history).toEqual(["queued", "failed"]);
     expect(repository.error?.code).toBe("HUB_UNREACHABLE");
     expect(runner.calls).toEqual([]);
+  });
+
+  it("runs a pixelize job: the input PNG from the row goes to the runner's pixelize, the result and its report are stored", async () => {
+    const { repository, runner, published, deps } = setUp("succeed");
+    repository.input = Buffer.from("input png bytes");
+    const pixel = { width: 8, height: 8, colors: 0, fitMode: "contain" as const, grid: "auto" as const };
+    const job: ResolvedJob = {
+      ...request,
+      prompt: "",
+      model: "",
+      steps: 0,
+      seed: 0,
+      pixel,
+      input: { width: 64, height: 64, bytes: 15, sha256: "a".repeat(64) },
+    };
+    expect(await runGeneration({ payload: { ...payload, job }, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "completed" });
+    expect(runner.calls).toEqual([]);
+    expect(runner.pixelizeCalls[0]).toMatchObject({ jobId: payload.jobId, pixel, removeBackground: false, input: "input png bytes" });
+    expect(path.dirname(runner.pixelizeCalls[0].inputPath)).toBe(runner.pixelizeCalls[0].outputDir);
+    expect(published).toEqual([]);
+    expect(repository.result).toMatchObject({ width: 8, height: 8, loadMs: null, generateMs: null, postprocessMs: 3 });
+    expect(repository.result!.pixelReport?.grid).toMatchObject({ mode: "auto", cells: [8, 8] });
+    expect(repository.result!.png.toString()).toBe("input png bytes");
+    expect(fs.existsSync(runner.pixelizeCalls[0].outputDir)).toBe(false);
+  });
+
+  it("a pixelize job whose input is no longer stored fails with INVALID_REQUEST, not retried", async () => {
+    const { repository, deps } = setUp("succeed");
+    const job: ResolvedJob = {
+      ...request,
+      pixel: { width: 8, height: 8, colors: 0, fitMode: "contain" },
+      input: { width: 1, height: 1, bytes: 1, sha256: "a".repeat(64) },
+    };
+    const outcome = await runGeneration({ payload: { ...payload, job }, attempt: 1, maxAttempts: 2 }, deps);
+    expect(outcome).toMatchObject({ status: "failed", failure: { code: "INVALID_REQUEST" } });
+    expect(repository.history).toEqual(["queued", "active", "failed"]);
   });
 
   it("writes a running job's step to its row at most every progressPersistMs", async () => {

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
+import path from "node:path";
 import { AppError, ErrorCode, Failure, failureOf } from "../backends/error-codes";
-import type { GenerateParams, GenerateResult, ProgressEvent } from "../backends/runner-contract";
+import type { GenerateParams, GenerateResult, PixelizeParams, PixelizeResult, ProgressEvent, Timings } from "../backends/runner-contract";
 import type { Logger } from "../infra/logger";
 import type { LiveProgress } from "../jobs/job-events-channel";
 import type { GeneratePayload } from "../jobs/job-queue";
@@ -25,13 +26,15 @@ export interface GenerationRunner {
   /** The device the runner said it runs on; null while it is not known. */
   device(): string | null;
   generate(params: GenerateParams, opts: { id: string; onProgress: (p: ProgressEvent) => void }): Promise<GenerateResult>;
+  /** Post-processing alone on an input PNG; no model, no progress. */
+  pixelize(params: PixelizeParams, opts: { id: string }): Promise<PixelizeResult>;
   /** Asks the runner to stop request `requestId` between steps; the generate then fails with CANCELLED. */
   cancel(requestId: string): Promise<unknown>;
   /** Kills the runner process (its supervisor restarts it): the generate fails with ENGINE_INTERNAL. */
   kill(): void;
 }
 
-export type GenerationRepository = Pick<JobsRepository, "start" | "saveProgress" | "complete" | "finish" | "requeue">;
+export type GenerationRepository = Pick<JobsRepository, "start" | "saveProgress" | "complete" | "finish" | "requeue" | "inputImage">;
 export type ModelResolver = Pick<ModelsService, "resolve" | "resolveLora">;
 /** Whether a job's hub model and LoRA are installed yet (src/installs/hub-models.ts). */
 export type HubGate = Pick<HubModels, "readiness">;
@@ -82,8 +85,9 @@ export type GenerationOutcome =
 /**
  * One attempt of one generation job, start to end, without any queue: marks the row active, resolves the model and
  * LoRA, runs the runner's `generate` under the job's time budget while relaying its progress, verifies the PNG it wrote
- * and records the outcome through the repository's state machine. Errors become outcomes; only a failing database (the
- * outcome could not be written) throws.
+ * and records the outcome through the repository's state machine. A pixelize job (`input` set) takes the same path with
+ * the runner's `pixelize` on the input PNG from its row instead: no model, no progress. Errors become outcomes; only a
+ * failing database (the outcome could not be written) throws.
  */
 export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps): Promise<GenerationOutcome> {
   const { jobId, job: request, submittedAt } = a.payload;
@@ -115,46 +119,66 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   let outputDir: string | undefined;
   try {
     if (!runner) throw new AppError("ENGINE_UNAVAILABLE", `this worker runs no ${request.engine} runner`);
-    const model = await deps.models.resolve(request.model, request.engine);
-    const lora = request.lora ? await deps.models.resolveLora(request.lora, request.model) : null;
-    outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
-    const dir = outputDir;
-    const params: GenerateParams = {
-      jobId,
-      modelSource: model.source,
-      modelName: model.name,
-      modelCommit: model.commit,
-      prompt: request.prompt,
-      negativePrompt: request.negativePrompt,
-      width: request.width,
-      height: request.height,
-      steps: request.steps,
-      guidanceScale: request.guidanceScale,
-      seed: request.seed,
-      scheduler: request.scheduler,
-      initNoise: request.initNoise,
-      previewEvery: request.previewEvery ?? null,
-      pixel: request.pixel,
-      removeBackground: request.removeBackground,
-      lora: lora ? { source: lora.source, strength: lora.strength, ...(lora.commit ? { commit: lora.commit } : {}) } : null,
-      outputDir: dir,
-    };
-    // Step order kept even when a step's preview file must be read first (step-preview.ts).
-    const relay = new ProgressRelay(dir, (live) => deps.publishProgress(jobId, live));
-    const persistEvery = deps.progressPersistMs ?? PROGRESS_PERSIST_MS;
-    let lastPersist = Date.now();
-    const onProgress = (p: ProgressEvent) => {
-      relay.push(p);
-      const now = Date.now();
-      if (now - lastPersist >= persistEvery) {
-        lastPersist = now;
-        void repository.saveProgress(jobId, p.step, p.totalSteps).catch(() => undefined);
-      }
-    };
+    let relay: ProgressRelay | undefined;
+    let call: () => Promise<GenerateResult | PixelizeResult>;
+    if (request.input) {
+      const input = await repository.inputImage(jobId);
+      if (!input) throw new AppError("INVALID_REQUEST", `the input image of job ${jobId} is no longer stored`);
+      outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
+      const inputPath = path.join(outputDir, "input.png");
+      await fs.writeFile(inputPath, input);
+      const params: PixelizeParams = {
+        jobId,
+        inputPath,
+        pixel: request.pixel!,
+        removeBackground: request.removeBackground,
+        outputDir,
+      };
+      call = () => runner.pixelize(params, { id: requestId });
+    } else {
+      const model = await deps.models.resolve(request.model, request.engine);
+      const lora = request.lora ? await deps.models.resolveLora(request.lora, request.model) : null;
+      outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
+      const dir = outputDir;
+      const params: GenerateParams = {
+        jobId,
+        modelSource: model.source,
+        modelName: model.name,
+        modelCommit: model.commit,
+        prompt: request.prompt,
+        negativePrompt: request.negativePrompt,
+        width: request.width,
+        height: request.height,
+        steps: request.steps,
+        guidanceScale: request.guidanceScale,
+        seed: request.seed,
+        scheduler: request.scheduler,
+        initNoise: request.initNoise,
+        previewEvery: request.previewEvery ?? null,
+        pixel: request.pixel,
+        removeBackground: request.removeBackground,
+        lora: lora ? { source: lora.source, strength: lora.strength, ...(lora.commit ? { commit: lora.commit } : {}) } : null,
+        outputDir: dir,
+      };
+      // Step order kept even when a step's preview file must be read first (step-preview.ts).
+      const steps = new ProgressRelay(dir, (live) => deps.publishProgress(jobId, live));
+      relay = steps;
+      const persistEvery = deps.progressPersistMs ?? PROGRESS_PERSIST_MS;
+      let lastPersist = Date.now();
+      const onProgress = (p: ProgressEvent) => {
+        steps.push(p);
+        const now = Date.now();
+        if (now - lastPersist >= persistEvery) {
+          lastPersist = now;
+          void repository.saveProgress(jobId, p.step, p.totalSteps).catch(() => undefined);
+        }
+      };
+      call = () => runner.generate(params, { id: requestId, onProgress });
+    }
 
     if (signal?.aborted) throw stopError(signal);
     let running = true;
-    const generation = runner.generate(params, { id: requestId, onProgress }).finally(() => (running = false));
+    const generation = call().finally(() => (running = false));
     const stopOnAbort = () => stopRunner(runner, requestId, signal?.reason as StopReason, () => running, deps);
     signal?.addEventListener("abort", stopOnAbort, { once: true });
     // Past the budget: ask the runner to stop between steps; if it does not within the grace, kill it (the supervisor
@@ -174,11 +198,11 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
 
     // Every step's progress (and preview file) is published before the job can be seen completed: watchers close
     // their streams on the final state, and the output dir holding previews is removed right after.
-    await relay.drain();
+    await relay?.drain();
     const png = await fs.readFile(result.imagePath);
     const sha256 = createHash("sha256").update(png).digest("hex");
     if (sha256 !== result.sha256) throw new AppError("ENGINE_INTERNAL", "result PNG does not match the sha256 the runner reported");
-    const timings = result.timings ?? {};
+    const timings: Partial<Timings> = result.timings ?? {};
     await repository.complete(jobId, {
       device: result.device ?? device,
       png,
@@ -188,9 +212,13 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       loadMs: roundOrNull(timings.loadMs),
       generateMs: roundOrNull(timings.generateMs),
       postprocessMs: roundOrNull(timings.postprocessMs),
+      pixelReport: result.pixel,
     });
+    const tag = request.input ? `[PIXELIZE][${request.engine}] job=${jobId} ${request.width}x${request.height}` : undefined;
     logger.info(
-      `[GEN][${request.engine}] job=${jobId} ${request.width}x${request.height} steps=${request.steps} load=${roundOrNull(timings.loadMs)}ms gen=${roundOrNull(timings.generateMs)}ms post=${roundOrNull(timings.postprocessMs)}ms`,
+      tag
+        ? `${tag} post=${roundOrNull(timings.postprocessMs)}ms`
+        : `[GEN][${request.engine}] job=${jobId} ${request.width}x${request.height} steps=${request.steps} load=${roundOrNull(timings.loadMs)}ms gen=${roundOrNull(timings.generateMs)}ms post=${roundOrNull(timings.postprocessMs)}ms`,
     );
     return { status: "completed" };
   } catch (err) {

@@ -162,6 +162,7 @@ function generationRunner(runner: RunnerSupervisor): GenerationRunner {
   return {
     device: () => runner.readyInfo?.device ?? null,
     generate: (params, opts) => runner.generate(params, opts),
+    pixelize: (params, opts) => runner.pixelize(params, opts),
     cancel: (requestId) => runner.cancel(requestId),
     kill: () => runner.kill(),
   };

@@ -25,7 +25,12 @@ describe("submit → poll → PNG", () => {
     const job = await finished(id);
     expect(job).toMatchObject({ status: "completed", engine: "torch", model: "tiny-sd", seed: 7, device: "cpu" });
     expect(job.progress).toEqual({ step: 4, totalSteps: 4 });
-    expect(job.result).toEqual({ width: 32, height: 32, imageUrl: `/jobs/${id}/image` });
+    expect(job.result).toEqual({
+      width: 32,
+      height: 32,
+      imageUrl: `/jobs/${id}/image`,
+      pixel: expect.objectContaining({ grid: expect.anything() }),
+    });
     for (const key of ["queueMs", "loadMs", "generateMs", "postprocessMs"]) expect(typeof job.timings[key]).toBe("number");
     expect(Date.parse(job.finishedAt)).toBeGreaterThanOrEqual(Date.parse(job.startedAt));
     const png = decodePng(await imageOf(id));

@@ -21,6 +21,18 @@ class PixelSpec:
     fit_mode: str = "contain"
     grid: str = "auto"
 
+    @classmethod
+    def from_params(cls, pixel: dict | None) -> PixelSpec | None:
+        if not pixel:
+            return None
+        return cls(
+            width=int(pixel["width"]),
+            height=int(pixel["height"]),
+            colors=int(pixel.get("colors") or 0),
+            fit_mode=str(pixel.get("fitMode") or "contain"),
+            grid=str(pixel.get("grid") or "auto"),
+        )
+
 
 @dataclass
 class GenerateRequest:
@@ -48,7 +60,6 @@ class GenerateRequest:
 
     @classmethod
     def from_params(cls, p: dict) -> GenerateRequest:
-        pixel = p.get("pixel")
         return cls(
             job_id=str(p["jobId"]),
             model_source=str(p["modelSource"]),
@@ -63,19 +74,32 @@ class GenerateRequest:
             seed=int(p["seed"]),
             scheduler=p.get("scheduler"),
             init_noise=p.get("initNoise"),
-            pixel=PixelSpec(
-                width=int(pixel["width"]),
-                height=int(pixel["height"]),
-                colors=int(pixel.get("colors") or 0),
-                fit_mode=str(pixel.get("fitMode") or "contain"),
-                grid=str(pixel.get("grid") or "auto"),
-            )
-            if pixel
-            else None,
+            pixel=PixelSpec.from_params(p.get("pixel")),
             remove_background=p.get("removeBackground") or False,
             lora=p.get("lora"),
             output_dir=str(p["outputDir"]),
             preview_every=int(p["previewEvery"]) if p.get("previewEvery") else None,
+        )
+
+
+@dataclass
+class PixelizeRequest:
+    """A `pixelize` op's params (the schema's PixelizeParams, snake_case): post-processing only, no model."""
+
+    job_id: str
+    input_path: str
+    pixel: PixelSpec
+    output_dir: str
+    remove_background: Any = False
+
+    @classmethod
+    def from_params(cls, p: dict) -> PixelizeRequest:
+        return cls(
+            job_id=str(p["jobId"]),
+            input_path=str(p["inputPath"]),
+            pixel=PixelSpec.from_params(p["pixel"]),
+            output_dir=str(p["outputDir"]),
+            remove_background=p.get("removeBackground") or False,
         )
 
 

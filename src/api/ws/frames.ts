@@ -2,9 +2,15 @@ import { AppError } from "../../backends/error-codes";
 import type { GenerateJobRequest } from "../../jobs/jobs.dto";
 import { toErrorBody } from "../error-handler";
 import { validateJobRequest } from "../job-validation";
+import { MAX_BODY_BYTES, MAX_JOB_BODY_BYTES, overBodyLimit } from "../../jobs/input-image";
 
-/** Largest client frame we read; the extension's biggest frame (a submit with a 2 000-character prompt) is ~5 KiB. */
-export const MAX_FRAME_BYTES = 64 * 1024;
+/**
+ * Largest client frame we read, an input image aside; the extension's biggest frame (a submit with a 2 000-character
+ * prompt) is ~5 KiB.
+ */
+export const MAX_FRAME_BYTES = MAX_BODY_BYTES;
+/** A submit may carry an input image (a pixelize job), as POST /jobs may: the same limit as that body. */
+export const MAX_SUBMIT_FRAME_BYTES = MAX_JOB_BODY_BYTES;
 
 export type ClientFrame =
   | { type: "submit"; requestId: string; job: GenerateJobRequest }
@@ -44,15 +50,21 @@ function stringField(obj: Record<string, unknown>, name: string, max: number): s
  */
 export function parseClientFrame(data: Buffer, isBinary: boolean): ParsedFrame {
   if (isBinary) return invalid("binary frames are not part of this protocol; send JSON text frames");
-  if (data.length > MAX_FRAME_BYTES) {
-    return { ok: false, error: { code: "PAYLOAD_TOO_LARGE", message: `frame is ${data.length} bytes; the limit is ${MAX_FRAME_BYTES}` } };
-  }
+  const tooLarge = (limit: number, beside = ""): ParsedFrame => ({
+    ok: false,
+    error: { code: "PAYLOAD_TOO_LARGE", message: `frame is ${data.length} bytes; the limit is ${limit}${beside}` },
+  });
+  if (data.length > MAX_SUBMIT_FRAME_BYTES) return tooLarge(MAX_SUBMIT_FRAME_BYTES);
   let value: unknown;
   try {
     value = JSON.parse(data.toString("utf8"));
   } catch (err) {
+    if (data.length > MAX_FRAME_BYTES) return tooLarge(MAX_FRAME_BYTES);
     return invalid(`frame is not valid JSON: ${(err as Error).message}`);
   }
+  // Only a submit's input image may take a frame past MAX_FRAME_BYTES.
+  const job = isPlainObject(value) && value.type === "submit" ? value.job : undefined;
+  if (overBodyLimit(data.length, job)) return tooLarge(MAX_FRAME_BYTES, job === undefined ? "" : " besides job.inputImage");
   if (!isPlainObject(value)) return invalid('frame must be a JSON object with a "type"');
   const type = value.type;
   if (typeof type !== "string" || !(TYPES as readonly string[]).includes(type)) {

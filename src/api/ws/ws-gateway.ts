@@ -12,16 +12,17 @@ import { enginesSummary } from "../engines-summary";
 import { hostChecker } from "../host-check";
 import type { JobEventsHub } from "../job-events";
 import { pngToRgba } from "../job-validation";
-import { ClientFrame, errorFrameOf, FrameError, parseClientFrame } from "./frames";
+import { ClientFrame, errorFrameOf, FrameError, MAX_SUBMIT_FRAME_BYTES, parseClientFrame } from "./frames";
 import type { SubmitRateLimiter } from "../rate-limit";
 
 export const WS_PATH = "/ws";
 
 /**
- * ws closes the connection (1009) above maxPayload before we could answer. Frames between frames.MAX_FRAME_BYTES and this
+ * ws closes the connection (1009) above maxPayload before we could answer. Frames over frames.MAX_FRAME_BYTES (a submit:
+ * MAX_SUBMIT_FRAME_BYTES) up to this
  * get an error frame and the connection stays open; beyond it a client is not speaking our protocol and is dropped.
  */
-const HARD_MAX_PAYLOAD = 1024 * 1024;
+const HARD_MAX_PAYLOAD = MAX_SUBMIT_FRAME_BYTES + 1024 * 1024;
 
 export interface WsGatewayDeps {
   server: http.Server;
@@ -193,7 +194,16 @@ export class WsGateway {
     if (view.status === "completed") {
       try {
         const { width, height, rgba } = pngToRgba(await this.deps.jobs.image(view.id));
-        conn.send({ type: "completed", id: view.id, width, height, rgbaBase64: rgba.toString("base64"), seed: view.seed });
+        const pixel = view.result?.pixel;
+        conn.send({
+          type: "completed",
+          id: view.id,
+          width,
+          height,
+          rgbaBase64: rgba.toString("base64"),
+          seed: view.seed,
+          ...(pixel ? { pixel } : {}),
+        });
       } catch (err) {
         const e = errorFrameOf(err, {});
         conn.send({ type: "failed", id: view.id, code: e.code, message: `the result could not be read: ${e.message}` });
