@@ -2,6 +2,7 @@ import path from "node:path";
 import fs from "node:fs";
 import { AppError } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
+import { isHubReference } from "../installs/hub-id";
 import { newJobId, JOB_ID_PATTERN } from "../jobs/ids";
 import { folderFingerprint } from "../models/file-hash";
 import type { ModelsService } from "../models/models.service";
@@ -18,12 +19,14 @@ export class ConversionsService {
   ) {}
 
   /**
-   * Queues a diffusers → MLX conversion of a registered local base model. An unchanged source (same files, sizes and
+   * Queues a diffusers → MLX conversion of a registered base model, named by its registry name or, once installed, by
+   * its hub id (the conversion is filed under the registry name either way). An unchanged source (same files, sizes and
    * mtimes) with the same dtype answers with the earlier conversion — still queued, running or done — instead.
    */
-  async request(name: string, dtype: "float16" | "float32"): Promise<{ view: ConversionView; created: boolean }> {
-    const model = await this.models.find(name);
-    if (model.kind !== "base") throw new AppError("INVALID_REQUEST", `${name} is a LoRA; only base models are converted`);
+  async request(reference: string, dtype: "float16" | "float32"): Promise<{ view: ConversionView; created: boolean }> {
+    const model = isHubReference(reference) ? await this.models.findBase(reference) : await this.models.find(reference);
+    if (model.kind !== "base") throw new AppError("INVALID_REQUEST", `${reference} is a LoRA; only base models are converted`);
+    const name = model.name;
     const resolved = await this.models.resolve(name, "torch");
     if (!path.isAbsolute(resolved.source) || !fs.existsSync(resolved.source)) {
       throw new AppError("INVALID_REQUEST", `${name} is a hub model; download it into models/ first (conversions read local folders)`);

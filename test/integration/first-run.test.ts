@@ -37,7 +37,7 @@ beforeAll(async () => {
     lorasDir,
   ]);
   process.env.HF_ENDPOINT = hub.url;
-  stack = await startTestStack({ PIXELAI_ENGINES: "torch", PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir });
+  stack = await startTestStack({ PIXELAI_ENGINES: "torch,mlx", PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir });
 });
 
 afterAll(async () => {
@@ -215,4 +215,30 @@ describe("the old extension's default flow", () => {
     expect(installed.filter((i) => i.repo === HUB_REPOS.lora && i.status === "completed").length).toBeGreaterThan(0);
     expect((await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" })).status).toBe(200);
   }, 420_000);
+
+  it("the same with MLX as the default engine, after converting the installed model by its hub id: completes, the LoRA dropped with a warning", async () => {
+    const conv = await request(stack.url)
+      .post(`/models/${encodeURIComponent(HUB_REPOS.sdxl)}/conversions`)
+      .send({ dtype: "float32" });
+    expect([200, 202]).toContain(conv.status);
+    expect(conv.body.model).toBe("stable-diffusion-xl-base-1.0");
+    await waitFor(async () => {
+      const c = (await request(stack.url).get(`/conversions/${conv.body.id}`)).body;
+      if (c.status === "failed") throw new Error(`conversion failed: ${JSON.stringify(c.error)}`);
+      return c.status === "completed";
+    }, 300_000);
+    expect((await request(stack.url).post("/load_model").send({ model_name: HUB_REPOS.sdxl })).body).toMatchObject({ success: true });
+    expect((await request(stack.url).post("/set_engine").send({ engine: "mlx" })).body).toMatchObject({ success: true, engine: "mlx" });
+    try {
+      const res = await request(stack.url).post("/generate").send(oldDefaults).timeout(400_000);
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ success: true, engine: "mlx", image: { width: 64, height: 64, mode: "rgba" } });
+      expect(Buffer.from(res.body.image.base64, "base64")).toHaveLength(64 * 64 * 4);
+      expect(res.body.warning).toMatch(/not applied/);
+      expect((await carried(res.body.generation_id)).lora).toBeNull();
+    } finally {
+      expect((await request(stack.url).post("/set_engine").send({ engine: "torch" })).status).toBe(200);
+      expect((await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" })).status).toBe(200);
+    }
+  }, 720_000);
 });
