@@ -2,6 +2,7 @@ import type { Response } from "express";
 import type { LiveProgress } from "../jobs/job-queue";
 import type { JobView } from "../jobs/jobs.dto";
 import { FINAL_STATUSES, JobEventsHub } from "./job-events";
+import { watchInstallProgress } from "./install-progress-watch";
 
 export interface JobEventStreamOptions {
   /** A comment line this often, so proxies and idle-connection timeouts keep the stream open. */
@@ -14,9 +15,6 @@ export interface JobEventStreamOptions {
    */
   reread?: () => Promise<JobView>;
 }
-
-/** How often a queued job waiting for an install is re-read for `install` events. */
-export const INSTALL_EVENT_MS = 1_000;
 
 /**
  * Past this much unsent output (a client that reads slowly) previews are dropped: progress and the final event still
@@ -62,28 +60,10 @@ export function streamJobEvents(res: Response, hub: JobEventsHub, current: JobVi
 
   // Where the job is now, so a late subscriber does not wait for the next step to learn it.
   if (!FINAL_STATUSES.has(current.status)) send("progress", current.progress);
-  // A job waiting for its hub model or LoRA: `install` events (the installs it waits on, as GET /installs/{id}) each
-  // time their progress changes, until it leaves `queued`.
-  let lastInstalls = "";
-  const sendInstalls = (view: JobView) => {
-    const installs = JSON.stringify(view.installs ?? []);
-    if (view.installs?.length && installs !== lastInstalls) send("install", { installs: view.installs });
-    lastInstalls = installs;
-  };
-  if (current.status === "queued" && opts.reread) {
-    sendInstalls(current);
-    const reread = opts.reread;
-    let reading = false;
-    const poll = setInterval(() => {
-      if (reading || !open) return;
-      reading = true;
-      void reread()
-        .then((view) => (view.status === "queued" ? sendInstalls(view) : clearInterval(poll)))
-        .catch(() => undefined)
-        .finally(() => (reading = false));
-    }, INSTALL_EVENT_MS);
-    poll.unref();
-    res.on("close", () => clearInterval(poll));
+  // A job waiting for its hub model or LoRA: `install` events each time its installs' progress changes.
+  if (opts.reread) {
+    const stopInstalls = watchInstallProgress(opts.reread, (installs) => send("install", { installs }), current);
+    res.on("close", stopInstalls);
   }
   stop = hub.watch(current.id, {
     progress: (p: LiveProgress) => {

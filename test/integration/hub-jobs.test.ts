@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import request from "supertest";
+import WebSocket from "ws";
 import { FakeHub, HUB_REPOS } from "../support/fake-hub";
 import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
 import { ensureBuilt } from "../support/processes";
@@ -125,14 +126,35 @@ describe("jobs naming hub ids", () => {
     );
   });
 
-  it("installs a hub LoRA the same way, and a job without a model runs on the hub id default", async () => {
-    const id = await submitJob(stack.url, { prompt: "a pixel cat", lora: { name: HUB_REPOS.lora, strength: 0.8 }, ...SMALL });
+  it("installs a hub LoRA the same way for a /ws submit (install frames while it waits), and a job without a model runs on the hub id default", async () => {
+    await hub.faults({ throttleBps: 200_000 });
+    const ws = new WebSocket(stack.url.replace(/^http/, "ws") + "/ws");
+    const frames: Array<Record<string, unknown>> = [];
+    ws.on("message", (d) => frames.push(JSON.parse(d.toString())));
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    ws.send(
+      JSON.stringify({
+        type: "submit",
+        requestId: "lora",
+        job: { prompt: "a pixel cat", lora: { name: HUB_REPOS.lora, strength: 0.8 }, ...SMALL },
+      }),
+    );
+    const accepted = await waitFor(async () => frames.find((f) => f.requestId === "lora"), 30_000, 20);
+    expect(accepted.type).toBe("accepted");
+    const id = accepted.id as string;
     const waiting = await waitFor(async () => {
       const job = (await request(stack.url).get(`/jobs/${id}`)).body;
       return job.installs?.length ? job : job.status !== "queued" ? job : undefined;
     });
     expect(waiting.installs?.[0]).toMatchObject({ repo: HUB_REPOS.lora });
+    await hub.faults();
     const done = await finishedJob(stack.url, id, 240_000);
+    const final = await waitFor(async () => frames.find((f) => f.type === "completed" && f.id === id), 30_000, 20);
+    ws.close();
+    const installFrames = frames.filter((f) => f.type === "install" && f.id === id);
+    expect(installFrames.length).toBeGreaterThanOrEqual(1);
+    expect((installFrames[0].installs as InstallView[])[0]).toMatchObject({ repo: HUB_REPOS.lora });
+    expect(frames.indexOf(installFrames.at(-1)!)).toBeLessThan(frames.indexOf(final));
     expect(done).toMatchObject({ status: "completed", model: HUB_REPOS.sdxl });
     const lora = (await installs()).find((i) => i.repo === HUB_REPOS.lora);
     expect(lora?.status).toBe("completed");

@@ -14,6 +14,7 @@ import type { JobEventsHub } from "../job-events";
 import { pngToRgba } from "../job-validation";
 import { ClientFrame, errorFrameOf, FrameError, MAX_SUBMIT_FRAME_BYTES, parseClientFrame } from "./frames";
 import type { SubmitRateLimiter } from "../rate-limit";
+import { watchInstallProgress } from "../install-progress-watch";
 
 export const WS_PATH = "/ws";
 
@@ -76,14 +77,23 @@ class Connection {
   watch(jobId: string): void {
     // a frame still being handled when the socket closed must not leave a watch behind
     if (this.disposed || this.watches.has(jobId)) return;
-    const stop = this.gateway.deps.events.watch(jobId, {
+    // a job waiting queued for its hub model or LoRA: `install` frames with the installs' progress as it changes
+    const stopInstalls = watchInstallProgress(
+      () => this.gateway.deps.jobs.get(jobId),
+      (installs) => this.send({ type: "install", id: jobId, installs }),
+    );
+    const stopEvents = this.gateway.deps.events.watch(jobId, {
       progress: (p) => this.send({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps, ...previewField(p.preview) }),
       final: (view) => {
+        stopInstalls();
         this.watches.delete(jobId);
         void this.gateway.sendFinal(this, view);
       },
     });
-    this.watches.set(jobId, stop);
+    this.watches.set(jobId, () => {
+      stopInstalls();
+      stopEvents();
+    });
   }
 
   dispose(): void {
