@@ -53,7 +53,13 @@ describe("the stack on PostgreSQL", () => {
     const job = await finished(id);
     expect(job).toMatchObject({ status: "completed", engine: "torch", model: "tiny-sd", seed: 7, device: "cpu" });
     expect(job.worker).toBe(`${os.hostname()}:${process.pid}`);
-    expect(job.result).toEqual({ width: 32, height: 32, imageUrl: `/jobs/${id}/image` });
+    // the pixel report is a JSON column: it must come back from PostgreSQL as it went in
+    expect(job.result).toEqual({
+      width: 32,
+      height: 32,
+      imageUrl: `/jobs/${id}/image`,
+      pixel: { grid: expect.objectContaining({ mode: "auto" }) },
+    });
     for (const key of ["queueMs", "loadMs", "generateMs", "postprocessMs"]) expect(typeof job.timings[key]).toBe("number");
     const png = decodePng(await imageOf(id));
     expect([png.width, png.height]).toEqual([32, 32]);
