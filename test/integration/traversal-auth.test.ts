@@ -97,7 +97,8 @@ const cases: Case[] = [
   ["bad kind", () => register({ name: "x", source: "tiny-sd", kind: "vae" }), 400, "INVALID_REQUEST"],
   ["GET model encoded traversal", () => api().get("/models/..%2f..%2fetc%2fpasswd"), 404, "MODEL_NOT_FOUND"],
   ["GET model dot-dot", () => api().get("/models/%2e%2e"), 404, "MODEL_NOT_FOUND"],
-  ["convert encoded traversal", () => withKey(api().post("/models/..%2Foutside/conversions")).send({}), 404, "MODEL_NOT_FOUND"],
+  // a '/' makes it a hub id (conversions take installed ones), which the hub's rules refuse before any lookup
+  ["convert encoded traversal", () => withKey(api().post("/models/..%2Foutside/conversions")).send({}), 400, "INVALID_REQUEST"],
   ["conversion id traversal", () => api().get("/conversions/..%2F..%2Fetc"), 404, "NOT_FOUND"],
   ["job model traversal", () => api().post("/jobs").send({ prompt: "x", model: "../outside/stolen-model" }), 400, "INVALID_REQUEST"],
   ["job model encoded", () => api().post("/jobs").send({ prompt: "x", model: "%2e%2e%2fx" }), 400, "INVALID_REQUEST"],
