@@ -1,12 +1,10 @@
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import request from "supertest";
 import { startTestStack, TestStack, waitFor, decodePng } from "../support/stack";
 import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
+import { privateModelStore } from "../support/model-store";
 
-const repo = path.resolve(__dirname, "../..");
 const KEY = "test-admin-key";
 let stack: TestStack;
 let modelsDir: string;
@@ -15,17 +13,7 @@ let fixtures: string;
 
 beforeAll(async () => {
   // A private model store: this file converts, tampers with and adds to it, which must never touch the repo's models/.
-  fixtures = fs.mkdtempSync(path.join(os.tmpdir(), "pixelai-models-"));
-  modelsDir = path.join(fixtures, "models");
-  lorasDir = path.join(fixtures, "loras");
-  for (const name of ["tiny-sd", "tiny-sdxl"]) fs.cpSync(path.join(repo, "models", name), path.join(modelsDir, name), { recursive: true });
-  execFileSync(path.join(repo, ".venv/bin/python"), [
-    path.join(repo, "scripts/make_tiny_lora.py"),
-    "--models",
-    modelsDir,
-    "--out",
-    lorasDir,
-  ]);
+  ({ root: fixtures, modelsDir, lorasDir } = privateModelStore("pixelai-models-"));
   stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir, PIXELAI_API_KEY: KEY });
 });
 

@@ -1,13 +1,11 @@
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import request from "supertest";
 import WebSocket from "ws";
 import { FakeHub, HUB_REPOS } from "../support/fake-hub";
 import { finishedJob, submitJob } from "../support/jobs-client";
-import { ensureBuilt, REPO } from "../support/processes";
+import { ensureBuilt } from "../support/processes";
 import { startTestStack, TestStack, waitFor } from "../support/stack";
+import { privateModelStore } from "../support/model-store";
 
 /** The old Aseprite extension's default negative prompt, as its settings start. */
 const OLD_CLIENT_NEGATIVE = "blurry, smooth, antialiased, realistic, photographic, 3d render, low quality";
@@ -25,17 +23,9 @@ const savedEnv = { ...process.env };
 beforeAll(async () => {
   ensureBuilt();
   hub = await FakeHub.start();
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pixelai-first-run-"));
-  const modelsDir = path.join(tmp, "models");
-  const lorasDir = path.join(tmp, "loras");
-  for (const name of ["tiny-sd", "tiny-sdxl"]) fs.cpSync(path.join(REPO, "models", name), path.join(modelsDir, name), { recursive: true });
-  execFileSync(path.join(REPO, ".venv/bin/python"), [
-    path.join(REPO, "scripts/make_tiny_lora.py"),
-    "--models",
-    modelsDir,
-    "--out",
-    lorasDir,
-  ]);
+  const store = privateModelStore("pixelai-first-run-");
+  tmp = store.root;
+  const { modelsDir, lorasDir } = store;
   process.env.HF_ENDPOINT = hub.url;
   stack = await startTestStack({ PIXELAI_ENGINES: "torch,mlx", PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir });
 });

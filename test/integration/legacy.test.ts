@@ -1,11 +1,8 @@
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
-import os from "node:os";
-import path from "node:path";
 import request from "supertest";
-import { REPO } from "../support/processes";
 import { startTestStack, TestStack, waitFor, decodePng, opaqueColours } from "../support/stack";
+import { privateModelStore } from "../support/model-store";
 
 let stack: TestStack;
 let fixtures: string;
@@ -15,17 +12,9 @@ const SLIDER = "ntc-ai/SDXL-LoRA-slider.pixel-art";
 
 beforeAll(async () => {
   // A private model store: the MLX test converts tiny-sd, which must not touch the repo's models/.
-  fixtures = fs.mkdtempSync(path.join(os.tmpdir(), "pixelai-legacy-"));
-  const modelsDir = path.join(fixtures, "models");
-  const lorasDir = path.join(fixtures, "loras");
-  for (const name of ["tiny-sd", "tiny-sdxl"]) fs.cpSync(path.join(REPO, "models", name), path.join(modelsDir, name), { recursive: true });
-  execFileSync(path.join(REPO, ".venv/bin/python"), [
-    path.join(REPO, "scripts/make_tiny_lora.py"),
-    "--models",
-    modelsDir,
-    "--out",
-    lorasDir,
-  ]);
+  const store = privateModelStore("pixelai-legacy-");
+  fixtures = store.root;
+  const { modelsDir, lorasDir } = store;
   stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir });
   // Two more registered LoRAs, one per architecture, so /loras has something to sort (no files are needed for that).
   await stack.service.db.model.create({
