@@ -102,6 +102,7 @@ describe("configuration", () => {
       PIXELAI_MLX_BLAS: "off",
       ALLOW_AUTO_INSTALL: "1",
       PIXELAI_MODELS_DIR: "/srv/models",
+      PIXELAI_LORAS_DIR: "/srv/loras",
       REDIS_SERVER_BIN: "/opt/redis/bin/redis-server",
     });
     expect(config.runner).toEqual({
@@ -111,6 +112,7 @@ describe("configuration", () => {
       mlxBlas: "off",
       birefnetDir: "/srv/models/birefnet",
       autoInstall: true,
+      modelRoots: ["/srv/models", "/srv/loras"].join(path.delimiter),
     });
     expect(config.redisServerBin).toBe("/opt/redis/bin/redis-server");
     expect(loadConfig({}).runner).toMatchObject({

@@ -20,6 +20,7 @@ export interface Config {
   workerConcurrency: number;
   apiKey: string | undefined;
   allowedHosts: string[];
+  allowedOrigins: string[];
   runnerTimeoutMs: number;
   runnerStartTimeoutMs: number;
   runnerMaxRestarts: number;
@@ -87,6 +88,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = int(env.PORT, 5000);
   const host = env.HOST ?? "127.0.0.1";
   const modelsRoot = path.resolve(repoRoot, env.PIXELAI_MODELS_DIR ?? "models");
+  const lorasRoot = path.resolve(repoRoot, env.PIXELAI_LORAS_DIR ?? "loras");
   const engines = (env.PIXELAI_ENGINES ?? ENGINE_NAMES.join(","))
     .split(",")
     .map((e) => e.trim())
@@ -100,7 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisDataDir: path.join(dataDir, "redis"),
     repoRoot,
     modelsRoot,
-    lorasRoot: path.resolve(repoRoot, env.PIXELAI_LORAS_DIR ?? "loras"),
+    lorasRoot,
     dataDir,
     python: env.PIXELAI_PYTHON ?? path.join(repoRoot, ".venv", "bin", "python"),
     defaultModel: env.PIXELAI_DEFAULT_MODEL ?? "tiny-sd",
@@ -111,6 +113,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowedHosts: (env.PIXELAI_ALLOWED_HOSTS ?? `localhost,127.0.0.1,[::1],${host}`)
       .split(",")
       .map((h) => h.trim().toLowerCase())
+      .filter(Boolean),
+    allowedOrigins: (env.PIXELAI_ALLOWED_ORIGINS ?? "")
+      .split(",")
+      .map((o) => o.trim())
       .filter(Boolean),
     runnerTimeoutMs: int(env.PIXELAI_RUNNER_TIMEOUT_MS, 300_000),
     runnerStartTimeoutMs: int(env.PIXELAI_RUNNER_START_TIMEOUT_MS, 120_000),
@@ -138,6 +144,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       mlxBlas: env.PIXELAI_MLX_BLAS || "auto",
       birefnetDir: path.join(modelsRoot, "birefnet"),
       autoInstall: env.ALLOW_AUTO_INSTALL === "1",
+      // what a runner may load from, checked again right before each load (python/pixelai_runner/model_files.py)
+      modelRoots: [modelsRoot, lorasRoot].join(path.delimiter),
     },
   };
 }

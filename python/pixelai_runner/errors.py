@@ -16,7 +16,12 @@ ERROR_CODES: dict[str, int] = {
     "JOB_NOT_FINISHED": 409,
     "MODEL_NOT_CONVERTED": 409,
     "MODEL_NOT_INSTALLED": 409,
+    # the server's own refusals of a request's form (answered by the API, never by a runner)
+    "METHOD_NOT_ALLOWED": 405,
+    "REQUEST_TIMEOUT": 408,
     "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "HEADERS_TOO_LARGE": 431,
     "LORA_UNSUPPORTED_ENGINE": 422,
     "RATE_LIMITED": 429,
     "ENGINE_INTERNAL": 500,

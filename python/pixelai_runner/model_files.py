@@ -19,6 +19,9 @@ Rules:
   (`.pixelai-install.json`, at the snapshot's top) is written; the record names the commit it is pinned to. Its weights
   variant is `fp16` when its weights are `<name>.fp16.safetensors` (taken when the device runs fp16, or when there are
   no plain weights beside them), else the plain weights.
+- Containment: everything a loader could open under a model folder or LoRA file resolves, after following symlinks at
+  every level, inside one of the runner's model roots (`--model-roots`); the Node server checks the same at
+  registration (src/models/safe-paths.ts), and the runner again right before each load, since files may change between.
 - A converted MLX folder is verified by its manifest (backends/mlx/manifest.py): every listed file present with the
   recorded size and sha256.
 
@@ -29,6 +32,7 @@ interpreter start.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -39,6 +43,40 @@ INSTALL_RECORD = ".pixelai-install.json"
 # `diffusion_pytorch_model.fp16.safetensors`, `model.fp16-00001-of-00002.safetensors`
 _FP16_WEIGHTS = re.compile(r"^[^./]+\.fp16(?:-\d{5}-of-\d{5})?\.safetensors$")
 _PLAIN_WEIGHTS = re.compile(r"^[^./]+(?:-\d{5}-of-\d{5})?\.safetensors$")
+
+
+# More entries than any model folder holds: the walk stops there rather than hang on a hostile tree.
+_MAX_TREE_ENTRIES = 100_000
+
+
+class OutsideRoots(ValueError):
+    """A model or LoRA path, or something linked from inside it, resolves outside every model root."""
+
+
+def assert_inside_roots(target: str | Path, roots: list[str]) -> None:
+    """Raise OutsideRoots unless `target` and every entry under it (symlinked folders walked too) resolve under a
+    root. No roots: nothing to check (a runner started by hand)."""
+    if not roots:
+        return
+    real_roots = [os.path.realpath(r) for r in roots]
+
+    def inside(real: str) -> bool:
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in real_roots)
+
+    seen: set[str] = set()
+    pending = [str(target)]
+    while pending:
+        entry = pending.pop()
+        real = os.path.realpath(entry)
+        if not inside(real):
+            raise OutsideRoots(f"{entry} resolves outside the model roots ({real})")
+        if real in seen or not os.path.isdir(real):
+            continue
+        seen.add(real)
+        names = os.listdir(real)
+        if len(seen) + len(pending) + len(names) > _MAX_TREE_ENTRIES:
+            raise OutsideRoots(f"{target} holds more than {_MAX_TREE_ENTRIES} entries")
+        pending.extend(os.path.join(real, n) for n in names)
 
 
 class NotAModel(ValueError):

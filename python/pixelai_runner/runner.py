@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from . import background, postprocess, preview
+from . import background, model_files, postprocess, preview
 from .backends.base import FEATURES, Backend, GenerateRequest, PixelizeRequest
 from .errors import RunnerError, classify_exception
 from .protocol import ProtocolError, ProtocolWriter, parse_request
@@ -372,6 +372,7 @@ class Runner:
         tag = f"[GEN][{self.engine}] job={req.job_id} {req.width}x{req.height} steps={req.steps}"
         try:
             check_cancel()
+            self._check_contained(req)
             output = self.backend.generate(req, on_step, check_cancel)
             check_cancel()
             started = time.perf_counter()
@@ -399,6 +400,17 @@ class Runner:
                 "postprocessMs": _ms(post_ms),
             },
         }
+
+    def _check_contained(self, req: GenerateRequest) -> None:
+        """Right before a load: the model (and LoRA) must still lie wholly inside the model roots (model_files.py)."""
+        paths = [("model", req.model_source)]
+        if req.lora and req.lora.get("source"):
+            paths.append(("LoRA", str(req.lora["source"])))
+        for what, path in paths:
+            try:
+                model_files.assert_inside_roots(path, self.settings.roots)
+            except model_files.OutsideRoots as exc:
+                raise RunnerError("INVALID_REQUEST", f"refusing to load the {what}: {exc}") from exc
 
     def _run_pixelize(self, rid: Any, req: PixelizeRequest) -> dict:
         """Post-processing alone, on the input PNG Node wrote: the same step a generation ends with."""

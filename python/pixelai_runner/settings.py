@@ -7,6 +7,7 @@ Standard library only: __main__ parses these before fd 1 is safe to print on.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 from dataclasses import dataclass, fields
@@ -23,6 +24,7 @@ class RunnerSettings:
     mlx_blas: str = "auto"
     birefnet_dir: str = ""
     auto_install: bool = False
+    model_roots: str = ""
     pip_command: str = ""
 
     @property
@@ -32,6 +34,10 @@ class RunnerSettings:
     @property
     def forced_mlx_dtype(self) -> str | None:
         return None if self.mlx_dtype == "auto" else self.mlx_dtype
+
+    @property
+    def roots(self) -> list[str]:
+        return [r for r in self.model_roots.split(os.pathsep) if r]
 
     @property
     def pip_argv(self) -> list[str]:

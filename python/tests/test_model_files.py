@@ -145,3 +145,28 @@ def test_weights_variant_takes_fp16_where_the_device_runs_it_or_nothing_else_is_
     (plain / "text_encoder").mkdir(parents=True)
     (plain / "text_encoder" / "model-00001-of-00002.safetensors").write_bytes(b"x")
     assert model_files.weights_variant(plain, prefer_fp16=True) is None
+
+
+def test_containment_follows_links_at_every_level_and_walks_linked_folders(tmp_path):
+    root, outside = tmp_path / "models", tmp_path / "outside"
+    snapshot, blobs = root / "hub" / "snapshots" / "abc", root / "hub" / "blobs"
+    for d in (snapshot / "unet", blobs, outside):
+        d.mkdir(parents=True)
+    (blobs / "w").write_bytes(b"x")
+    # the hub's own layout: snapshot files link into the blob store, inside the root
+    (snapshot / "unet" / "weights.safetensors").symlink_to(blobs / "w")
+    model_files.assert_inside_roots(snapshot, [str(root)])
+    # a linked folder inside the root is walked: a link deeper inside it that leaves the root is still found
+    (outside / "secret").write_text("s")
+    (blobs / "nested").mkdir()
+    (blobs / "nested" / "leak").symlink_to(outside / "secret")
+    (snapshot / "vae").symlink_to(blobs / "nested")
+    with pytest.raises(model_files.OutsideRoots, match="outside the model roots"):
+        model_files.assert_inside_roots(snapshot, [str(root)])
+    # a sibling folder whose name starts like the root's is not inside it
+    (tmp_path / "models-evil").mkdir()
+    with pytest.raises(model_files.OutsideRoots):
+        model_files.assert_inside_roots(tmp_path / "models-evil", [str(root)])
+    # another root admits it; no roots means no check
+    model_files.assert_inside_roots(tmp_path / "models-evil", [str(root), str(tmp_path / "models-evil")])
+    model_files.assert_inside_roots(outside, [])

@@ -59,7 +59,7 @@ class FlatBackend(Backend):
         return GenerateOutput(image=Image.new("RGB", (req.width, req.height), colour), device="cpu", dtype="float32")
 
 
-def _serve(backend, lines: list) -> list[dict]:
+def _serve(backend, lines: list, settings: RunnerSettings | None = None) -> list[dict]:
     """Feed `lines`, then hold stdin open until every request has its final answer (EOF cancels pending work)."""
     writer = CollectingWriter()
     ids = [line.get("id") for line in lines if isinstance(line, dict)]
@@ -74,7 +74,8 @@ def _serve(backend, lines: list) -> list[dict]:
                 return
             time.sleep(0.01)
 
-    assert Runner(RunnerSettings(engine="fake"), writer, backend_factory=lambda _settings: backend).serve(stdin()) == 0
+    settings = settings or RunnerSettings(engine="fake")
+    assert Runner(settings, writer, backend_factory=lambda _settings: backend).serve(stdin()) == 0
     return writer.messages
 
 
@@ -113,6 +114,47 @@ def test_backend_exceptions_are_classified(tmp_path):
     assert _serve(boom, [{"id": "b", "op": "generate", "params": _params(tmp_path)}])[-1]["code"] == "MODEL_NOT_FOUND"
     odd = FlatBackend(fail_with=KeyError("x"))
     assert _serve(odd, [{"id": "c", "op": "generate", "params": _params(tmp_path)}])[-1]["code"] == "ENGINE_INTERNAL"
+
+
+class LoadRecordingBackend(FlatBackend):
+    def __init__(self):
+        super().__init__()
+        self.generated: list[str] = []
+
+    def generate(self, req, on_step, check_cancel):
+        self.generated.append(req.model_source)
+        return super().generate(req, on_step, check_cancel)
+
+
+def test_a_model_linking_outside_the_model_roots_is_refused_before_it_loads(tmp_path):
+    root, outside, out = tmp_path / "models", tmp_path / "outside", tmp_path / "out"
+    for d in (root / "good" / "unet", root / "bad", outside / "unet", out):
+        d.mkdir(parents=True)
+    (root / "good" / "model_index.json").write_text("{}")
+    # a component folder that a top-level check would miss: models/bad/unet -> a folder outside the root
+    (root / "bad" / "unet").symlink_to(outside / "unet")
+    lora = tmp_path / "stray.safetensors"
+    lora.write_bytes(b"{}")
+    settings = RunnerSettings(engine="fake", model_roots=str(root))
+    backend = LoadRecordingBackend()
+    messages = _serve(
+        backend,
+        [
+            {"id": "ok", "op": "generate", "params": _params(out, modelSource=str(root / "good"))},
+            {"id": "bad", "op": "generate", "params": _params(out, modelSource=str(root / "bad"))},
+            {
+                "id": "lora",
+                "op": "generate",
+                "params": _params(out, modelSource=str(root / "good"), lora={"source": str(lora), "strength": 1.0}),
+            },
+        ],
+        settings,
+    )
+    final = {m["id"]: m for m in messages if m.get("event") in ("result", "error")}
+    assert final["ok"]["event"] == "result"
+    assert final["bad"]["code"] == "INVALID_REQUEST" and "outside the model roots" in final["bad"]["message"]
+    assert final["lora"]["code"] == "INVALID_REQUEST" and "LoRA" in final["lora"]["message"]
+    assert backend.generated == [str(root / "good")]
 
 
 def test_backend_that_probes_unavailable_refuses_generate(tmp_path):

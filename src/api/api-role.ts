@@ -19,6 +19,7 @@ import type { InstallParts } from "../installs/install-role";
 import type { InstallsService } from "../installs/installs.service";
 import type { HubModels } from "../installs/hub-models";
 import type { SettingsService } from "../settings/settings.service";
+import { SERVER_OPTIONS, answerClientErrorsAsJson } from "./client-errors";
 import { createApp } from "./app";
 import { JobEventsHub } from "./job-events";
 import { SubmitRateLimiter } from "./rate-limit";
@@ -107,7 +108,8 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     },
     logger,
   );
-  const server = http.createServer(app);
+  const server = http.createServer(SERVER_OPTIONS, app);
+  answerClientErrorsAsJson(server, logger.child({ component: "http" }));
   const ws = new WsGateway({
     server,
     jobs,
@@ -115,7 +117,7 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     engines: engineStatus,
     settings,
     models: modelsService,
-    allowedHosts: config.allowedHosts,
+    originPolicy: config,
     rateLimiter,
     logger: logger.child({ component: "ws" }),
   });

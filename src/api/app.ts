@@ -5,7 +5,8 @@ import { RegisterRoutes } from "../generated/routes";
 import spec from "../generated/swagger.json";
 import { queuesBoard } from "./admin/queues-board";
 import { errorHandler, notFoundHandler } from "./error-handler";
-import { hostCheck } from "./host-check";
+import { corsPolicy, hostCheck } from "./host-check";
+import { requireJsonBodies } from "./json-only";
 import { rateLimitSubmit } from "./rate-limit";
 import { createLegacyRouter } from "./legacy/legacy.router";
 import { ApiServices, setApiServices } from "./services";
@@ -21,9 +22,11 @@ export function createApp(services: ApiServices, logger: Logger): Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("query parser", "simple");
-  app.use(hostCheck(services.config.allowedHosts));
+  app.use(hostCheck(services.config));
+  app.use(corsPolicy(services.config.allowedOrigins));
   // Bull Board (behind the admin gate), ahead of the JSON parser: it serves pages and its own API.
   if (services.adminQueues) app.use(queuesBoard(services.adminQueues, services.config.apiKey));
+  app.use(requireJsonBodies);
   // Submissions only, ahead of the legacy router so POST /generate is covered too (rate-limit.ts).
   if (services.rateLimiter) {
     app.post("/jobs", rateLimitSubmit(services.rateLimiter, "v1"));
@@ -31,8 +34,7 @@ export function createApp(services: ApiServices, logger: Logger): Express {
   }
   // The seed server's routes, before the JSON parser: they parse their own bodies to answer errors in the old shape.
   app.use(createLegacyRouter(services, logger));
-  // Any content type is parsed as JSON: the seed's clients and curl users often omit the header. POST /jobs may carry an
-  // input image (its own limit, 413 PAYLOAD_TOO_LARGE, is in src/jobs/input-image.ts); the rest of its body, like every
+  // Bodies reaching here are JSON or typeless and empty (json-only.ts). POST /jobs may carry an input image (its own limit, 413 PAYLOAD_TOO_LARGE, is in src/jobs/input-image.ts); the rest of its body, like every
   // other body, is held to BODY_LIMIT.
   app.post(
     "/jobs",

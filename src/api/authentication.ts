@@ -1,6 +1,6 @@
 import type { Request } from "express";
-import { timingSafeEqual } from "node:crypto";
 import { AppError } from "../backends/error-codes";
+import { sameSecret } from "./same-secret";
 import { apiServices } from "./services";
 
 /** tsoa calls this for routes marked @Security("apiKey"): admin routes need X-API-Key when PIXELAI_API_KEY is set. */
@@ -8,10 +8,7 @@ export async function expressAuthentication(req: Request, securityName: string):
   if (securityName !== "apiKey") throw new AppError("UNAUTHORIZED", `unknown security scheme ${securityName}`);
   const expected = apiServices().config.apiKey;
   if (!expected) return { admin: true };
-  const given = req.header("x-api-key") ?? "";
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  if (a.length !== b.length || !timingSafeEqual(a, b)) {
+  if (!sameSecret(req.header("x-api-key") ?? "", expected)) {
     throw new AppError("UNAUTHORIZED", "this route needs the admin key in the X-API-Key header");
   }
   return { admin: true };

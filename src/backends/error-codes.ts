@@ -15,7 +15,13 @@ export const ERROR_CODES = {
   JOB_NOT_FINISHED: 409,
   MODEL_NOT_CONVERTED: 409,
   MODEL_NOT_INSTALLED: 409,
+  // the server's own refusals of a request's form: a method a route does not take, a client too slow to send its
+  // request, a body that is not JSON, headers over Node's limit
+  METHOD_NOT_ALLOWED: 405,
+  REQUEST_TIMEOUT: 408,
   PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  HEADERS_TOO_LARGE: 431,
   LORA_UNSUPPORTED_ENGINE: 422,
   RATE_LIMITED: 429,
   ENGINE_INTERNAL: 500,

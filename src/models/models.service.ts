@@ -10,7 +10,7 @@ import { ModelRecord, ModelsRepository } from "./models.repository";
 import type { ModelDetail, RegisterModelRequest } from "./models.dto";
 import { loraMisfit } from "./lora-fit";
 import { inspectLora } from "./safetensors-header";
-import { MODEL_NAME_PATTERN, assertSafeName, resolveUnder } from "./safe-paths";
+import { MODEL_NAME_PATTERN, assertSafeName, assertTreeInside, resolveUnder } from "./safe-paths";
 import { HubRef, formatHubRef, isHubReference, parseHubRef, registryNameFor } from "../installs/hub-id";
 
 /** The 409 for a hub reference that is not installed, naming the call that installs it. */
@@ -89,6 +89,12 @@ export class ModelsService {
           }
           continue;
         }
+        try {
+          assertTreeInside(this.modelsRoot, path.join(this.modelsRoot, name), "model folder");
+        } catch (err) {
+          this.logger.warn({ folder: name, err: (err as Error).message }, "skipping a model folder that links outside models/");
+          continue;
+        }
         await this.upsertBase(name, name, path.join(this.modelsRoot, name), facts);
         found.push(name);
       }
@@ -113,6 +119,7 @@ export class ModelsService {
     const root = kind === "base" ? this.modelsRoot : this.lorasRoot;
     const full = resolveUnder(root, relative, "model path");
     if (!fs.existsSync(full)) throw new AppError("INVALID_REQUEST", `${relative} does not exist under ${kind === "base" ? "models/" : "loras/"}`);
+    assertTreeInside(root, full, kind === "base" ? "model folder" : "LoRA file");
     if (kind === "base") {
       const facts = (await this.files.inspect([full])).get(full);
       if (!facts || "error" in facts) {

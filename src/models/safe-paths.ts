@@ -34,3 +34,30 @@ function isInside(root: string, candidate: string): boolean {
   const rel = path.relative(root, candidate);
   return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
 }
+
+/** More entries than any model folder holds: the walk stops there rather than hang on a hostile tree. */
+const MAX_TREE_ENTRIES = 100_000;
+
+/**
+ * Proves that everything a loader could open under `target` (a model folder or file) stays under `root` after
+ * following symlinks, at every level: a registered folder whose `unet` links to /etc would otherwise pass a check of
+ * the top level only. Symlinked folders inside the root are walked too (a hub snapshot links into its blob store).
+ */
+export function assertTreeInside(root: string, target: string, what = "model path"): void {
+  const rootReal = fs.realpathSync(root);
+  const seen = new Set<string>();
+  let entries = 0;
+  const visit = (entry: string) => {
+    const real = fs.realpathSync(entry);
+    if (!isInside(rootReal, real)) {
+      throw new AppError("INVALID_REQUEST", `${what} links outside its root: ${path.relative(rootReal, entry)}`);
+    }
+    if (seen.has(real) || !fs.statSync(real).isDirectory()) return;
+    seen.add(real);
+    for (const name of fs.readdirSync(real)) {
+      if (++entries > MAX_TREE_ENTRIES) throw new AppError("INVALID_REQUEST", `${what} holds more than ${MAX_TREE_ENTRIES} entries`);
+      visit(path.join(real, name));
+    }
+  };
+  visit(target);
+}

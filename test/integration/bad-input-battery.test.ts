@@ -268,9 +268,15 @@ const legacyShape = (status: number) => (body: any) => {
   return ERROR_CODES[body.code as keyof typeof ERROR_CODES] === status ? undefined : `code ${body.code} answered with ${status}`;
 };
 
-async function send(method: string, path: string, body?: string | Buffer, contentType = "application/json") {
+async function send(
+  method: string,
+  path: string,
+  body?: string | Buffer,
+  contentType = "application/json",
+  headers: Record<string, string> = {},
+) {
   try {
-    let req = (request(stack.url) as any)[method](path).timeout(10_000);
+    let req = (request(stack.url) as any)[method](path).timeout(10_000).set(headers);
     if (body !== undefined) req = req.set("Content-Type", contentType).send(body);
     return await req;
   } catch (err) {
@@ -354,6 +360,24 @@ describe("REST, generated from /openapi.json", () => {
       ["conversion of a LoRA name that does not exist", "post", "/models/no-such/conversions", "{}"],
     ];
     for (const [name, method, path, body, type] of hand) await restCase(name, method, path, body, type);
+    // what a web page can send: a typeless or non-JSON body, or a JSON one from an origin that is not ours
+    const host = `localhost:${new URL(stack.url).port}`;
+    const fromPages: Array<[string, string, string, string | undefined, string | undefined, Record<string, string>]> = [
+      ["multipart body", "post", "/jobs", "--x--", "multipart/form-data; boundary=x", {}],
+      ["text/plain cancel", "post", "/jobs/01aaaaaaaaaaaaaaaaaaaaaaaa/cancel", "{}", "text/plain", {}],
+      ["text/plain default model", "put", "/models/default", '{"model":"tiny-sd"}', "text/plain", {}],
+      ["text/plain delete", "delete", "/jobs/01aaaaaaaaaaaaaaaaaaaaaaaa", "{}", "text/plain", {}],
+      ["Origin null", "post", "/jobs", '{"prompt":"a"}', undefined, { Host: host, Origin: "null" }],
+      ["Origin on another port", "post", "/jobs", '{"prompt":"a"}', undefined, { Host: host, Origin: "http://localhost:1" }],
+      ["Origin null, default engine", "put", "/engines/default", '{"engine":"torch"}', undefined, { Host: host, Origin: "null" }],
+      ["Origin not a URL", "post", "/jobs", '{"prompt":"a"}', undefined, { Host: host, Origin: "::::" }],
+      ["Origin file:", "post", "/jobs", '{"prompt":"a"}', undefined, { Host: host, Origin: "file://" }],
+      ["board write", "post", "/admin/queues/api/queues/generate/clean/failed", undefined, undefined, {}],
+    ];
+    for (const [name, method, path, body, type, headers] of fromPages) {
+      const res = await send(method, path, body, type, headers);
+      record(rest, name, res, v1Shape(res.status));
+    }
     await restCase(
       "invalid utf-8",
       "post",
@@ -442,6 +466,16 @@ describe("legacy routes", () => {
       cases.push([`/progress/${short(id)}`, "get", `/progress/${id}`], [`/cancel/${short(id)}`, "post", `/cancel/${id}`, "{}"]);
     }
     for (const body of ["{", "[]x", "null"]) cases.push([`/cancel bad body ${body}`, "post", "/cancel/x", body]);
+    const typed: Array<[string, string, string, string]> = [
+      ["/generate text/plain", "/generate", JSON.stringify(ok), "text/plain"],
+      ["/load_model form", "/load_model", "model_name=tiny-sd", "application/x-www-form-urlencoded"],
+      ["/set_engine text/plain", "/set_engine", '{"engine":"torch"}', "text/plain;charset=UTF-8"],
+      ["/cancel multipart", "/cancel/x", "--x--", "multipart/form-data; boundary=x"],
+    ];
+    for (const [name, path, body, type] of typed) {
+      const res = await send("post", path, body, type);
+      record(legacy, name, res, legacyShape(res.status));
+    }
 
     for (const [name, method, path, body] of cases) {
       const res = await send(method, path, body);

@@ -121,8 +121,10 @@ describe("Host and Origin checks (DNS rebinding)", () => {
     expect(res.status).toBe(403);
     expect(res.body.error.code).toBe("FORBIDDEN");
   });
-  it("accepts localhost with a port and a local Origin", async () => {
-    const res = await request(stack.url).get("/health").set("Host", "localhost:5000").set("Origin", "http://127.0.0.1:5000");
+  it("accepts a page of our own origin (Swagger UI), compared with its port", async () => {
+    const res = await request(stack.url).get("/health").set("Host", "localhost:5000").set("Origin", "http://localhost:5000");
     expect(res.status).toBe(200);
+    const otherPort = await request(stack.url).get("/health").set("Host", "localhost:5000").set("Origin", "http://localhost:5001");
+    expect(otherPort.status).toBe(403);
   });
 });

@@ -223,3 +223,18 @@ describe("LoRA on Torch", () => {
     expect(res.body.error.message).toMatch(/BiRefNet/);
   });
 });
+
+describe("model folders stay inside their root until they load", () => {
+  it("the runner refuses a registered model whose component was swapped for a link outside the root", async () => {
+    fs.cpSync(path.join(modelsDir, "tiny-sd"), path.join(modelsDir, "late-escape"), { recursive: true });
+    const registered = await admin(request(stack.url).post("/models")).send({ name: "late-escape", source: "late-escape", kind: "base" });
+    expect(registered.status).toBe(201);
+    // after registration (time of check), before the load (time of use): vae/ now leads out of models/
+    const outside = path.join(fixtures, "outside-vae");
+    fs.renameSync(path.join(modelsDir, "late-escape", "vae"), outside);
+    fs.symlinkSync(outside, path.join(modelsDir, "late-escape", "vae"));
+    const job = await run({ ...base, model: "late-escape" });
+    expect(job).toMatchObject({ status: "failed", error: { code: "INVALID_REQUEST" } });
+    expect(job.error.message).toMatch(/outside the model roots/);
+  });
+});

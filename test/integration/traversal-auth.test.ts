@@ -21,6 +21,10 @@ beforeAll(async () => {
   // symlinks that point out of their roots: registering through them must be refused
   fs.symlinkSync(path.join(outside, "stolen-model"), path.join(models, "escape"));
   fs.symlinkSync(path.join(outside, "stolen.safetensors"), path.join(loras, "escape.safetensors"));
+  // a folder inside the root whose component links out: the top level alone looks fine
+  fs.cpSync(path.join(repo, "models", "tiny-sd"), path.join(models, "inner-escape"), { recursive: true });
+  fs.rmSync(path.join(models, "inner-escape", "unet"), { recursive: true });
+  fs.symlinkSync(path.join(outside, "stolen-model", "unet"), path.join(models, "inner-escape", "unet"));
   stack = await startTestStack(
     { PIXELAI_MODELS_DIR: models, PIXELAI_LORAS_DIR: loras, PIXELAI_API_KEY: KEY },
     { api: true, worker: false },
@@ -81,6 +85,7 @@ const cases: Case[] = [
   ["source encoded %2e%2e", () => register({ name: "x", source: "%2e%2e/outside/stolen-model", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source with NUL", () => register({ name: "x", source: "tiny-sd\u0000/../..", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source symlink out (model)", () => register({ name: "x", source: "escape", kind: "base" }), 400, "INVALID_REQUEST"],
+  ["source with a component linking out", () => register({ name: "x", source: "inner-escape", kind: "base" }), 400, "INVALID_REQUEST"],
   ["source symlink out (lora)", () => register({ name: "x", source: "escape.safetensors", kind: "lora" }), 400, "INVALID_REQUEST"],
   [
     "lora that is not safetensors",

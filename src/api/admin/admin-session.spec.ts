@@ -1,4 +1,5 @@
-import { ADMIN_SESSION_S, sameSecret, sessionToken, validSessionToken } from "./admin-session";
+import { ADMIN_SESSION_S, sessionToken, validSessionToken } from "./admin-session";
+import { sameSecret } from "../same-secret";
 
 describe("admin browser session", () => {
   const key = "k-0123456789";

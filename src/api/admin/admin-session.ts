@@ -1,16 +1,10 @@
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac } from "node:crypto";
 import type { Request, RequestHandler, Response } from "express";
+import { sameSecret } from "../same-secret";
 
 export const ADMIN_COOKIE = "pixelai_admin";
 /** A browser session opened with ?key= lasts this long; rotating PIXELAI_API_KEY ends every session at once. */
 export const ADMIN_SESSION_S = 12 * 3600;
-
-/** Equal-time comparison that does not reveal the secret's length (both sides hashed to 32 bytes first). */
-export function sameSecret(given: string, expected: string): boolean {
-  const a = createHash("sha256").update(given).digest();
-  const b = createHash("sha256").update(expected).digest();
-  return timingSafeEqual(a, b);
-}
 
 function signature(apiKey: string, expiresAt: number): string {
   return createHmac("sha256", apiKey).update(`pixelai-admin-session:${expiresAt}`).digest("base64url");

@@ -1,4 +1,4 @@
-import type http from "node:http";
+import http from "node:http";
 import type { Duplex } from "node:stream";
 import { RawData, WebSocket, WebSocketServer } from "ws";
 import type { EngineStatusStore } from "../../backends/engine-status";
@@ -9,7 +9,7 @@ import type { JobsService } from "../../jobs/jobs.service";
 import type { ModelsService } from "../../models/models.service";
 import type { SettingsService } from "../../settings/settings.service";
 import { enginesSummary } from "../engines-summary";
-import { hostChecker } from "../host-check";
+import { OriginPolicy, hostChecker } from "../host-check";
 import type { JobEventsHub } from "../job-events";
 import { pngToRgba } from "../job-validation";
 import { ClientFrame, errorFrameOf, FrameError, MAX_SUBMIT_FRAME_BYTES, parseClientFrame } from "./frames";
@@ -32,7 +32,7 @@ export interface WsGatewayDeps {
   engines: EngineStatusStore;
   settings: SettingsService;
   models: ModelsService;
-  allowedHosts: string[];
+  originPolicy: OriginPolicy;
   logger: Logger;
   /** Same per-client submission budget as POST /jobs (shared through Redis). */
   rateLimiter?: SubmitRateLimiter;
@@ -115,7 +115,7 @@ export class WsGateway {
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head);
 
   constructor(readonly deps: WsGatewayDeps) {
-    this.checkHost = hostChecker(deps.allowedHosts);
+    this.checkHost = hostChecker(deps.originPolicy);
   }
 
   start(): void {
@@ -133,7 +133,8 @@ export class WsGateway {
     if (pathname !== WS_PATH) return refuse(socket, 404, "NOT_FOUND", `no WebSocket endpoint at ${pathname}; use ${WS_PATH}`);
     // Same DNS-rebinding guard as HTTP: the upgrade never passes through Express's middleware.
     const rejection = this.checkHost(req.headers.host, req.headers.origin);
-    if (rejection) return refuse(socket, 403, "FORBIDDEN", rejection);
+    if (rejection)
+      return req.headers.host ? refuse(socket, 403, "FORBIDDEN", rejection) : refuse(socket, 400, "INVALID_REQUEST", rejection);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress));
   }
 
@@ -296,7 +297,7 @@ function toBuffer(data: RawData): Buffer {
 
 function refuse(socket: Duplex, status: number, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message } });
-  const reason = status === 403 ? "Forbidden" : "Not Found";
+  const reason = http.STATUS_CODES[status] ?? "Error";
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
