@@ -109,7 +109,7 @@ def test_probe_reports_engine_capabilities(runner):
         "img2img": False,
         "stepPreview": True,
     }
-    assert set(result["schedulers"]) == {"euler", "euler_a", "ddim", "dpmpp_2m"}
+    assert set(result["schedulers"]) == {"euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"}
 
 
 def test_bad_lines_get_invalid_request_and_the_runner_keeps_going(runner):
@@ -175,7 +175,7 @@ def test_same_seed_same_bytes_and_warm_cache(runner, make_params):
     assert second["timings"]["loadMs"] == 0 and other["timings"]["loadMs"] == 0
 
 
-@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "ddim", "dpmpp_2m"])
+@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"])
 def test_every_scheduler_runs_deterministically(runner, make_params, scheduler):
     a = _ok(_generate(runner, make_params(scheduler=scheduler, seed=3))[1])
     b = _ok(_generate(runner, make_params(scheduler=scheduler, seed=3))[1])

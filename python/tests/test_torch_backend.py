@@ -64,12 +64,15 @@ def test_schedulers_are_built_from_the_model_config(tiny_sd):
         "euler_a": "EulerAncestralDiscreteScheduler",
         "ddim": "DDIMScheduler",
         "dpmpp_2m": "DPMSolverMultistepScheduler",
+        "dpmpp_2m_karras": "DPMSolverMultistepScheduler",
     }
     for name, cls in expected.items():
         scheduler = make_scheduler(name, base)
         assert type(scheduler).__name__ == cls
         assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.beta_end == pytest.approx(0.012)
     assert make_scheduler("dpmpp_2m", base).config.algorithm_type == "dpmsolver++"
+    assert make_scheduler("dpmpp_2m", base).config.use_karras_sigmas is False
+    assert make_scheduler("dpmpp_2m_karras", base).config.use_karras_sigmas is True
     with pytest.raises(RunnerError):
         make_scheduler("plms", base)
 

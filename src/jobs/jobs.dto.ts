@@ -12,7 +12,7 @@ export type JobStatus = "queued" | "active" | "completed" | "failed" | "cancelle
 export type FitMode = "contain" | "cover" | "stretch";
 /** "auto": find the implied pixel grid the model painted and read one colour per cell; "fixed": resize the canvas to the requested size. */
 export type GridMode = "auto" | "fixed";
-export type SchedulerName = "euler" | "euler_a" | "ddim" | "dpmpp_2m";
+export type SchedulerName = "euler" | "euler_a" | "ddim" | "dpmpp_2m" | "dpmpp_2m_karras";
 
 export interface PixelOptions {
   /**

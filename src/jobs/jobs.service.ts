@@ -138,6 +138,14 @@ export class JobsService {
     if (probe && !probe.available) {
       throw new AppError("ENGINE_UNAVAILABLE", `engine ${engine} is not available: ${probe.reason ?? "unknown reason"}`, { engine });
     }
+    // What the engine's runner said it can do decides now, not after the job waited in the queue to fail there.
+    if (req.scheduler && probe?.schedulers && !probe.schedulers.includes(req.scheduler)) {
+      throw new AppError(
+        "INVALID_REQUEST",
+        `scheduler ${req.scheduler} is not available on engine ${engine} (it offers ${probe.schedulers.join(", ")})`,
+        { engine, field: "scheduler" },
+      );
+    }
     let lora: ResolvedJob["lora"] = null;
     if (req.lora && loraName !== null) {
       const supportsLora = probe ? probe.features?.lora === true : engine === "torch";

@@ -1,4 +1,6 @@
+import IORedis from "ioredis";
 import request from "supertest";
+import { EngineStatusStore } from "../../src/backends/engine-status";
 import { startTestStack, TestStack } from "../support/stack";
 
 let stack: TestStack;
@@ -126,5 +128,37 @@ describe("Host and Origin checks (DNS rebinding)", () => {
     expect(res.status).toBe(200);
     const otherPort = await request(stack.url).get("/health").set("Host", "localhost:5000").set("Origin", "http://localhost:5001");
     expect(otherPort.status).toBe(403);
+  });
+});
+
+describe("engine capabilities are checked at submit, not after queueing", () => {
+  it("refuses a scheduler or a LoRA the engine's runner does not offer, and queues what it does", async () => {
+    const redis = new IORedis(stack.service.redisUrl);
+    try {
+      // what a worker publishes for an engine whose runner offers only Euler and no LoRA (an older runner, say)
+      await new EngineStatusStore(redis, stack.config.queuePrefix).publish({
+        engine: "torch",
+        available: true,
+        features: { lora: false },
+        schedulers: ["euler"],
+      });
+      const scheduler = await request(stack.url)
+        .post("/jobs")
+        .send({ ...ok, scheduler: "dpmpp_2m" });
+      expect(scheduler.status).toBe(400);
+      expect(scheduler.body.error).toMatchObject({ code: "INVALID_REQUEST", details: { engine: "torch", field: "scheduler" } });
+      expect(scheduler.body.error.message).toContain("it offers euler");
+      const lora = await request(stack.url)
+        .post("/jobs")
+        .send({ ...ok, lora: { name: "tiny-sd-lora", strength: 1 } });
+      expect([lora.status, lora.body.error.code]).toEqual([422, "LORA_UNSUPPORTED_ENGINE"]);
+      const fine = await request(stack.url)
+        .post("/jobs")
+        .send({ ...ok, scheduler: "euler" });
+      expect(fine.status).toBe(202);
+    } finally {
+      await redis.del(`${stack.config.queuePrefix}:engine:torch`);
+      redis.disconnect();
+    }
   });
 });

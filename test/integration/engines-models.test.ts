@@ -112,6 +112,24 @@ describe("MLX conversion through the API", () => {
     expect(maxChannelDiff(await image(torchJob.id), await image(mlxJob.id))).toBeLessThanOrEqual(2);
   });
 
+  it("runs every scheduler either engine lists on both, and they agree within 2/255", async () => {
+    const engines = (await request(stack.url).get("/engines")).body.engines;
+    expect(engines.mlx.schedulers).toEqual(engines.torch.schedulers);
+    expect(engines.torch.schedulers).toEqual(expect.arrayContaining(["dpmpp_2m", "dpmpp_2m_karras"]));
+    const images: Buffer[] = [];
+    for (const scheduler of engines.torch.schedulers as string[]) {
+      const torchJob = await run({ ...base, steps: 5, scheduler, engine: "torch" });
+      const mlxJob = await run({ ...base, steps: 5, scheduler, engine: "mlx" });
+      expect([scheduler, torchJob.status, mlxJob.status]).toEqual([scheduler, "completed", "completed"]);
+      const torchImage = await image(torchJob.id);
+      const diff = maxChannelDiff(torchImage, await image(mlxJob.id));
+      expect({ scheduler, agrees: diff <= 2 }).toEqual({ scheduler, agrees: true });
+      images.push(torchImage);
+    }
+    // each scheduler is really used: no two give the same picture
+    for (let i = 1; i < images.length; i++) expect(images[i].equals(images[0])).toBe(false);
+  });
+
   it("follows PUT /engines/default (admin) for requests that name no engine", async () => {
     expect((await request(stack.url).put("/engines/default").send({ engine: "mlx" })).status).toBe(401);
     const set = await admin(request(stack.url).put("/engines/default")).send({ engine: "mlx" });

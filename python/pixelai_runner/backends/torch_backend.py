@@ -18,7 +18,7 @@ from ..settings import RunnerSettings
 from ..versions import package_versions
 from .base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
 
-SCHEDULERS = ("euler", "euler_a", "ddim", "dpmpp_2m")
+SCHEDULERS = ("euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras")
 DEFAULT_SCHEDULER = "euler"
 DEFAULT_CACHE_SIZE = 2  # the schema's RunnerSettings.pipelineCache default
 LORA_ADAPTER = "pixelai_lora"
@@ -40,8 +40,11 @@ def make_scheduler(name: str | None, base_config: Any):
         return EulerAncestralDiscreteScheduler.from_config(base_config)
     if kind == "ddim":
         return DDIMScheduler.from_config(base_config)
-    if kind == "dpmpp_2m":
-        return DPMSolverMultistepScheduler.from_config(base_config, algorithm_type="dpmsolver++", solver_order=2)
+    if kind in ("dpmpp_2m", "dpmpp_2m_karras"):
+        # second-order DPM-Solver++; "_karras" spaces its noise levels as Karras et al. 2022 do
+        return DPMSolverMultistepScheduler.from_config(
+            base_config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=kind == "dpmpp_2m_karras"
+        )
     raise RunnerError("INVALID_REQUEST", f"unknown scheduler {kind!r} (expected one of {SCHEDULERS})")
 
 

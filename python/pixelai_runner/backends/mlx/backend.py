@@ -21,9 +21,9 @@ from ... import noise
 from ...errors import RunnerError
 from ...settings import RunnerSettings
 from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
+from .config import SCHEDULERS
 from .manifest import ManifestVerifier
 
-SCHEDULERS = ["euler", "euler_a", "ddim"]
 FEATURES = {"lora": False, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
 _DTYPE_NAMES = ("float16", "float32", "bfloat16")
 DEFAULT_CACHE_SIZE = 2  # the schema's RunnerSettings.pipelineCache default

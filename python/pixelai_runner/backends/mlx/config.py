@@ -10,6 +10,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# The samplers sampler.py implements, by the API's scheduler names (named here so the backend can list them without
+# importing mlx).
+SCHEDULERS = ("euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras")
+
 
 def read_json(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as fh:

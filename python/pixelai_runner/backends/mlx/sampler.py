@@ -1,4 +1,4 @@
-"""Euler, Euler-ancestral and DDIM (η = 0) samplers, numerically equal to diffusers' schedulers.
+"""Euler, Euler-ancestral, DDIM (η = 0) and DPM-Solver++ 2M samplers, numerically equal to diffusers' schedulers.
 
 The schedule (betas → ᾱ → σ, timestep spacing, σ interpolation, final σ) is computed in numpy the way diffusers does:
 float32 betas, a cumulative product accumulated in float64 and stored as float32 (what torch.cumprod does on CPU),
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-SCHEDULERS = ("euler", "euler_a", "ddim")
+from .config import SCHEDULERS
 
 # diffusers' __init__ defaults of the three classes; config values override these.
 _BASE_DEFAULTS = dict(
@@ -54,14 +54,40 @@ CLASS_DEFAULTS = {
         set_alpha_to_one=True,
         thresholding=False,
     ),
+    # DPMSolverMultistepScheduler's defaults; the engines always run it as second-order DPM-Solver++ (the torch
+    # engine's make_scheduler forces the same two keys), Karras sigmas for the `_karras` name
+    "dpmpp_2m": dict(
+        _BASE_DEFAULTS,
+        solver_order=2,
+        algorithm_type="dpmsolver++",
+        solver_type="midpoint",
+        lower_order_final=True,
+        euler_at_final=False,
+        use_karras_sigmas=False,
+        use_exponential_sigmas=False,
+        use_beta_sigmas=False,
+        use_lu_lambdas=False,
+        use_flow_sigmas=False,
+        final_sigmas_type="zero",
+        lambda_min_clipped=-float("inf"),
+        variance_type=None,
+        thresholding=False,
+    ),
+}
+# what each name forces over the model's own scheduler config
+_FORCED = {
+    "dpmpp_2m": dict(algorithm_type="dpmsolver++", solver_order=2),
+    "dpmpp_2m_karras": dict(algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True),
 }
 
 
 def resolve_config(name: str, scheduler_config: dict) -> dict:
-    if name not in CLASS_DEFAULTS:
+    base = "dpmpp_2m" if name == "dpmpp_2m_karras" else name
+    if base not in CLASS_DEFAULTS:
         raise ValueError(f"unknown scheduler {name!r}; MLX supports {', '.join(SCHEDULERS)}")
-    cfg = dict(CLASS_DEFAULTS[name])
+    cfg = dict(CLASS_DEFAULTS[base])
     cfg.update({k: v for k, v in scheduler_config.items() if k in cfg})
+    cfg.update(_FORCED.get(name, {}))
     return cfg
 
 
@@ -201,6 +227,48 @@ def ddim_schedule(cfg: dict, steps: int) -> Schedule:
     return Schedule(timesteps=timesteps.astype(np.float32), sigmas=None, init_noise_sigma=1.0)
 
 
+def dpm_schedule(cfg: dict, steps: int) -> Schedule:
+    """DPMSolverMultistepScheduler's timesteps (integers) and sigmas. Its samples live in the VP parameterisation
+    (x = α·x₀ + σ_t·ε with α = 1/√(σ²+1)), so the first latent is the unit noise itself and the UNet input unscaled."""
+    for key in ("use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "thresholding"):
+        if cfg.get(key):
+            raise ValueError(f"DPM-Solver++ with {key} is not supported by the MLX engine")
+    if cfg.get("solver_type") != "midpoint" or cfg.get("variance_type") is not None:
+        raise ValueError("DPM-Solver++ runs with the midpoint solver and a fixed variance on the MLX engine")
+    n = cfg["num_train_timesteps"]
+    alphas_cumprod = alphas_cumprod_for(cfg)
+    # lambda_min_clipped cuts the schedule's noisy end (where log-SNR falls below it)
+    lambdas = np.log(alphas_cumprod**0.5) - np.log((1 - alphas_cumprod) ** 0.5)
+    last = n - int(np.searchsorted(lambdas[::-1], cfg["lambda_min_clipped"], side="left"))
+    spacing = cfg["timestep_spacing"]
+    if spacing == "linspace":
+        timesteps = np.linspace(0, last - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    elif spacing == "leading":
+        ratio = last // (steps + 1)
+        timesteps = (np.arange(0, steps + 1) * ratio).round()[::-1][:-1].astype(np.int64) + cfg["steps_offset"]
+    elif spacing == "trailing":
+        timesteps = np.arange(last, 0, -n / steps).round().astype(np.int64) - 1
+    else:
+        raise ValueError(f"timestep_spacing {spacing!r} is not supported")
+    train_sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+    if cfg.get("use_karras_sigmas"):
+        sigmas = _karras(train_sigmas[::-1].copy(), steps, None, None)
+        timesteps = _sigma_to_t(sigmas, np.log(train_sigmas))
+        if cfg["beta_schedule"] != "squaredcos_cap_v2":
+            timesteps = timesteps.round()
+    else:
+        sigmas = np.interp(timesteps, np.arange(len(train_sigmas)), train_sigmas)
+    final = cfg.get("final_sigmas_type", "zero")
+    if final == "zero":
+        last_sigma = 0.0
+    elif final == "sigma_min":
+        last_sigma = float(train_sigmas[0])
+    else:
+        raise ValueError(f"final_sigmas_type {final!r} is not supported")
+    sigmas = np.concatenate([sigmas, [last_sigma]]).astype(np.float32)
+    return Schedule(timesteps=np.asarray(timesteps).astype(np.float32), sigmas=sigmas, init_noise_sigma=1.0)
+
+
 # --- the update rules ---------------------------------------------------------------------------------------------
 
 
@@ -322,6 +390,75 @@ class DDIMSampler(Sampler):
         return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
 
 
+def _alpha_sigma(sigma: np.float32) -> tuple[np.float32, np.float32]:
+    """σ (the Euler family's noise level) → (α_t, σ_t) of the VP parameterisation, in float32 as diffusers."""
+    alpha = np.float32(1.0) / (sigma * sigma + np.float32(1.0)) ** np.float32(0.5)
+    return alpha, sigma * alpha
+
+
+def _log_snr(alpha: np.float32, sigma: np.float32) -> np.float32:
+    with np.errstate(divide="ignore"):  # σ_t = 0 at the end: λ = +∞, and the update below reduces to x̂₀
+        return np.log(alpha) - np.log(sigma)
+
+
+class DPMSolverPP2MSampler(Sampler):
+    """Multistep DPM-Solver++ of order 2 with the midpoint rule (Lu et al. 2022, Algorithm 2), on data predictions x̂₀.
+
+    Each step moves in log-SNR λ: first order for the first step (no history yet) and the last (final σ = 0, where
+    the exact solution is x̂₀), else a second-order correction from the previous step's x̂₀.
+    """
+
+    name = "dpmpp_2m"
+
+    def __init__(self, cfg: dict, steps: int):
+        super().__init__(cfg, steps)
+        self.previous_x0: mx.array | None = None
+
+    def _make_schedule(self, cfg: dict, steps: int) -> Schedule:
+        return dpm_schedule(cfg, steps)
+
+    def scale_input(self, sample: mx.array, index: int) -> mx.array:
+        return sample
+
+    def _x0(self, model_output: mx.array, sample: mx.array, alpha: np.float32, sigma: np.float32) -> mx.array:
+        kind = self.cfg["prediction_type"]
+        if kind == "epsilon":
+            return (sample - float(sigma) * model_output) / float(alpha)
+        if kind == "v_prediction":
+            return float(alpha) * sample - float(sigma) * model_output
+        if kind == "sample":
+            return model_output
+        raise ValueError(f"prediction_type {kind!r} is not supported")
+
+    def step(self, model_output: mx.array, index: int, sample: mx.array) -> mx.array:
+        sigmas = self.schedule.sigmas
+        alpha_s0, sigma_s0 = _alpha_sigma(sigmas[index])
+        alpha_t, sigma_t = _alpha_sigma(sigmas[index + 1])
+        sample = sample.astype(mx.float32)
+        x0 = self._x0(model_output.astype(mx.float32), sample, alpha_s0, sigma_s0)
+        previous, self.previous_x0 = self.previous_x0, x0
+        lambda_t, lambda_s0 = _log_snr(alpha_t, sigma_t), _log_snr(alpha_s0, sigma_s0)
+        h = lambda_t - lambda_s0
+        decay = float(alpha_t * (np.exp(-h) - np.float32(1.0)))
+        last = index == len(self.timesteps) - 1
+        first_order = previous is None or (
+            last
+            and (
+                self.cfg["euler_at_final"]
+                or (self.cfg["lower_order_final"] and len(self.timesteps) < 15)
+                or self.cfg["final_sigmas_type"] == "zero"
+            )
+        )
+        if first_order:
+            if float(sigma_t) == 0.0:
+                return x0
+            return float(sigma_t / sigma_s0) * sample - decay * x0
+        alpha_s1, sigma_s1 = _alpha_sigma(sigmas[index - 1])
+        r0 = (lambda_s0 - _log_snr(alpha_s1, sigma_s1)) / h
+        d1 = float(np.float32(1.0) / r0) * (x0 - previous)
+        return float(sigma_t / sigma_s0) * sample - decay * x0 - (0.5 * decay) * d1
+
+
 def make_sampler(
     name: str | None, scheduler_config: dict, steps: int, noise_fn: Callable[[tuple], mx.array] | None = None
 ) -> Sampler:
@@ -333,6 +470,8 @@ def make_sampler(
         return EulerSampler(cfg, steps)
     if name == "ddim":
         return DDIMSampler(cfg, steps)
+    if name in ("dpmpp_2m", "dpmpp_2m_karras"):
+        return DPMSolverPP2MSampler(cfg, steps)
     if noise_fn is None:
         raise ValueError("euler_a needs a noise source")
     return EulerAncestralSampler(cfg, steps, noise_fn)
