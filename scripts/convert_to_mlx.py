@@ -2,6 +2,7 @@
 """Convert a diffusers Stable Diffusion / SDXL pipeline into the MLX engine's folder format.
 
     python scripts/convert_to_mlx.py SOURCE [--name NAME] [--dtype float16|float32] [--out models/mlx]
+                                     [--quantize 8|4 [--group-size 32|64|128]]
 
 SOURCE is a local diffusers folder, or a hub id (downloaded with huggingface_hub; only where a hub is reachable).
 Writes models/mlx/<NAME>/ with per-component safetensors in MLX layout and a manifest.json (file sha256s and sizes);
@@ -25,12 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
 from pixelai_runner.backends.mlx.convert import DTYPES  # noqa: E402
 from pixelai_runner.backends.mlx.convert import convert as _convert  # noqa: E402
+from pixelai_runner.backends.mlx.quantize import BITS, GROUP_SIZES  # noqa: E402
 from pixelai_runner.errors import RunnerError  # noqa: E402
 
 
-def convert(source, name, dtype="float16", out_root="models/mlx", on_progress=None) -> dict:
+def convert(source, name, dtype="float16", out_root="models/mlx", on_progress=None, quantize=None, group_size=64):
     """Importable entry point: see pixelai_runner.backends.mlx.convert.convert."""
-    return _convert(source, name, dtype=dtype, out_root=out_root, on_progress=on_progress)
+    return _convert(
+        source,
+        name,
+        dtype=dtype,
+        out_root=out_root,
+        on_progress=on_progress,
+        quantize=quantize,
+        group_size=group_size,
+    )
 
 
 def default_name(source: str) -> str:
@@ -46,6 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--name", help="folder name under --out (default: from the source)")
     parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
     parser.add_argument("--out", default="models/mlx", help="root of converted models (default: models/mlx)")
+    parser.add_argument("--quantize", type=int, choices=BITS, help="bits per linear-layer weight (default: none)")
+    parser.add_argument("--group-size", type=int, default=64, choices=GROUP_SIZES, help="weights sharing one scale")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -63,7 +75,8 @@ def main(argv=None) -> int:
         bar.refresh()
 
     try:
-        result = convert(args.source, args.name or default_name(args.source), args.dtype, args.out, on_progress)
+        name = args.name or default_name(args.source)
+        result = convert(args.source, name, args.dtype, args.out, on_progress, args.quantize, args.group_size)
     except RunnerError as exc:
         bar.close()
         print(json.dumps({"event": "error", "code": exc.code, "message": exc.message}), flush=True)

@@ -100,7 +100,9 @@ export class ModelsController extends Controller {
   @Response<ErrorBody>(401, "Admin key missing or wrong")
   @Response<ErrorBody>(404, "No such model")
   async convert(@Path() name: string, @Body() body?: ConversionRequest): Promise<ConversionView> {
-    const { view, created } = await this.services.conversions.request(name, body?.dtype ?? "float16");
+    const quantize = body?.quantize ? { bits: body.quantize, groupSize: body.groupSize ?? 64 } : null;
+    if (!quantize && body?.groupSize !== undefined) throw new AppError("INVALID_REQUEST", "groupSize needs quantize (4 or 8)");
+    const { view, created } = await this.services.conversions.request(name, { dtype: body?.dtype ?? "float16", quantize });
     this.setStatus(created ? 202 : 200);
     return view;
   }

@@ -1,5 +1,6 @@
 import { Queue } from "bullmq";
 import type IORedis from "ioredis";
+import type { ConversionOptions } from "./conversions.dto";
 
 export const CONVERT_QUEUE = "convert";
 
@@ -7,6 +8,8 @@ export interface ConvertPayload {
   conversionId: string;
   model: string;
   dtype: "float16" | "float32";
+  /** absent in payloads queued before quantization existed: none */
+  quantize?: ConversionOptions["quantize"];
 }
 
 /** The second BullMQ queue: diffusers → MLX conversions, run by the conversion worker. */

@@ -1,5 +1,6 @@
 import type { Db } from "../infra/prisma";
 import type { MlxConversion, MlxConversionFile, Model } from "../generated/prisma/client";
+import type { ConversionOptions } from "./conversions.dto";
 
 export type ConversionRecord = MlxConversion & { model: Model; files?: MlxConversionFile[] };
 
@@ -8,8 +9,11 @@ const TERMINAL = ["completed", "failed"];
 export class ConversionsRepository {
   constructor(private readonly db: Db) {}
 
-  create(id: string, modelId: string, dtype: string, sourceFingerprint: string): Promise<ConversionRecord> {
-    return this.db.mlxConversion.create({ data: { id, modelId, dtype, status: "queued", sourceFingerprint }, include: { model: true } });
+  create(id: string, modelId: string, options: ConversionOptions, sourceFingerprint: string): Promise<ConversionRecord> {
+    return this.db.mlxConversion.create({
+      data: { id, modelId, ...columns(options), status: "queued", sourceFingerprint },
+      include: { model: true },
+    });
   }
 
   find(id: string): Promise<ConversionRecord | null> {
@@ -17,9 +21,9 @@ export class ConversionsRepository {
   }
 
   /** A finished conversion of the same source state and dtype, or one still on its way (no duplicate work). */
-  findReusable(modelId: string, dtype: string, sourceFingerprint: string): Promise<ConversionRecord | null> {
+  findReusable(modelId: string, options: ConversionOptions, sourceFingerprint: string): Promise<ConversionRecord | null> {
     return this.db.mlxConversion.findFirst({
-      where: { modelId, dtype, sourceFingerprint, status: { in: ["queued", "active", "completed"] } },
+      where: { modelId, ...columns(options), sourceFingerprint, status: { in: ["queued", "active", "completed"] } },
       orderBy: { createdAt: "desc" },
       include: { model: true },
     });
@@ -79,4 +83,15 @@ export class ConversionsRepository {
       data: { status: "failed", errorCode: code, errorMessage: message.slice(0, 2000), finishedAt: new Date() },
     });
   }
+}
+
+function columns(options: ConversionOptions): { dtype: string; quantizeBits: number | null; quantizeGroupSize: number | null } {
+  return { dtype: options.dtype, quantizeBits: options.quantize?.bits ?? null, quantizeGroupSize: options.quantize?.groupSize ?? null };
+}
+
+/** A row's quantization as the API shows it. */
+export function quantizeOf(r: { quantizeBits: number | null; quantizeGroupSize: number | null }): ConversionOptions["quantize"] {
+  return r.quantizeBits === null
+    ? null
+    : ({ bits: r.quantizeBits, groupSize: r.quantizeGroupSize ?? 64 } as NonNullable<ConversionOptions["quantize"]>);
 }

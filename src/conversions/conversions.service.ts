@@ -7,8 +7,8 @@ import { newJobId, JOB_ID_PATTERN } from "../jobs/ids";
 import { folderFingerprint } from "../models/file-hash";
 import type { ModelsService } from "../models/models.service";
 import type { ConversionQueue } from "./conversion-queue";
-import type { ConversionView, MlxModelSummary } from "./conversions.dto";
-import { ConversionRecord, ConversionsRepository } from "./conversions.repository";
+import type { ConversionOptions, ConversionView, MlxModelSummary } from "./conversions.dto";
+import { ConversionRecord, ConversionsRepository, quantizeOf } from "./conversions.repository";
 
 export class ConversionsService {
   constructor(
@@ -21,9 +21,11 @@ export class ConversionsService {
   /**
    * Queues a diffusers → MLX conversion of a registered base model, named by its registry name or, once installed, by
    * its hub id (the conversion is filed under the registry name either way). An unchanged source (same files, sizes and
-   * mtimes) with the same dtype answers with the earlier conversion — still queued, running or done — instead.
+   * mtimes) with the same dtype and quantization answers with the earlier conversion — still queued, running or done —
+   * instead.
    */
-  async request(reference: string, dtype: "float16" | "float32"): Promise<{ view: ConversionView; created: boolean }> {
+  async request(reference: string, options: ConversionOptions): Promise<{ view: ConversionView; created: boolean }> {
+    const { dtype, quantize } = options;
     const model = isHubReference(reference) ? await this.models.findBase(reference) : await this.models.find(reference);
     if (model.kind !== "base") throw new AppError("INVALID_REQUEST", `${reference} is a LoRA; only base models are converted`);
     const name = model.name;
@@ -32,19 +34,19 @@ export class ConversionsService {
       throw new AppError("INVALID_REQUEST", `${name} is a hub model; download it into models/ first (conversions read local folders)`);
     }
     const fingerprint = folderFingerprint(resolved.source);
-    const existing = await this.repo.findReusable(model.id, dtype, fingerprint);
+    const existing = await this.repo.findReusable(model.id, options, fingerprint);
     if (existing && (existing.status !== "completed" || (await this.models.mlxCheck(name)).verified)) {
       return { view: { ...toView(existing), reused: true }, created: false };
     }
     const id = newJobId();
-    const record = await this.repo.create(id, model.id, dtype, fingerprint);
+    const record = await this.repo.create(id, model.id, options, fingerprint);
     try {
-      await this.queue.add({ conversionId: id, model: name, dtype });
+      await this.queue.add({ conversionId: id, model: name, dtype, quantize });
     } catch (err) {
       await this.repo.fail(id, "ENGINE_UNAVAILABLE", `queue unavailable: ${(err as Error).message}`);
       throw new AppError("ENGINE_UNAVAILABLE", "the job queue (Redis) is not reachable; try again shortly");
     }
-    this.logger.info({ conversion: id, model: name, dtype }, "conversion queued");
+    this.logger.info({ conversion: id, model: name, dtype, quantize }, "conversion queued");
     return { view: toView(record), created: true };
   }
 
@@ -64,6 +66,7 @@ export class ConversionsService {
           name: r.model.name,
           conversionId: r.id,
           dtype: r.dtype,
+          quantize: quantizeOf(r),
           architecture: manifest.architecture ?? r.model.architecture,
           sourceRevision: r.sourceRevision,
           converterVersion: r.converterVersion,
@@ -85,6 +88,7 @@ export function toView(r: ConversionRecord): ConversionView {
     model: r.model.name,
     status,
     dtype: r.dtype,
+    quantize: quantizeOf(r),
     progress: r.progress,
     createdAt: r.createdAt.toISOString(),
     finishedAt: r.finishedAt?.toISOString() ?? null,

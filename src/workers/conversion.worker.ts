@@ -6,6 +6,7 @@ import type IORedis from "ioredis";
 import { encodeFailure, isErrorCode } from "../backends/error-codes";
 import type { Logger } from "../infra/logger";
 import { CONVERT_QUEUE, ConvertPayload } from "../conversions/conversion-queue";
+import type { ConversionOptions } from "../conversions/conversions.dto";
 import type { ConversionsRepository } from "../conversions/conversions.repository";
 import type { MlxManifest } from "../models/mlx-manifest";
 import type { ModelsService } from "../models/models.service";
@@ -50,12 +51,12 @@ export class ConversionWorker {
   }
 
   async process(job: Job<ConvertPayload>): Promise<{ path: string }> {
-    const { conversionId, model, dtype } = job.data;
+    const { conversionId, model, dtype, quantize } = job.data;
     const { conversions, models, logger } = this.deps;
     if (!(await conversions.markActive(conversionId))) return { path: "" };
     try {
       const source = (await models.resolve(model, "torch")).source;
-      const outcome = await this.runConverter(source, model, dtype, (percent) => {
+      const outcome = await this.runConverter(source, model, { dtype, quantize: quantize ?? null }, (percent) => {
         void job.updateProgress(percent).catch(() => undefined);
         void conversions.progress(conversionId, percent).catch(() => undefined);
       });
@@ -82,9 +83,15 @@ export class ConversionWorker {
     }
   }
 
-  private runConverter(source: string, name: string, dtype: string, onProgress: (percent: number) => void): Promise<ConverterOutcome> {
+  private runConverter(
+    source: string,
+    name: string,
+    options: ConversionOptions,
+    onProgress: (percent: number) => void,
+  ): Promise<ConverterOutcome> {
     const { python, repoRoot, models } = this.deps;
-    const args = [path.join(repoRoot, "scripts", "convert_to_mlx.py"), source, "--name", name, "--dtype", dtype, "--out", models.mlxRoot];
+    const args = [path.join(repoRoot, "scripts", "convert_to_mlx.py"), source, "--name", name, "--dtype", options.dtype, "--out", models.mlxRoot];
+    if (options.quantize) args.push("--quantize", String(options.quantize.bits), "--group-size", String(options.quantize.groupSize));
     return new Promise((resolve, reject) => {
       const child = spawn(python, args, {
         cwd: repoRoot,

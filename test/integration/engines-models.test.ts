@@ -174,6 +174,52 @@ describe("MLX conversion through the API", () => {
   });
 });
 
+describe("quantized MLX conversions", () => {
+  it("converts with int8 linear layers, records it, verifies, runs MLX jobs, and reuses only the same options", async () => {
+    for (const bad of [{ quantize: 3 }, { groupSize: 32 }, { quantize: 8, groupSize: 48 }]) {
+      const res = await admin(request(stack.url).post("/models/tiny-sdxl/conversions")).send(bad);
+      expect([JSON.stringify(bad), res.status, res.body.error.code]).toEqual([JSON.stringify(bad), 400, "INVALID_REQUEST"]);
+    }
+    const res = await admin(request(stack.url).post("/models/tiny-sdxl/conversions")).send({
+      dtype: "float32",
+      quantize: 8,
+      groupSize: 32,
+    });
+    expect(res.status).toBe(202);
+    const done = await waitFor(async () => {
+      const r = await request(stack.url).get(`/conversions/${res.body.id}`);
+      return ["completed", "failed"].includes(r.body.status) ? r.body : undefined;
+    });
+    expect(done).toMatchObject({ status: "completed", dtype: "float32", quantize: { bits: 8, groupSize: 32 } });
+    expect(done.manifest.quantize).toEqual({ bits: 8, groupSize: 32, components: ["unet", "text_encoder", "text_encoder_2"] });
+    const model = await request(stack.url).get("/models/tiny-sdxl");
+    expect(model.body.mlx).toMatchObject({ converted: true, verified: true });
+    const listed = (await request(stack.url).get("/mlx_models")).body.find((m: { name: string }) => m.name === "tiny-sdxl");
+    expect(listed).toMatchObject({ quantize: { bits: 8, groupSize: 32 }, verified: true });
+
+    const job = await run({ ...base, model: "tiny-sdxl", engine: "mlx" });
+    expect(job).toMatchObject({ status: "completed", engine: "mlx", model: "tiny-sdxl" });
+    expect(decodePng(await image(job.id)).width).toBe(64);
+
+    const same = await admin(request(stack.url).post("/models/tiny-sdxl/conversions")).send({
+      dtype: "float32",
+      quantize: 8,
+      groupSize: 32,
+    });
+    expect([same.status, same.body.id, same.body.reused]).toEqual([200, res.body.id, true]);
+    const other = await admin(request(stack.url).post("/models/tiny-sdxl/conversions")).send({
+      dtype: "float32",
+      quantize: 4,
+      groupSize: 32,
+    });
+    expect(other.status).toBe(202);
+    expect(other.body.id).not.toBe(res.body.id);
+    await waitFor(async () =>
+      (await request(stack.url).get(`/conversions/${other.body.id}`)).body.status === "completed" ? true : undefined,
+    );
+  });
+});
+
 describe("LoRA on Torch", () => {
   let baseline: Buffer;
   beforeAll(async () => {

@@ -1,9 +1,10 @@
-"""diffusers folder (or hub id) → converted MLX model folder with a manifest. numpy + safetensors only.
+"""diffusers folder (or hub id) → converted MLX model folder with a manifest. numpy + safetensors only, and mlx for a
+quantized conversion (quantize.py).
 
 The folder layout is documented in manifest.py. Conversion writes into a temporary folder next to the target and swaps
 it in with renames, so a failure or a crash never leaves a half-written model under the final name. Re-running on an
-unchanged source (same sourceRevision, dtype and converterVersion, files intact) is a no-op that leaves the existing
-manifest byte-identical.
+unchanged source (same sourceRevision, dtype, quantization and converterVersion, files intact) is a no-op that leaves
+the existing manifest byte-identical.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from .manifest import (
     resolve_under,
     sha256_file,
 )
+from .quantize import COMPONENTS as QUANTIZABLE
+from .quantize import QuantizeSpec, quantize_component
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -97,7 +100,9 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _convert_into(staging: Path, source: Path, components: list[str], dtype, tick: Callable[[], None]) -> None:
+def _convert_into(
+    staging: Path, source: Path, components: list[str], dtype, tick: Callable[[], None], quantize: QuantizeSpec | None
+) -> None:
     from safetensors.numpy import save_file
 
     shutil.copyfile(source / "model_index.json", staging / "model_index.json")
@@ -108,6 +113,11 @@ def _convert_into(staging: Path, source: Path, components: list[str], dtype, tic
         (staging / component).mkdir()
         shutil.copyfile(source / component / "config.json", staging / component / "config.json")
         tensors = W.cast_floats(W.load_component(source / component, component), dtype)
+        if quantize is not None and component in QUANTIZABLE:
+            from .pipeline import component_module
+
+            module = component_module(component, json.loads((source / component / "config.json").read_text()))
+            tensors = quantize_component(module, tensors, quantize)
         save_file(
             {k: np.ascontiguousarray(v) for k, v in tensors.items()},
             str(staging / component / WEIGHTS_NAME),
@@ -140,7 +150,7 @@ def _swap_in(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _unchanged(target: Path, revision: str, dtype_name: str) -> dict | None:
+def _unchanged(target: Path, revision: str, dtype_name: str, quantize: dict | None) -> dict | None:
     """The existing manifest when the target is already this exact conversion and intact, else None."""
     if not (target / MANIFEST_NAME).is_file():
         return None
@@ -151,6 +161,7 @@ def _unchanged(target: Path, revision: str, dtype_name: str) -> dict | None:
     same = (
         manifest.get("sourceRevision") == revision
         and manifest.get("dtype") == dtype_name
+        and manifest.get("quantize") == quantize
         and manifest.get("converterVersion") == CONVERTER_VERSION
     )
     if not same:
@@ -168,13 +179,20 @@ def convert(
     dtype: str = "float16",
     out_root: str | os.PathLike = "models/mlx",
     on_progress: ProgressFn | None = None,
+    quantize: int | None = None,
+    group_size: int = 64,
 ) -> dict:
-    """Convert `source` into `out_root/name`; returns {"path", "manifest", "unchanged"}.
+    """Convert `source` into `out_root/name`; returns {"path", "manifest", "unchanged"}. `quantize` 4 or 8 stores the
+    linear layers of the UNet and text encoders as that many bits per weight, in groups of `group_size`.
 
-    Raises RunnerError: INVALID_REQUEST (bad name/dtype), MODEL_NOT_FOUND (no source), CONVERSION_FAILED.
+    Raises RunnerError: INVALID_REQUEST (bad name/dtype/quantization), MODEL_NOT_FOUND (no source), CONVERSION_FAILED.
     """
     if dtype not in DTYPES:
         raise RunnerError("INVALID_REQUEST", f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    try:
+        spec = QuantizeSpec(quantize, group_size) if quantize is not None else None
+    except ValueError as exc:
+        raise RunnerError("INVALID_REQUEST", str(exc)) from exc
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     try:
@@ -194,7 +212,9 @@ def convert(
         raise RunnerError("CONVERSION_FAILED", f"{local} lacks a unet, vae or text_encoder")
     revision = commit or content_revision(local, files)
 
-    existing = _unchanged(target, revision, dtype)
+    quantized = [c for c in components if c in QUANTIZABLE]
+    quantize_entry = spec.manifest_entry(quantized) if spec is not None else None
+    existing = _unchanged(target, revision, dtype, quantize_entry)
     if existing is not None:
         return {"path": str(target), "manifest": existing, "unchanged": True}
 
@@ -209,13 +229,14 @@ def convert(
 
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
     try:
-        _convert_into(staging, local, components, DTYPES[dtype], tick)
+        _convert_into(staging, local, components, DTYPES[dtype], tick, spec)
         manifest = {
             "name": name,
             "source": recorded_source,
             "sourceRevision": revision,
             "files": _file_table(staging),
             "dtype": dtype,
+            "quantize": quantize_entry,
             "architecture": architecture_of(staging),
             "converterVersion": CONVERTER_VERSION,
             "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

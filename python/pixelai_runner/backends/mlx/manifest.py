@@ -2,10 +2,12 @@
 
     models/mlx/<safe_name>/
       manifest.json                    name, source, sourceRevision, files{relpath: {sha256, size}}, dtype,
+                                       quantize ({bits, groupSize, components} or null, quantize.py),
                                        architecture (sd|sdxl, model_files.py), converterVersion, createdAt
       model_index.json                 copied from the diffusers folder (pipeline class, force_zeros_for_empty_prompt)
       unet/config.json                 copied diffusers config
-      unet/weights.safetensors         MLX names and layouts (weights.py), stored dtype = manifest dtype
+      unet/weights.safetensors         MLX names and layouts (weights.py), stored dtype = manifest dtype; a quantized
+                                       linear layer holds packed uint32 `weight` plus `scales` and `biases`
       vae/config.json, vae/weights.safetensors
       text_encoder/config.json, text_encoder/weights.safetensors
       text_encoder_2/…                 SDXL only (CLIPTextModelWithProjection)

@@ -19,7 +19,8 @@ from ... import preview
 from ...model_files import architecture_of
 from .clip import CLIPTextModel
 from .config import CLIPTextConfig, UNetConfig, VAEConfig, is_projection_encoder, read_json
-from .manifest import WEIGHTS_NAME
+from .manifest import MANIFEST_NAME, WEIGHTS_NAME
+from .quantize import quantize_like_file
 from .sampler import make_sampler
 from .unet import UNet2DConditionModel, sdxl_time_ids
 from .vae import AutoencoderKL, unscale_latents
@@ -29,9 +30,22 @@ class NonFiniteError(RuntimeError):
     """NaN/inf appeared in the latents or the image (float16 overflow); the backend retries in float32."""
 
 
-def load_module(module, weights_path: Path, dtype):
-    """Load MLX-layout safetensors into `module` (every parameter must be present) and cast floats to `dtype`."""
+def component_module(component: str, raw_config: dict):
+    """The MLX module of a pipeline component, built from its diffusers/transformers config.json."""
+    if component == "unet":
+        return UNet2DConditionModel(UNetConfig.from_dict(raw_config))
+    if component == "vae":
+        return AutoencoderKL(VAEConfig.from_dict(raw_config))
+    if component in ("text_encoder", "text_encoder_2"):
+        return CLIPTextModel(CLIPTextConfig.from_dict(raw_config, with_projection=is_projection_encoder(raw_config)))
+    raise ValueError(f"unknown component {component!r}")
+
+
+def load_module(module, weights_path: Path, dtype, quantization: dict | None = None):
+    """Load MLX-layout safetensors into `module` (every parameter must be present) and cast floats to `dtype`;
+    layers stored quantized (quantize.py) are loaded as quantized layers, their packed integers left as they are."""
     weights = mx.load(str(weights_path))
+    quantize_like_file(module, weights, quantization)
     module.load_weights(list(weights.items()), strict=True)
     module.set_dtype(dtype)
     mx.eval(module.parameters())
@@ -62,9 +76,13 @@ class StableDiffusion:
         self.architecture = architecture_of(self.folder)
         self.force_zeros_for_empty_prompt = bool(model_index.get("force_zeros_for_empty_prompt", True))
         self.scheduler_config = read_json(self.folder / "scheduler" / "scheduler_config.json")
+        manifest = self.folder / MANIFEST_NAME
+        self.quantization = read_json(manifest).get("quantize") if manifest.is_file() else None
 
         self.unet_config = UNetConfig.from_dict(read_json(self.folder / "unet" / "config.json"))
-        self.unet = load_module(UNet2DConditionModel(self.unet_config), self.folder / "unet" / WEIGHTS_NAME, dtype)
+        self.unet = load_module(
+            UNet2DConditionModel(self.unet_config), self.folder / "unet" / WEIGHTS_NAME, dtype, self.quantization
+        )
         self.vae_config = VAEConfig.from_dict(read_json(self.folder / "vae" / "config.json"))
         # The SD/SDXL VAEs overflow float16 at high resolution (their configs say force_upcast): decode in float32.
         self.vae_dtype = mx.float32 if self.vae_config.force_upcast else dtype
@@ -76,7 +94,8 @@ class StableDiffusion:
         for index, name in enumerate(names):
             raw = read_json(self.folder / name / "config.json")
             cfg = CLIPTextConfig.from_dict(raw, with_projection=is_projection_encoder(raw))
-            self.text_encoders.append(load_module(CLIPTextModel(cfg), self.folder / name / WEIGHTS_NAME, dtype))
+            weights = self.folder / name / WEIGHTS_NAME
+            self.text_encoders.append(load_module(CLIPTextModel(cfg), weights, dtype, self.quantization))
             self.tokenizers.append(load_tokenizer(self.folder / ("tokenizer" if index == 0 else "tokenizer_2")))
 
     @property
