@@ -35,6 +35,9 @@ export interface Config {
   jobTimeoutMs: number;
   /** After a cancel (timeout, shutdown) the runner has this long to stop before it is killed and restarted. */
   cancelGraceMs: number;
+  /** Model bytes all runners of a worker may hold together (0: no budget), and the idle time before an unload (0: never). */
+  memoryBudgetMb: number;
+  idleUnloadS: number;
   /** SIGTERM: how long an active job may run on before it is handed back to the queue. */
   shutdownGraceMs: number;
   /** A worker idle while jobs wait, with Redis connected, for this long is recreated (see worker-watchdog.ts). */
@@ -127,6 +130,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxStalledCount: int(env.PIXELAI_MAX_STALLED_COUNT, 5),
     jobTimeoutMs: int(env.PIXELAI_JOB_TIMEOUT_MS, 600_000),
     cancelGraceMs: int(env.PIXELAI_CANCEL_GRACE_MS, 10_000),
+    memoryBudgetMb: int(env.PIXELAI_MEMORY_BUDGET_MB, 0),
+    idleUnloadS: int(env.PIXELAI_IDLE_UNLOAD_S, 0),
     shutdownGraceMs: int(env.PIXELAI_SHUTDOWN_GRACE_MS, 30_000),
     workerWatchdogMs: int(env.PIXELAI_WORKER_WATCHDOG_MS, 15_000),
     rateLimitPerMin: int(env.PIXELAI_RATE_LIMIT_PER_MIN, 600),

@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   TIMEOUT: 504,
   CUDA_OOM: 507,
   MPS_OOM: 507,
+  // a model larger than the whole PIXELAI_MEMORY_BUDGET_MB (src/workers/model-memory.ts)
+  INSUFFICIENT_MEMORY: 507,
   // Installs from the hub (python/pixelai_runner/hub_install.py); each comes with a hint.
   HUB_NOT_FOUND: 404,
   HUB_ACCESS_DENIED: 403,

@@ -90,7 +90,16 @@ export class ConversionWorker {
     onProgress: (percent: number) => void,
   ): Promise<ConverterOutcome> {
     const { python, repoRoot, models } = this.deps;
-    const args = [path.join(repoRoot, "scripts", "convert_to_mlx.py"), source, "--name", name, "--dtype", options.dtype, "--out", models.mlxRoot];
+    const args = [
+      path.join(repoRoot, "scripts", "convert_to_mlx.py"),
+      source,
+      "--name",
+      name,
+      "--dtype",
+      options.dtype,
+      "--out",
+      models.mlxRoot,
+    ];
     if (options.quantize) args.push("--quantize", String(options.quantize.bits), "--group-size", String(options.quantize.groupSize));
     return new Promise((resolve, reject) => {
       const child = spawn(python, args, {

@@ -18,6 +18,8 @@ import { GenerationWorker } from "./generation.worker";
 import { JobReconciler } from "./job-reconciler";
 import { sweepStaleOutputDirs } from "./output-dirs";
 import type { GenerationRunner } from "./run-generation";
+import { ModelMemory } from "./model-memory";
+import { residentBytes, runtimeBytesOf } from "../models/resident-size";
 
 export interface WorkerRoleDeps {
   config: Config;
@@ -91,8 +93,18 @@ export async function startWorkerRole(deps: WorkerRoleDeps): Promise<WorkerRole>
     add: (payload) => queue.add(payload),
     logger: logger.child({ component: "reconciler" }),
   });
+  const memory = new ModelMemory({
+    budgetBytes: config.memoryBudgetMb * 1024 * 1024,
+    idleMs: config.idleUnloadS * 1000,
+    cacheSize: config.runner.pipelineCache ?? 2,
+    sizeOf: (engine, source) => residentBytes(source, runtimeBytesOf(runners.get(engine)?.readyInfo?.dtype)),
+    runners,
+    logger: logger.child({ component: "model-memory" }),
+  });
+  memory.start();
+  closers.unshift(async () => memory.stop());
   const generationRunners = new Map<EngineName, GenerationRunner>(
-    [...runners].map(([engine, runner]) => [engine, generationRunner(runner)]),
+    [...runners].map(([engine, runner]) => [engine, generationRunner(engine, runner, memory)]),
   );
   const worker = new GenerationWorker({
     connection: workerRedis,
@@ -157,11 +169,18 @@ async function publishProbe(engine: EngineName, runner: RunnerSupervisor, engine
   }
 }
 
-/** A warm runner as a generation sees it. */
-function generationRunner(runner: RunnerSupervisor): GenerationRunner {
+/** A warm runner as a generation sees it; each generation holds its model in the memory ledger while it runs. */
+function generationRunner(engine: EngineName, runner: RunnerSupervisor, memory: ModelMemory): GenerationRunner {
   return {
     device: () => runner.readyInfo?.device ?? null,
-    generate: (params, opts) => runner.generate(params, opts),
+    generate: async (params, opts) => {
+      const release = await memory.acquire(engine, params.modelSource);
+      try {
+        return await runner.generate(params, opts);
+      } finally {
+        release();
+      }
+    },
     pixelize: (params, opts) => runner.pixelize(params, opts),
     cancel: (requestId) => runner.cancel(requestId),
     kill: () => runner.kill(),
