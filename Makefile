@@ -18,6 +18,10 @@ bench: setup
 	npm run bench
 	@# pixelbench (docs/pixelize.md): BENCH_PIXEL=1 adds ours + baselines, PIXELBENCH_PEERS_PYTHON=<venv python> the peers
 	@if [ -n "$$BENCH_PIXEL" ]; then .venv/bin/python bench/pixelbench.py $${PIXELBENCH_PEERS_PYTHON:+--peers-python "$$PIXELBENCH_PEERS_PYTHON"}; fi
+	@# MLX quantized weights vs float32 (bench/results/mlx-quantize.json; the SD-1.5-sized UNet case takes minutes)
+	@if [ -n "$$BENCH_QUANT" ]; then PYTHONPATH=python .venv/bin/python -m pixelai_runner.bench_quantize; fi
+	@# both engines warm holding an SD-1.5-sized model, without and with a memory budget (bench/results/warm-memory.json)
+	@if [ -n "$$BENCH_WARM_MEMORY" ]; then node dist/bench/warm-memory.js; fi
 
 extension:
 	bash scripts/build-extension.sh

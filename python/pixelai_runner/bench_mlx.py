@@ -127,6 +127,56 @@ def worker_prepare_sd15(folder: str) -> dict:
     }
 
 
+def worker_prepare_sd15_pipeline(folder: str) -> dict:
+    """A whole text-to-image pipeline of SD 1.5's real sizes with random seeded weights (UNet 860 M, CLIP text encoder
+    123 M, VAE 84 M parameters), laid out as a diffusers folder the runners load like any model; tokenizer, scheduler
+    and model_index.json come from the tiny SD model (the tokenizer's ids all fall inside the 49 408-token table)."""
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tiny = REPO_ROOT / "models" / "tiny-sd"
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    counts = {}
+    unet = UNet2DConditionModel(**SD15_UNET)
+    unet.save_pretrained(str(out / "unet"), safe_serialization=True)
+    counts["unet"] = sum(p.numel() for p in unet.parameters())
+    del unet
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+        )
+    )
+    text.save_pretrained(str(out / "text_encoder"), safe_serialization=True)
+    counts["text_encoder"] = sum(p.numel() for p in text.parameters())
+    del text
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    vae.save_pretrained(str(out / "vae"), safe_serialization=True)
+    counts["vae"] = sum(p.numel() for p in vae.parameters())
+    del vae
+    for name in ("tokenizer", "scheduler"):
+        shutil.copytree(tiny / name, out / name, dirs_exist_ok=True)
+    shutil.copyfile(tiny / "model_index.json", out / "model_index.json")
+    return {"parameters": counts, "bytes": sum(p.stat().st_size for p in out.rglob("*.safetensors"))}
+
+
 def worker_sd15_unet(engine: str, folder: str, steps: int, size: int, repeats: int, dtype: str) -> dict:
     """The denoising loop alone: Euler over `steps`, CFG batch of 2, fixed random text context."""
     import numpy as np
@@ -334,6 +384,8 @@ def main(argv=None) -> int:
             result = worker_pipeline(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]), dtype)
         elif kind == "prepare-sd15":
             result = worker_prepare_sd15(rest[0])
+        elif kind == "prepare-sd15-pipeline":
+            result = worker_prepare_sd15_pipeline(rest[0])
         else:
             result = worker_sd15_unet(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]), rest[5])
         print(json.dumps(result), flush=True)
