@@ -13,12 +13,14 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 from PIL import Image
 
 from ... import preview
 from ...model_files import architecture_of
 from .clip import CLIPTextModel
 from .config import CLIPTextConfig, UNetConfig, VAEConfig, is_projection_encoder, read_json
+from .lora import PreparedLora
 from .manifest import WEIGHTS_NAME
 from .sampler import make_sampler
 from .unet import UNet2DConditionModel, sdxl_time_ids
@@ -78,6 +80,38 @@ class StableDiffusion:
             cfg = CLIPTextConfig.from_dict(raw, with_projection=is_projection_encoder(raw))
             self.text_encoders.append(load_module(CLIPTextModel(cfg), self.folder / name / WEIGHTS_NAME, dtype))
             self.tokenizers.append(load_tokenizer(self.folder / ("tokenizer" if index == 0 else "tokenizer_2")))
+
+        # The unfused weights a LoRA is fused onto. MLX arrays are immutable, so these references stay exactly the
+        # loaded weights while the modules carry fused copies; switching LoRA or strength never reads the disk again.
+        self._adaptable = {"unet": self.unet, **dict(zip(names, self.text_encoders, strict=True))}
+        self._base = {name: dict(tree_flatten(module.parameters())) for name, module in self._adaptable.items()}
+        self._fused: dict[str, list[str]] = {}
+        self.lora: PreparedLora | None = None
+        self.lora_strength = 0.0
+
+    def base_shapes(self) -> dict[str, dict[str, tuple]]:
+        """component → {MLX weight key: shape}, what a LoRA is resolved against (lora.prepare)."""
+        return {name: {k: tuple(v.shape) for k, v in base.items()} for name, base in self._base.items()}
+
+    def set_lora(self, lora: PreparedLora | None, strength: float = 1.0) -> None:
+        """Carry exactly `lora` at `strength` (None: the base weights): W' = W + strength · delta, summed in float32
+        and cast back to the weight's dtype. The previously fused weights go back to the kept base arrays first."""
+        for name, keys in self._fused.items():
+            self._adaptable[name].load_weights([(k, self._base[name][k]) for k in keys], strict=False)
+        self._fused = {}
+        self.lora, self.lora_strength = None, 0.0
+        if lora is None:
+            return
+        for name, deltas in lora.deltas.items():
+            base = self._base[name]
+            updates = [
+                (key, (base[key].astype(mx.float32) + strength * mx.array(delta)).astype(base[key].dtype))
+                for key, delta in deltas.items()
+            ]
+            self._adaptable[name].load_weights(updates, strict=False)
+            self._fused[name] = list(deltas)
+            mx.eval([value for _, value in updates])
+        self.lora, self.lora_strength = lora, strength
 
     @property
     def latent_channels(self) -> int:
