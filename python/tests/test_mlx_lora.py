@@ -188,6 +188,11 @@ def test_what_the_mlx_engine_refuses(converted_sd, loras, lora_script, tmp_path)
     assert dora.code == "LORA_UNSUPPORTED_ENGINE" and "DoRA" in dora.message
     sgm = refused("sgm.safetensors", {"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": _rand(rng, 2, 2)})
     assert sgm.code == "LORA_UNSUPPORTED_ENGINE" and "input_blocks" in sgm.message
+    # the same rules go out in the probe, for the server to refuse such files before queueing a job
+    rules = MLXBackend().probe()["loraUnsupported"]
+    assert rules == L.UNSUPPORTED_RULES
+    for error in (loha, dora, sgm):
+        assert any(rule["what"] in error.message for rule in rules), error.message
 
     # a LoRA made for SDXL on the SD model: does not fit, as on the torch engine
     with pytest.raises(RunnerError) as info:

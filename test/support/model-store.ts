@@ -23,3 +23,23 @@ export function privateModelStore(prefix: string): { root: string; modelsDir: st
   ]);
   return { root, modelsDir, lorasDir };
 }
+
+/**
+ * A kohya LoRA for tiny-sd (text width 32) that names its modules with the original SD block names (input_blocks_…),
+ * as kohya's SDXL trainer does: registered like any LoRA, but not something the MLX engine maps.
+ */
+export function writeSgmNamedLora(file: string): void {
+  const prefix = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k";
+  const shapes: Record<string, number[]> = { [`${prefix}.lora_down.weight`]: [4, 32], [`${prefix}.lora_up.weight`]: [32, 4] };
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [key, shape] of Object.entries(shapes)) {
+    const bytes = shape.reduce((a, b) => a * b, 1) * 4;
+    header[key] = { dtype: "F32", shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(file, Buffer.concat([len, json, Buffer.alloc(offset)]));
+}

@@ -23,6 +23,7 @@ from ... import model_files, noise
 from ...errors import RunnerError
 from ...settings import RunnerSettings
 from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
+from .lora import UNSUPPORTED_RULES
 from .manifest import ManifestVerifier
 
 SCHEDULERS = ["euler", "euler_a", "ddim"]
@@ -139,6 +140,7 @@ class MLXBackend(Backend):
             "schedulers": list(SCHEDULERS),
             "loadedModels": sorted({folder for folder, _dtype in list(self._cache)}),
             "cacheSize": self.cache_size,
+            "loraUnsupported": [dict(rule) for rule in UNSUPPORTED_RULES],
         }
 
     # --- loading ------------------------------------------------------------------------------------------------

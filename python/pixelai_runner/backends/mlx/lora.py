@@ -55,6 +55,10 @@ _UNSUPPORTED = [
 ]
 
 
+# Published in the probe (loraUnsupported) so the server refuses such a file when the job is submitted.
+UNSUPPORTED_RULES = [{"pattern": pattern.pattern, "what": what} for pattern, what in _UNSUPPORTED]
+
+
 def _unsupported(source: str, what: str, key: str) -> RunnerError:
     return RunnerError(
         "LORA_UNSUPPORTED_ENGINE",
