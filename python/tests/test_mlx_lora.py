@@ -3,6 +3,7 @@ refused, switching without reloading the base, and parity with the torch engine 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,18 @@ def loras(lora_script, tiny_sd, tmp_path_factory) -> dict[str, Path]:
         sdxl_kohya, lora_script.lora_tensors(tiny_sd.parent / "tiny-sdxl", "kohya", seed), {"format": "pt"}
     )
     built["tiny-sdxl-lora-kohya"] = sdxl_kohya
+    # kohya's SDXL trainer names UNet modules with the original SD blocks; for tiny-sdxl (2 layers per block, attention
+    # in down block 1, up block 0 and the middle) those are input_blocks.4+p.1, middle_block.1, output_blocks.p.1
+    sgm = {}
+    for key, value in lora_script.lora_tensors(tiny_sd.parent / "tiny-sdxl", "kohya", seed).items():
+        key = re.sub(
+            r"^lora_unet_down_blocks_1_attentions_(\d+)_", lambda m: f"lora_unet_input_blocks_{4 + int(m[1])}_1_", key
+        )
+        key = re.sub(r"^lora_unet_up_blocks_0_attentions_(\d+)_", lambda m: f"lora_unet_output_blocks_{m[1]}_1_", key)
+        key = key.replace("lora_unet_mid_block_attentions_0_", "lora_unet_middle_block_1_")
+        sgm[key] = value
+    assert all(re.match(r"lora_unet_(input_blocks|middle_block|output_blocks)_", key) for key in sgm)
+    built["tiny-sdxl-lora-sgm"] = Path(_write(lora_script, out / "tiny-sdxl-lora-sgm.safetensors", sgm))
     return built
 
 
@@ -88,6 +101,27 @@ def test_diffusers_key_inverts_the_converters_renames(tiny_models, model):
             component == "unet"
         ), "text encoders: the transformers-4 spelling (the one LoRA files use) comes first"
         assert component != "unet" or set(mapped) != set(original), "the table renames something on these UNets"
+
+
+def test_original_sd_block_names_of_the_sdxl_unet():
+    """SDXL base (2 layers per block, attention in up blocks 0 and 1): the names its original checkpoints use."""
+    expected = {
+        "conv_in": "input_blocks.0.0",
+        "down_blocks.0.resnets.1.conv1": "input_blocks.2.0.conv1",
+        "down_blocks.0.downsamplers.0.conv": "input_blocks.3.0.op",
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn1": "input_blocks.4.1.transformer_blocks.0.attn1",
+        "down_blocks.2.attentions.1.proj_in": "input_blocks.8.1.proj_in",
+        "mid_block.attentions.0.transformer_blocks.9.ff.net.2": "middle_block.1.transformer_blocks.9.ff.net.2",
+        "mid_block.resnets.1": "middle_block.2",
+        "up_blocks.0.attentions.2.proj_out": "output_blocks.2.1.proj_out",
+        "up_blocks.1.upsamplers.0.conv": "output_blocks.5.2.conv",
+        "up_blocks.2.resnets.0": "output_blocks.6.0",
+        "add_embedding.linear_2": "label_emb.0.2",
+        "conv_out": "out.2",
+    }
+    assert {name: W.sgm_unet_key(name, 2, {0, 1}) for name in expected} == expected
+    assert W.sgm_unet_key("up_blocks.1.upsamplers.0.conv", 2, {0}) == "output_blocks.5.1.conv"  # no attention there
+    assert W.sgm_unet_key("encoder.layers.0", 2, {0}) is None
 
 
 # ---- resolution and layouts ---------------------------------------------------------------------------------------
@@ -180,18 +214,16 @@ def test_what_the_mlx_engine_refuses(converted_sd, loras, lora_script, tmp_path)
         return info.value
 
     loha = refused("loha.safetensors", {"lora_unet_x.hada_w1_a": _rand(rng, 2, 2)})
-    assert loha.code == "LORA_UNSUPPORTED_ENGINE" and "LoHa" in loha.message and "torch engine" in loha.message
+    assert loha.code == "LORA_UNSUPPORTED_ENGINE" and "LoHa" in loha.message and "hada_w1_a" in loha.message
     dora = refused(
         "dora.safetensors",
         {"unet.a.lora_A.weight": _rand(rng, 2, 2), "unet.a.lora_magnitude_vector": _rand(rng, 2)},
     )
     assert dora.code == "LORA_UNSUPPORTED_ENGINE" and "DoRA" in dora.message
-    sgm = refused("sgm.safetensors", {"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": _rand(rng, 2, 2)})
-    assert sgm.code == "LORA_UNSUPPORTED_ENGINE" and "input_blocks" in sgm.message
     # the same rules go out in the probe, for the server to refuse such files before queueing a job
     rules = MLXBackend().probe()["loraUnsupported"]
     assert rules == L.UNSUPPORTED_RULES
-    for error in (loha, dora, sgm):
+    for error in (loha, dora):
         assert any(rule["what"] in error.message for rule in rules), error.message
 
     # a LoRA made for SDXL on the SD model: does not fit, as on the torch engine
@@ -258,6 +290,7 @@ def mlx_backend():
         ("sd", "tiny-sd-lora-kohya"),
         ("sdxl", "tiny-sdxl-lora"),
         ("sdxl", "tiny-sdxl-lora-kohya"),
+        ("sdxl", "tiny-sdxl-lora-sgm"),
     ],
 )
 def test_same_lora_same_image_on_torch_and_mlx(

@@ -6,15 +6,16 @@ Read formats (module names are the diffusers/transformers ones in every case):
   * diffusers/peft   `unet.<module>.lora_A.weight` / `.lora_B.weight` (also `text_encoder.`, `text_encoder_2.`),
                      the older `.lora.down.weight` / `.lora.up.weight`, optional `<module>.alpha`;
   * kohya            `lora_unet_<module, dots as _>.lora_down.weight` / `.lora_up.weight` / `.alpha`, and
-                     `lora_te_` (or `lora_te1_`), `lora_te2_` for the text encoders.
+                     `lora_te_` (or `lora_te1_`), `lora_te2_` for the text encoders; UNet modules named either the
+                     diffusers way (down_blocks_1_attentions_0_…) or with the original SD block names that kohya's
+                     SDXL trainer writes (input_blocks_4_1_…, middle_block_1_…, output_blocks_0_1_…).
 A module is found by renaming the model's own MLX keys back to diffusers names (weights.diffusers_keys) and B·A is laid
 out by weights.MAPPERS, the converter's table, so a LoRA lands exactly where the converter put the weight it adapts:
 linear (out, in); 1×1 and 3×3 conv LoRAs (down (r, in, kh, kw), up (out, r, 1, 1)) become OHWI convolutions, or
 linears where the converter squeezed a 1×1 conv.
 
-What cannot run here is refused with LORA_UNSUPPORTED_ENGINE, naming it: LyCORIS variants (LoHa, LoKr, full diffs),
-DoRA magnitudes, and kohya SDXL files that use the original SD block names (input_blocks/middle_block/output_blocks),
-which this engine does not map. A LoRA for another model (unknown modules, other shapes) is INVALID_REQUEST, as on the
+What cannot run here is refused with LORA_UNSUPPORTED_ENGINE, naming it: LyCORIS variants (LoHa, LoKr, full diffs)
+and DoRA magnitudes. A LoRA for another model (unknown modules, other shapes) is INVALID_REQUEST, as on the
 torch engine.
 """
 
@@ -51,7 +52,6 @@ _UNSUPPORTED = [
     (re.compile(r"\.lokr_"), "LoKr (lokr_*) tensors"),
     (re.compile(r"(dora_scale|lora_magnitude_vector)"), "DoRA magnitude vectors"),
     (re.compile(r"\.diff(_b)?$"), "full weight differences (.diff)"),
-    (re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_"), "original-SD block names (input_blocks_…)"),
 ]
 
 
@@ -63,7 +63,7 @@ def _unsupported(source: str, what: str, key: str) -> RunnerError:
     return RunnerError(
         "LORA_UNSUPPORTED_ENGINE",
         f"LoRA {os.path.basename(source)!r} holds {what} (e.g. {key}); the MLX engine fuses plain low-rank LoRAs "
-        "(lora_A/lora_B or lora_down/lora_up) named after diffusers modules; use the torch engine for this file",
+        "(lora_A/lora_B or lora_down/lora_up)",
     )
 
 
@@ -132,15 +132,28 @@ def _group(source: str, tensors: dict[str, np.ndarray]) -> list[_Module]:
 
 
 def _index(component: str, base_keys) -> tuple[dict[str, str], dict[str, str]]:
-    """Every diffusers spelling of a module name → MLX weight key, and the same keyed by kohya's flattening
-    (ambiguous flattenings dropped)."""
+    """Every spelling of a module name → MLX weight key: diffusers' (weights.diffusers_keys) and, for the UNet, the
+    original SD block names (weights.sgm_unet_key); and the same keyed by kohya's flattening (ambiguous ones dropped).
+    layers_per_block is read off the UNet's own weights (resnets in its first down block)."""
+    names: dict[str, list[str]] = {}
+    for key in base_keys:
+        if key.endswith(".weight"):
+            names[key] = [name[: -len(".weight")] for name in W.diffusers_keys(component, key)]
+    if component == "unet":
+        canonical = [spellings[0] for spellings in names.values()]
+        layers_per_block = 1 + max(
+            (int(m.group(1)) for n in canonical if (m := re.match(r"down_blocks\.0\.resnets\.(\d+)\.", n + "."))),
+            default=0,
+        )
+        with_attention = {int(m.group(1)) for n in canonical if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", n))}
+        for spellings in names.values():
+            sgm = W.sgm_unet_key(spellings[0], layers_per_block, with_attention)
+            if sgm is not None:
+                spellings.append(sgm)
     dotted: dict[str, str] = {}
     flat: dict[str, str | None] = {}
-    for key in base_keys:
-        if not key.endswith(".weight"):
-            continue
-        for name in W.diffusers_keys(component, key):
-            name = name[: -len(".weight")]
+    for key, spellings in names.items():
+        for name in spellings:
             dotted[name] = key
             flat_name = name.replace(".", "_")
             flat[flat_name] = None if flat.get(flat_name, key) != key else key

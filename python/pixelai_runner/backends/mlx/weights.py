@@ -121,6 +121,50 @@ def diffusers_keys(component: str, mlx_key: str) -> list[str]:
     raise ValueError(f"no LoRA key mapping for component {component!r}")
 
 
+_SGM_TOP_LEVEL = {
+    "conv_in": "input_blocks.0.0",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+    "mid_block.resnets.0": "middle_block.0",
+    "mid_block.attentions.0": "middle_block.1",
+    "mid_block.resnets.1": "middle_block.2",
+}
+_DIFFUSERS_BLOCK = re.compile(r"^(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)(\..*|)$")
+
+
+def sgm_unet_key(name: str, layers_per_block: int, up_blocks_with_attention: set[int]) -> str | None:
+    """The original Stable Diffusion (SGM/LDM) spelling of a diffusers UNet module or weight name, as kohya's SDXL
+    trainer writes LoRA keys: the block structure only (input_blocks.N.M / middle_block.N / output_blocks.N.M); names
+    inside a block stay diffusers' (transformer_blocks…, proj_in), as diffusers' own SGM LoRA reader expects.
+    None when the name has no such spelling."""
+    for diffusers_name, sgm_name in _SGM_TOP_LEVEL.items():
+        if name == diffusers_name or name.startswith(diffusers_name + "."):
+            return sgm_name + name[len(diffusers_name) :]
+    match = _DIFFUSERS_BLOCK.match(name)
+    if not match:
+        return None
+    direction, block, kind, index, rest = (
+        match.group(1),
+        int(match.group(2)),
+        match.group(3),
+        int(match.group(4)),
+        match.group(5),
+    )
+    per_block = layers_per_block + 1  # resnet(+attention) layers, then the down/upsampler, per SGM block
+    if direction == "down":
+        if kind == "downsamplers":  # SGM names the downsampling conv `op`
+            return f"input_blocks.{1 + block * per_block + layers_per_block}.0.op" + rest.removeprefix(".conv")
+        return f"input_blocks.{1 + block * per_block + index}.{0 if kind == 'resnets' else 1}{rest}"
+    if kind == "upsamplers":
+        position = 2 if block in up_blocks_with_attention else 1
+        return f"output_blocks.{block * per_block + layers_per_block}.{position}{rest}"
+    return f"output_blocks.{block * per_block + index}.{0 if kind == 'resnets' else 1}{rest}"
+
+
 MAPPERS: dict[str, Callable[[dict], dict]] = {
     "unet": map_unet,
     "vae": map_vae,
