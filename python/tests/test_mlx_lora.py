@@ -198,8 +198,8 @@ def test_conv_and_text_encoder_loras_land_in_mlx_layout(converted_sd, tiny_sd, l
     }
     kohya = _write(lora_script, tmp_path / "te-kohya.safetensors", flat)
     prepared = L.prepare(kohya, L.read(kohya), model.base_shapes())
-    assert list(prepared.deltas) == ["text_encoder"]
-    assert list(prepared.deltas["text_encoder"]) == ["encoder.layers.0.self_attn.q_proj.weight"]
+    assert list(prepared.modules_by_key) == ["text_encoder"]
+    assert [key for key, _ in prepared.deltas("text_encoder")] == ["encoder.layers.0.self_attn.q_proj.weight"]
 
 
 def test_what_the_mlx_engine_refuses(converted_sd, loras, lora_script, tmp_path):

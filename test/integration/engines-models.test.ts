@@ -3,7 +3,7 @@ import path from "node:path";
 import request from "supertest";
 import { startTestStack, TestStack, waitFor, decodePng } from "../support/stack";
 import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
-import { privateModelStore, writeSgmNamedLora } from "../support/model-store";
+import { privateModelStore, writeDoraLora } from "../support/model-store";
 
 const KEY = "test-admin-key";
 let stack: TestStack;
@@ -14,7 +14,7 @@ let fixtures: string;
 beforeAll(async () => {
   // A private model store: this file converts, tampers with and adds to it, which must never touch the repo's models/.
   ({ root: fixtures, modelsDir, lorasDir } = privateModelStore("pixelai-models-"));
-  writeSgmNamedLora(path.join(lorasDir, "tiny-sd-sgm-lora.safetensors"));
+  writeDoraLora(path.join(lorasDir, "tiny-sd-dora.safetensors"));
   stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir, PIXELAI_API_KEY: KEY });
 });
 
@@ -132,9 +132,11 @@ describe("MLX conversion through the API", () => {
   it("refuses on MLX, before queueing, a LoRA file it cannot apply, naming what (422 LORA_UNSUPPORTED_ENGINE)", async () => {
     const res = await request(stack.url)
       .post("/jobs")
-      .send({ ...base, engine: "mlx", lora: { name: "tiny-sd-sgm-lora" } });
+      .send({ ...base, engine: "mlx", lora: { name: "tiny-sd-dora" } });
     expect([res.status, res.body.error.code]).toEqual([422, "LORA_UNSUPPORTED_ENGINE"]);
-    expect(res.body.error.message).toMatch(/tiny-sd-sgm-lora holds original-SD block names .*input_blocks_1_1.* mlx engine cannot apply/);
+    expect(res.body.error.message).toMatch(
+      /tiny-sd-dora holds DoRA magnitude vectors \(e\.g\. .*lora_magnitude_vector\), which the mlx engine cannot apply/,
+    );
   });
 
   it("follows PUT /engines/default (admin) for requests that name no engine", async () => {

@@ -25,12 +25,16 @@ export function privateModelStore(prefix: string): { root: string; modelsDir: st
 }
 
 /**
- * A kohya LoRA for tiny-sd (text width 32) that names its modules with the original SD block names (input_blocks_…),
- * as kohya's SDXL trainer does: registered like any LoRA, but not something the MLX engine maps.
+ * A DoRA for tiny-sd (text width 32, peft keys with a `lora_magnitude_vector`): registered like any LoRA (diffusers
+ * format), but something the MLX engine refuses (it fuses plain low-rank LoRAs). Zero weights: only names count here.
  */
-export function writeSgmNamedLora(file: string): void {
-  const prefix = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k";
-  const shapes: Record<string, number[]> = { [`${prefix}.lora_down.weight`]: [4, 32], [`${prefix}.lora_up.weight`]: [32, 4] };
+export function writeDoraLora(file: string): void {
+  const module = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k";
+  const shapes: Record<string, number[]> = {
+    [`${module}.lora_A.weight`]: [4, 32],
+    [`${module}.lora_B.weight`]: [64, 4],
+    [`${module}.lora_magnitude_vector`]: [64],
+  };
   const header: Record<string, unknown> = {};
   let offset = 0;
   for (const [key, shape] of Object.entries(shapes)) {

@@ -192,7 +192,7 @@ class MLXBackend(Backend):
 
     def _set_lora(self, model, lora: dict | None) -> None:
         """Make `model` carry exactly the requested LoRA (lora.py fuses it onto the kept base weights). The same file
-        at another strength reuses the resolved deltas; the base weights are never read from disk again."""
+        at another strength reuses the resolved factors; the base weights are never read from disk again."""
         from . import lora as L
 
         if not lora:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,15 +80,31 @@ class _Module:
 
 @dataclass
 class PreparedLora:
-    """A LoRA resolved against one model: per component, MLX weight key → scale · B·A in that weight's layout
-    (float32). Strength multiplies it when fused, so changing strength needs no re-read."""
+    """A LoRA resolved against one model: per component, MLX weight key → the module's factors. Only the low-rank
+    factors are kept; each dense scale · B·A is made when fused and dropped after, so a LoRA costs its file's size
+    in memory plus the fused copies of the weights it adapts. Strength multiplies at fuse time: no re-read."""
 
     source: str
-    deltas: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    modules_by_key: dict[str, dict[str, _Module]] = field(default_factory=dict)
 
     @property
     def modules(self) -> int:
-        return sum(len(d) for d in self.deltas.values())
+        return sum(len(d) for d in self.modules_by_key.values())
+
+    def deltas(self, component: str) -> Iterator[tuple[str, np.ndarray]]:
+        """(MLX weight key, scale · B·A in that weight's MLX layout, float32) for each weight of `component`."""
+        for key, module in self.modules_by_key.get(component, {}).items():
+            yield key, _delta(component, key, module)
+
+
+def _delta(component: str, key: str, module: _Module) -> np.ndarray:
+    """scale · B·A laid out by the converter's table for the weight `key` (its canonical diffusers name)."""
+    scale = module.alpha / module.down.shape[0] if module.alpha is not None else 1.0
+    name = W.diffusers_keys(component, key)[0]
+    ((mapped_key, delta),) = W.MAPPERS[component]({name: _product(module)}).items()
+    if mapped_key != key:  # the table's inverse and forward disagree: a bug, not a bad file
+        raise RuntimeError(f"LoRA key table: {name} maps to {mapped_key}, expected {key}")
+    return (delta * np.float32(scale)).astype(np.float32, copy=False)
 
 
 def _split(key: str) -> tuple[str, bool, str] | None:
@@ -190,17 +207,15 @@ def prepare(source: str, tensors: dict[str, np.ndarray], base: dict[str, dict[st
                 f"LoRA {label!r} does not fit this model: it adapts {module.component} module {module.name}, "
                 "which the model does not have",
             )
-        scale = module.alpha / module.down.shape[0] if module.alpha is not None else 1.0
-        name = W.diffusers_keys(module.component, key)[0][: -len(".weight")]
-        ((mapped_key, delta),) = W.MAPPERS[module.component]({f"{name}.weight": _product(module)}).items()
+        made = _delta(module.component, key, module).shape  # made once here to check it, then dropped
         expected = tuple(base[module.component][key])
-        if mapped_key != key or delta.shape != expected:
+        if made != expected:
             raise RunnerError(
                 "INVALID_REQUEST",
-                f"LoRA {label!r} does not fit this model: {module.component} {name} is {expected} in MLX layout, "
-                f"the LoRA makes {tuple(delta.shape)}",
+                f"LoRA {label!r} does not fit this model: {module.component} {key} is {expected} in MLX layout, "
+                f"the LoRA makes {made}",
             )
-        prepared.deltas.setdefault(module.component, {})[key] = (delta * np.float32(scale)).astype(np.float32)
+        prepared.modules_by_key.setdefault(module.component, {})[key] = module
     if not prepared.modules:
         raise RunnerError("INVALID_REQUEST", f"LoRA {label!r} holds no LoRA tensors")
     return prepared

@@ -102,15 +102,15 @@ class StableDiffusion:
         self.lora, self.lora_strength = None, 0.0
         if lora is None:
             return
-        for name, deltas in lora.deltas.items():
+        for name in lora.modules_by_key:
             base = self._base[name]
-            updates = [
-                (key, (base[key].astype(mx.float32) + strength * mx.array(delta)).astype(base[key].dtype))
-                for key, delta in deltas.items()
-            ]
+            updates = []
+            for key, delta in lora.deltas(name):
+                fused = (base[key].astype(mx.float32) + strength * mx.array(delta)).astype(base[key].dtype)
+                mx.eval(fused)  # one dense delta alive at a time
+                updates.append((key, fused))
             self._adaptable[name].load_weights(updates, strict=False)
-            self._fused[name] = list(deltas)
-            mx.eval([value for _, value in updates])
+            self._fused[name] = [key for key, _ in updates]
         self.lora, self.lora_strength = lora, strength
 
     @property
