@@ -5,7 +5,7 @@ import type { ModelsService } from "../models/models.service";
 import { isHubReference } from "../installs/hub-id";
 import type { EngineProbe } from "../backends/engine-status";
 import { loraRefusedBy } from "../models/lora-fit";
-import { readSafetensorsHeader } from "../models/safetensors-header";
+import { tensorNamesOf } from "../models/safetensors-header";
 import type { CancelBus } from "./cancel-bus";
 import type { JobEventsChannel } from "./job-events-channel";
 import type { JobQueue } from "./job-queue";
@@ -400,13 +400,4 @@ export function toView(r: JobRecord): JobView {
     if (!r.resultSha256) view.result.pruned = true;
   }
   return view;
-}
-
-/** A LoRA file's tensor names (header only); none when it cannot be read here, and the runner reports that itself. */
-function tensorNamesOf(file: string): string[] {
-  try {
-    return Object.keys(readSafetensorsHeader(file).tensors);
-  } catch {
-    return [];
-  }
 }

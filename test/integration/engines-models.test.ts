@@ -196,7 +196,9 @@ describe("LoRA on Torch", () => {
     expect(loras).toEqual(expect.arrayContaining(["tiny-sd-lora", "tiny-sd-lora-kohya", "tiny-sdxl-lora"]));
     expect(res.body.models).not.toContain("tiny-sd-lora");
     const detail = await request(stack.url).get("/models/tiny-sd-lora");
-    expect(detail.body).toMatchObject({ kind: "lora", architecture: "sd", crossAttentionDim: 32 });
+    expect(detail.body).toMatchObject({ kind: "lora", architecture: "sd", crossAttentionDim: 32, engines: ["torch", "mlx"] });
+    // a DoRA is applied by torch only: the MLX runner's published loraUnsupported rules refuse it
+    expect((await request(stack.url).get("/models/tiny-sd-dora")).body.engines).toEqual(["torch"]);
     expect(detail.body.sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 

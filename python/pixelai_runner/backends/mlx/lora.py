@@ -2,21 +2,22 @@
 
 scale = alpha / rank when the file gives an alpha for the module, else 1 (what diffusers/peft do with such files).
 
-Read formats (module names are the diffusers/transformers ones in every case):
+Read formats:
   * diffusers/peft   `unet.<module>.lora_A.weight` / `.lora_B.weight` (also `text_encoder.`, `text_encoder_2.`),
                      the older `.lora.down.weight` / `.lora.up.weight`, optional `<module>.alpha`;
   * kohya            `lora_unet_<module, dots as _>.lora_down.weight` / `.lora_up.weight` / `.alpha`, and
                      `lora_te_` (or `lora_te1_`), `lora_te2_` for the text encoders; UNet modules named either the
                      diffusers way (down_blocks_1_attentions_0_…) or with the original SD block names that kohya's
                      SDXL trainer writes (input_blocks_4_1_…, middle_block_1_…, output_blocks_0_1_…).
-A module is found by renaming the model's own MLX keys back to diffusers names (weights.diffusers_keys) and B·A is laid
-out by weights.MAPPERS, the converter's table, so a LoRA lands exactly where the converter put the weight it adapts:
-linear (out, in); 1×1 and 3×3 conv LoRAs (down (r, in, kh, kw), up (out, r, 1, 1)) become OHWI convolutions, or
-linears where the converter squeezed a 1×1 conv.
+A module is found by renaming the model's own MLX keys back to diffusers names (weights.diffusers_keys, and
+weights.sgm_unet_key for the original block names) and B·A is laid out by weights.MAPPERS, the converter's table, so a
+LoRA lands exactly where the converter put the weight it adapts: linear (out, in); 1×1 and 3×3 conv LoRAs (down (r,
+in, kh, kw), up (out, r, 1, 1)) become OHWI convolutions, or linears where the converter squeezed a 1×1 conv.
 
-What cannot run here is refused with LORA_UNSUPPORTED_ENGINE, naming it: LyCORIS variants (LoHa, LoKr, full diffs)
-and DoRA magnitudes. A LoRA for another model (unknown modules, other shapes) is INVALID_REQUEST, as on the
-torch engine.
+What cannot run here is refused with LORA_UNSUPPORTED_ENGINE, naming it: LyCORIS variants (LoHa, LoKr, full diffs) and
+DoRA magnitudes; tensors under other names are refused the same way (no rule for them goes out in the probe, so such a
+file fails in the runner, not at submit). A LoRA for another model (unknown modules, other shapes) is INVALID_REQUEST,
+as on the torch engine.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ Renames (diffusers → MLX module attribute)
     matrix; the module splits its output into value and gate halves);
   * legacy VAE attention `query/key/value/proj_attn` → `to_q/to_k/to_v/to_out`;
   * transformers' CLIP `text_model.` prefix dropped, the `position_ids` buffer dropped.
+The same table read backwards (diffusers_keys), plus the original SD block names of a UNet (sgm_unet_key), tells the
+MLX LoRA loader (lora.py) which converted weight a LoRA tensor adapts.
 """
 
 from __future__ import annotations
