@@ -307,3 +307,19 @@ def test_same_lora_same_image_on_torch_and_mlx(
     diff = np.abs(a - b)
     print(f"{model} {lora} strength {strength}: max {diff.max()}/255, mean {diff.mean():.4f}/255")
     assert diff.max() <= 2
+
+
+def test_half_precision_model_fuses_in_float32_and_keeps_its_dtype(converted_sd, loras):
+    """A float16 model (the Metal default) gets W + strength · delta summed in float32, stored back as float16."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    model = P.StableDiffusion(converted_sd, mx.float16)
+    source = str(loras["tiny-sd-lora"])
+    prepared = L.prepare(source, L.read(source), model.base_shapes())
+    key, delta = next(prepared.deltas("unet"))
+    base = np.array(model._base["unet"][key].astype(mx.float32))
+    model.set_lora(prepared, 0.5)
+    fused = dict(tree_flatten(model.unet.parameters()))[key]
+    assert fused.dtype == mx.float16
+    np.testing.assert_array_equal(np.array(fused), (base + 0.5 * delta).astype(np.float16))
