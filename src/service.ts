@@ -120,7 +120,7 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
   const jobsRepo = new JobsRepository(db, jobEvents);
   const modelFiles = new ModelFiles(config.python, path.join(config.repoRoot, "python"));
   const modelsRepo = new ModelsRepository(db);
-  const modelsService = new ModelsService(modelsRepo, config.modelsRoot, config.lorasRoot, modelFiles, logger);
+  const modelsService = new ModelsService(modelsRepo, config.modelsRoot, config.lorasRoot, modelFiles, logger, engineStatus);
   const installParts = createInstallParts(db, redis, config.queuePrefix);
   closers.push(() => installParts.queue.close());
   const installs = createInstallsService(installParts, engineStatus, logger);

@@ -52,7 +52,7 @@ def test_probe_reports_cpu_engine():
     assert info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["chip"]
     assert set(info["features"]) == set(FEATURES)
-    assert info["features"]["sdxl"] is True and info["features"]["lora"] is False
+    assert info["features"]["sdxl"] is True and info["features"]["lora"] is True
     assert info["schedulers"] == ["euler", "euler_a", "ddim"]
     assert info["versions"]["mlx"] and info["versions"]["python"]
 
@@ -113,7 +113,8 @@ def test_unconverted_folder_and_damaged_files_fail_cleanly(tiny_sd, converted_sd
 def test_request_validation(converted_sd):
     backend = MLXBackend()
     cases = [
-        (dict(lora={"source": "x", "strength": 1.0}), "LORA_UNSUPPORTED_ENGINE"),
+        (dict(lora={"source": "x", "strength": 1.0}), "LORA_NOT_FOUND"),  # relative: never resolved against cwd
+        (dict(scheduler="dpmpp_3m_sde"), "INVALID_REQUEST"),
         (dict(width=60), "INVALID_REQUEST"),
         (dict(steps=0), "INVALID_REQUEST"),
         (dict(initNoise="cuda"), "INVALID_REQUEST"),

@@ -1,5 +1,6 @@
 import type IORedis from "ioredis";
 import type { EngineName } from "./engine-names";
+import type { LoraKeyRule } from "../generated/runner-protocol";
 
 /** What a runner's `probe` says about its engine, as every API process sees it (published in Redis by workers). */
 export interface EngineProbe {
@@ -13,6 +14,8 @@ export interface EngineProbe {
   features?: Record<string, boolean>;
   schedulers?: string[];
   loadedModels?: string[];
+  /** LoRA tensors the engine cannot apply though it applies LoRAs (checked at submit: src/models/lora-fit.ts). */
+  loraUnsupported?: LoraKeyRule[];
   [key: string]: unknown;
 }
 

@@ -4,6 +4,8 @@ import type { Logger } from "../infra/logger";
 import type { ModelsService } from "../models/models.service";
 import { isHubReference } from "../installs/hub-id";
 import type { EngineProbe } from "../backends/engine-status";
+import { loraRefusedBy } from "../models/lora-fit";
+import { tensorNamesOf } from "../models/safetensors-header";
 import type { CancelBus } from "./cancel-bus";
 import type { JobEventsChannel } from "./job-events-channel";
 import type { JobQueue } from "./job-queue";
@@ -148,12 +150,15 @@ export class JobsService {
     }
     let lora: ResolvedJob["lora"] = null;
     if (req.lora && loraName !== null) {
-      const supportsLora = probe ? probe.features?.lora === true : engine === "torch";
-      if (!supportsLora) {
-        throw new AppError("LORA_UNSUPPORTED_ENGINE", `engine ${engine} cannot apply LoRAs yet; use engine "torch"`, { engine });
+      // Both engines apply LoRAs; a runner that says otherwise (features.lora false) is believed. Without a probe the
+      // runner checks the file itself.
+      if (probe && probe.features?.lora !== true) {
+        throw new AppError("LORA_UNSUPPORTED_ENGINE", `engine ${engine} reports that it cannot apply LoRAs`, { engine });
       }
       if (!pending.some((n) => n.kind === "lora")) {
         const resolved = await this.models.resolveLora({ ...req.lora, name: loraName }, model);
+        const refusal = loraRefusedBy(engine, resolved.name, tensorNamesOf(resolved.source), probe?.loraUnsupported ?? []);
+        if (refusal) throw new AppError("LORA_UNSUPPORTED_ENGINE", refusal, { engine, field: "lora.name" });
         lora = { name: isHubReference(loraName) ? loraName : resolved.name, strength: resolved.strength };
       } else {
         // checked by the worker once installed (a LoRA that does not fit its base fails the job there)

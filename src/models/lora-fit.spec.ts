@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { loraMisfit } from "./lora-fit";
+import { loraMisfit, loraRefusedBy } from "./lora-fit";
 import { inspectLora } from "./safetensors-header";
 
 let dir: string;
@@ -73,5 +73,27 @@ describe("loraMisfit: the one fit rule", () => {
     const misfit = loraMisfit(l, b);
     expect(misfit === null).toBe(fits);
     if (misfit) expect(misfit).toMatch(/^LoRA l \(.*\) does not fit model /);
+  });
+});
+
+describe("loraRefusedBy", () => {
+  const rules = [
+    { pattern: "\\.hada_", what: "LoHa (hada_*) tensors" },
+    { pattern: "(unclosed", what: "a rule JavaScript cannot compile" },
+    { pattern: "^lora_unet_(input_blocks|middle_block|output_blocks)_", what: "original-SD block names" },
+  ];
+
+  it("names the first rule a tensor matches, with an example tensor", () => {
+    const names = ["lora_unet_down_blocks_0_attn1_to_q.lora_down.weight", "lora_unet_input_blocks_4_1_proj_in.lora_up.weight"];
+    expect(loraRefusedBy("mlx", "sgm-lora", names, rules)).toBe(
+      "LoRA sgm-lora holds original-SD block names (e.g. lora_unet_input_blocks_4_1_proj_in.lora_up.weight), which the mlx engine cannot apply",
+    );
+    expect(loraRefusedBy("mlx", "loha", ["lora_unet_x.hada_w1_a"], rules)).toMatch(/^LoRA loha holds LoHa/);
+  });
+
+  it("passes plain LoRAs, and an engine that published no rules", () => {
+    const names = ["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"];
+    expect(loraRefusedBy("mlx", "plain", names, rules)).toBeNull();
+    expect(loraRefusedBy("torch", "loha", ["lora_unet_x.hada_w1_a"], [])).toBeNull();
   });
 });

@@ -1,3 +1,5 @@
+import type { LoraKeyRule } from "../generated/runner-protocol";
+
 /** What the fit rule reads of a registered model or LoRA (both are rows of the model registry). */
 export interface FitFacts {
   name: string;
@@ -19,4 +21,24 @@ export function loraMisfit(lora: FitFacts, base: FitFacts): string | null {
     `LoRA ${lora.name} (${lora.architecture}, text width ${width(lora.crossAttentionDim)}) does not fit model ` +
     `${base.name} (${base.architecture}, text width ${width(base.crossAttentionDim)})`
   );
+}
+
+
+/**
+ * Why `engine` cannot apply a LoRA with these tensor names, by the rules its runner published, or null. The runner owns
+ * the rules (for MLX: python/pixelai_runner/backends/mlx/lora.py); this only applies them before a job is queued. A rule
+ * whose pattern is not a valid JavaScript regular expression is skipped: the runner still refuses such a file itself.
+ */
+export function loraRefusedBy(engine: string, loraName: string, tensorNames: string[], rules: LoraKeyRule[]): string | null {
+  for (const rule of rules) {
+    let pattern: RegExp;
+    try {
+      pattern = new RegExp(rule.pattern);
+    } catch {
+      continue;
+    }
+    const hit = tensorNames.find((name) => pattern.test(name));
+    if (hit !== undefined) return `LoRA ${loraName} holds ${rule.what} (e.g. ${hit}), which the ${engine} engine cannot apply`;
+  }
+  return null;
 }

@@ -53,7 +53,7 @@ export interface ModelDetail {
   sizeBytes: number | null;
   sha256: string | null;
   crossAttentionDim: number | null;
-  /** Engines this model can run on now. */
+  /** Engines this model can run on now (a LoRA: the engines that can apply it). */
   engines: EngineName[];
   mlx?: MlxStatus;
   /** local: a folder or file under models/ or loras/; hub: installed from the hub (`source` is its id). */

@@ -2,14 +2,15 @@ import fs from "node:fs";
 import path from "node:path";
 import { AppError } from "../backends/error-codes";
 import type { EngineName } from "../backends/engine-names";
+import type { EngineStatusStore } from "../backends/engine-status";
 import type { Logger } from "../infra/logger";
 import { fileSha256 } from "./file-hash";
 import { readMlxManifest } from "./mlx-manifest";
 import type { MlxCheck, ModelFacts, ModelFiles } from "./model-files";
 import { ModelRecord, ModelsRepository } from "./models.repository";
 import type { ModelDetail, RegisterModelRequest } from "./models.dto";
-import { loraMisfit } from "./lora-fit";
-import { inspectLora } from "./safetensors-header";
+import { loraMisfit, loraRefusedBy } from "./lora-fit";
+import { inspectLora, tensorNamesOf } from "./safetensors-header";
 import { MODEL_NAME_PATTERN, assertSafeName, assertTreeInside, resolveUnder } from "./safe-paths";
 import { HubRef, formatHubRef, isHubReference, parseHubRef, registryNameFor } from "../installs/hub-id";
 
@@ -65,6 +66,8 @@ export class ModelsService {
     readonly lorasRoot: string,
     private readonly files: ModelFiles,
     private readonly logger: Logger,
+    /** The engines' published probes: which LoRA files MLX refuses (`loraUnsupported`). */
+    private readonly probes?: Pick<EngineStatusStore, "read">,
   ) {}
 
   get mlxRoot(): string {
@@ -183,6 +186,19 @@ export class ModelsService {
     return this.detail(await this.find(name));
   }
 
+  /** Whether the MLX engine can fuse this LoRA file: yes unless its probe's loraUnsupported rules refuse it. */
+  private async mlxAppliesLora(m: ModelRecord): Promise<boolean> {
+    const rules = (await this.probes?.read("mlx").catch(() => null))?.loraUnsupported ?? [];
+    if (!rules.length) return true;
+    let file: string;
+    try {
+      file = this.sourcePath(m, this.lorasRoot);
+    } catch {
+      return true; // a hub LoRA not installed yet: judged when a job names it
+    }
+    return loraRefusedBy("mlx", m.name, tensorNamesOf(file), rules) === null;
+  }
+
   /** A converted MLX folder checked against its manifest (the MLX engine's own check; unchanged files are not re-hashed). */
   mlxCheck(name: string): Promise<MlxCheck> {
     return this.files.verifyMlx(resolveUnder(this.mlxRoot, name, "MLX model"));
@@ -219,6 +235,8 @@ export class ModelsService {
           : {}),
       };
       if (check.verified) detail.engines.push("mlx");
+    } else if (await this.mlxAppliesLora(m)) {
+      detail.engines.push("mlx");
     }
     return detail;
   }

@@ -37,6 +37,15 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   }
 }
 
+/** A file's tensor names (header only); none when it cannot be read, for checks that leave the verdict to the runner. */
+export function tensorNamesOf(file: string): string[] {
+  try {
+    return Object.keys(readSafetensorsHeader(file).tensors);
+  } catch {
+    return [];
+  }
+}
+
 export interface LoraInfo {
   format: "diffusers" | "kohya";
   /** First dimension of a down/A matrix (the first in key order); null when no such matrix has two dimensions. */

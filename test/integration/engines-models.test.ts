@@ -3,7 +3,7 @@ import path from "node:path";
 import request from "supertest";
 import { startTestStack, TestStack, waitFor, decodePng } from "../support/stack";
 import { fetchPng, finishedJob, submitJob } from "../support/jobs-client";
-import { privateModelStore } from "../support/model-store";
+import { privateModelStore, writeDoraLora } from "../support/model-store";
 
 const KEY = "test-admin-key";
 let stack: TestStack;
@@ -14,6 +14,7 @@ let fixtures: string;
 beforeAll(async () => {
   // A private model store: this file converts, tampers with and adds to it, which must never touch the repo's models/.
   ({ root: fixtures, modelsDir, lorasDir } = privateModelStore("pixelai-models-"));
+  writeDoraLora(path.join(lorasDir, "tiny-sd-dora.safetensors"));
   stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir, PIXELAI_API_KEY: KEY });
 });
 
@@ -45,7 +46,7 @@ describe("GET /engines", () => {
     expect(res.body.default).toBe("torch");
     const { torch, mlx } = res.body.engines;
     expect(torch).toMatchObject({ available: true, device: "cpu", features: { lora: true, sdxl: true } });
-    expect(mlx).toMatchObject({ available: true, features: { lora: false, sdxl: true } });
+    expect(mlx).toMatchObject({ available: true, features: { lora: true, sdxl: true } });
     expect(torch.versions.torch).toMatch(/^\d/);
     expect(mlx.versions.mlx).toMatch(/^\d/);
     expect(torch.schedulers).toEqual(expect.arrayContaining(["euler", "ddim"]));
@@ -128,6 +129,32 @@ describe("MLX conversion through the API", () => {
     }
     // each scheduler is really used: no two give the same picture
     for (let i = 1; i < images.length; i++) expect(images[i].equals(images[0])).toBe(false);
+  });
+
+  it.each(["tiny-sd-lora", "tiny-sd-lora-kohya"])(
+    "applies %s on MLX: the job differs from the no-LoRA job and agrees with torch's within 2/255",
+    async (name) => {
+      const plain = await run({ ...base, engine: "mlx" });
+      const mlxJob = await run({ ...base, engine: "mlx", lora: { name, strength: 0.7 } });
+      const torchJob = await run({ ...base, engine: "torch", lora: { name, strength: 0.7 } });
+      expect(mlxJob).toMatchObject({ status: "completed", engine: "mlx" });
+      expect(torchJob).toMatchObject({ status: "completed", engine: "torch" });
+      const withLora = await image(mlxJob.id);
+      expect(maxChannelDiff(withLora, await image(plain.id))).toBeGreaterThan(10);
+      expect(maxChannelDiff(withLora, await image(torchJob.id))).toBeLessThanOrEqual(2);
+      // the next plain job carries no LoRA: the runner went back to the kept base weights
+      expect((await image((await run({ ...base, engine: "mlx" })).id)).equals(await image(plain.id))).toBe(true);
+    },
+  );
+
+  it("refuses on MLX, before queueing, a LoRA file it cannot apply, naming what (422 LORA_UNSUPPORTED_ENGINE)", async () => {
+    const res = await request(stack.url)
+      .post("/jobs")
+      .send({ ...base, engine: "mlx", lora: { name: "tiny-sd-dora" } });
+    expect([res.status, res.body.error.code]).toEqual([422, "LORA_UNSUPPORTED_ENGINE"]);
+    expect(res.body.error.message).toMatch(
+      /tiny-sd-dora holds DoRA magnitude vectors \(e\.g\. .*lora_magnitude_vector\), which the mlx engine cannot apply/,
+    );
   });
 
   it("follows PUT /engines/default (admin) for requests that name no engine", async () => {
@@ -233,7 +260,9 @@ describe("LoRA on Torch", () => {
     expect(loras).toEqual(expect.arrayContaining(["tiny-sd-lora", "tiny-sd-lora-kohya", "tiny-sdxl-lora"]));
     expect(res.body.models).not.toContain("tiny-sd-lora");
     const detail = await request(stack.url).get("/models/tiny-sd-lora");
-    expect(detail.body).toMatchObject({ kind: "lora", architecture: "sd", crossAttentionDim: 32 });
+    expect(detail.body).toMatchObject({ kind: "lora", architecture: "sd", crossAttentionDim: 32, engines: ["torch", "mlx"] });
+    // a DoRA is applied by torch only: the MLX runner's published loraUnsupported rules refuse it
+    expect((await request(stack.url).get("/models/tiny-sd-dora")).body.engines).toEqual(["torch"]);
     expect(detail.body.sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 
@@ -250,11 +279,7 @@ describe("LoRA on Torch", () => {
     },
   );
 
-  it("refuses LoRA on MLX (422), an unknown LoRA (404) and an SD LoRA on SDXL (400) before queueing", async () => {
-    const mlx = await request(stack.url)
-      .post("/jobs")
-      .send({ ...base, engine: "mlx", lora: { name: "tiny-sd-lora" } });
-    expect([mlx.status, mlx.body.error.code]).toEqual([422, "LORA_UNSUPPORTED_ENGINE"]);
+  it("refuses an unknown LoRA (404) and an SD LoRA on SDXL (400) before queueing", async () => {
     const unknown = await request(stack.url)
       .post("/jobs")
       .send({ ...base, lora: { name: "nope" } });

@@ -206,7 +206,7 @@ describe("the old extension's default flow", () => {
     expect((await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" })).status).toBe(200);
   }, 420_000);
 
-  it("the same with MLX as the default engine, after converting the installed model by its hub id: completes, the LoRA dropped with a warning", async () => {
+  it("the same with MLX as the default engine, after converting the installed model by its hub id: completes with the hub LoRA applied on MLX", async () => {
     const conv = await request(stack.url)
       .post(`/models/${encodeURIComponent(HUB_REPOS.sdxl)}/conversions`)
       .send({ dtype: "float32" });
@@ -224,8 +224,8 @@ describe("the old extension's default flow", () => {
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ success: true, engine: "mlx", image: { width: 64, height: 64, mode: "rgba" } });
       expect(Buffer.from(res.body.image.base64, "base64")).toHaveLength(64 * 64 * 4);
-      expect(res.body.warning).toMatch(/not applied/);
-      expect((await carried(res.body.generation_id)).lora).toBeNull();
+      expect(res.body.warning).toBeUndefined();
+      expect((await carried(res.body.generation_id)).lora).toMatchObject({ name: HUB_REPOS.lora, strength: 0.8 });
     } finally {
       expect((await request(stack.url).post("/set_engine").send({ engine: "torch" })).status).toBe(200);
       expect((await request(stack.url).post("/load_model").send({ model_name: "tiny-sd" })).status).toBe(200);

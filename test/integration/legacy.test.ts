@@ -1,8 +1,9 @@
 import fs from "node:fs";
 import http from "node:http";
+import path from "node:path";
 import request from "supertest";
 import { startTestStack, TestStack, waitFor, decodePng, opaqueColours } from "../support/stack";
-import { privateModelStore } from "../support/model-store";
+import { privateModelStore, writeDoraLora } from "../support/model-store";
 
 let stack: TestStack;
 let fixtures: string;
@@ -15,6 +16,7 @@ beforeAll(async () => {
   const store = privateModelStore("pixelai-legacy-");
   fixtures = store.root;
   const { modelsDir, lorasDir } = store;
+  writeDoraLora(path.join(lorasDir, "tiny-sd-dora.safetensors"));
   stack = await startTestStack({ PIXELAI_MODELS_DIR: modelsDir, PIXELAI_LORAS_DIR: lorasDir });
   // Two more registered LoRAs, one per architecture, so /loras has something to sort (no files are needed for that).
   await stack.service.db.model.create({
@@ -84,7 +86,9 @@ describe("the old extension's calls", () => {
   it("GET /loras: \"None\" first, hub LoRAs, the presets' LoRA, then local files, split by the current model's architecture", async () => {
     const res = await request(stack.url).get("/loras");
     expect(res.status).toBe(200);
-    const local = ["pixel-sd", "tiny-sd-lora", "tiny-sd-lora-kohya", "tiny-sdxl-lora"].map((n) => `loras/${n}.safetensors`).sort();
+    const local = ["pixel-sd", "tiny-sd-lora", "tiny-sd-lora-kohya", "tiny-sd-dora", "tiny-sdxl-lora"]
+      .map((n) => `loras/${n}.safetensors`)
+      .sort();
     expect(res.body.loras.slice(0, 3)).toEqual(["None", SLIDER, "nerijs/pixel-art-xl"]);
     expect([...res.body.loras.slice(3)].sort()).toEqual(local);
     expect(res.body).toMatchObject({ current_model: "tiny-sd", architecture: "sd" });
@@ -307,8 +311,8 @@ describe("the Host check on legacy paths", () => {
   });
 });
 
-describe("a LoRA on an engine that cannot apply one (MLX)", () => {
-  it("drops the LoRA and answers with a warning instead of failing, as the seed server did", async () => {
+describe("a LoRA on MLX through the legacy route", () => {
+  it("is applied (the seed server dropped it): the image differs from the plain one and no warning is given", async () => {
     const conv = await request(stack.url).post("/models/tiny-sd/conversions").send({ dtype: "float32" });
     expect([200, 202]).toContain(conv.status);
     await waitFor(async () => {
@@ -319,17 +323,26 @@ describe("a LoRA on an engine that cannot apply one (MLX)", () => {
     const mlx = await request(stack.url).post("/set_engine").send({ engine: "mlx" });
     expect(mlx.body).toMatchObject({ success: true, engine: "mlx" });
     try {
+      const body = { ...oldClientBody, seed: 5 };
       const res = await request(stack.url)
         .post("/generate")
-        .send({ ...oldClientBody, lora_model: "loras/tiny-sd-lora.safetensors", lora_strength: 0.8 });
+        .send({ ...body, lora_model: "loras/tiny-sd-lora.safetensors", lora_strength: 0.8 });
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ success: true, engine: "mlx", image: { width: 32, height: 32 } });
-      expect(res.body.warning).toMatch(/tiny-sd-lora was not applied/);
-      expect(await jobLora(res.body.generation_id)).toBeNull();
-      // without a LoRA there is nothing to warn about
-      const plain = await request(stack.url).post("/generate").send(oldClientBody);
+      expect(res.body.warning).toBeUndefined();
+      expect(await jobLora(res.body.generation_id)).toMatchObject({ name: "tiny-sd-lora", strength: 0.8 });
+      const plain = await request(stack.url).post("/generate").send(body);
       expect(plain.body).toMatchObject({ success: true, engine: "mlx" });
       expect(plain.body.warning).toBeUndefined();
+      expect(plain.body.image.base64).not.toBe(res.body.image.base64);
+      // a file MLX cannot apply is still dropped with a warning saying what, as the seed server did
+      const dora = await request(stack.url)
+        .post("/generate")
+        .send({ ...body, lora_model: "loras/tiny-sd-dora.safetensors", lora_strength: 0.8 });
+      expect(dora.body).toMatchObject({ success: true, engine: "mlx" });
+      expect(dora.body.warning).toMatch(/tiny-sd-dora was not applied: .*DoRA magnitude vectors/);
+      expect(await jobLora(dora.body.generation_id)).toBeNull();
+      expect(dora.body.image.base64).toBe(plain.body.image.base64);
     } finally {
       expect((await request(stack.url).post("/set_engine").send({ engine: "torch" })).status).toBe(200);
     }

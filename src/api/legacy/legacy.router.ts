@@ -60,8 +60,9 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
     try {
       submitted = await deps.jobs.submit(legacy.job, "legacy");
     } catch (err) {
-      // The seed server ignored LoRAs on MLX, and its client (which greys the picker out there) still sends one on
-      // every request: drop it and say so rather than fail. JobsService alone decides which engines apply LoRAs.
+      // The old client sends a LoRA on every request, whatever the engine; the seed server ignored what it could not
+      // apply. Both engines apply LoRAs now, so this is left for a file an engine cannot run (MLX: LoHa/LoKr, DoRA…):
+      // drop it and say so rather than fail. JobsService alone decides what an engine can apply.
       if (!(err instanceof AppError && err.code === "LORA_UNSUPPORTED_ENGINE" && legacy.job.lora)) throw err;
       warning = `LoRA ${legacy.job.lora.name} was not applied: ${err.message}`;
       const { lora: _dropped, ...withoutLora } = legacy.job;

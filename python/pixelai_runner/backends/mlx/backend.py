@@ -5,6 +5,8 @@ float16 run whose latents or pixels go non-finite is logged and redone in float3
 model then stays in float32 for the rest of the process.
 Initial noise: initNoise "torch" draws exactly what the torch engine draws (torch imported lazily, only for that);
 otherwise MLX's own generator keyed by the seed — the same seed gives the same image either way.
+LoRA: fused into the loaded model's weights for the job that asks for it (lora.py); the unfused base stays in memory,
+so another LoRA, another strength or none at all costs a fuse, never a reload.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ... import noise
+from ... import model_files, noise
 from ...errors import RunnerError
 from ...settings import RunnerSettings
 from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
 from .config import SCHEDULERS
+from .lora import UNSUPPORTED_RULES
 from .manifest import ManifestVerifier
 
-FEATURES = {"lora": False, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
+FEATURES = {"lora": True, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
 _DTYPE_NAMES = ("float16", "float32", "bfloat16")
 DEFAULT_CACHE_SIZE = 2  # the schema's RunnerSettings.pipelineCache default
 
@@ -137,6 +140,7 @@ class MLXBackend(Backend):
             "schedulers": list(SCHEDULERS),
             "loadedModels": sorted({folder for folder, _dtype in list(self._cache)}),
             "cacheSize": self.cache_size,
+            "loraUnsupported": [dict(rule) for rule in UNSUPPORTED_RULES],
         }
 
     # --- loading ------------------------------------------------------------------------------------------------
@@ -184,13 +188,41 @@ class MLXBackend(Backend):
         mx.clear_cache()
         return sorted({k[0] for k in keys})
 
+    # --- LoRA ---------------------------------------------------------------------------------------------------
+
+    def _set_lora(self, model, lora: dict | None) -> None:
+        """Make `model` carry exactly the requested LoRA (lora.py fuses it onto the kept base weights). The same file
+        at another strength reuses the resolved factors; the base weights are never read from disk again."""
+        from . import lora as L
+
+        if not lora:
+            if model.lora is not None:
+                model.set_lora(None)
+            return
+        source, strength = str(lora["source"]), float(lora.get("strength", 1.0))
+        if lora.get("commit"):
+            try:
+                model_files.check_pinned(source, str(lora["commit"]))
+            except model_files.NotPinned as exc:
+                raise RunnerError("LORA_NOT_FOUND", str(exc)) from None
+        prepared = model.lora
+        if prepared is not None and prepared.source == source and model.lora_strength == strength:
+            return
+        if prepared is None or prepared.source != source:
+            prepared = L.prepare(source, L.read(source), model.base_shapes())
+            log(f"LoRA {os.path.basename(source)}: {prepared.modules} weights fused")
+        model.set_lora(prepared, strength)
+
+    def _model_for(self, req: GenerateRequest, dtype_name: str | None = None):
+        model = self.ensure_loaded(req.model_source, dtype_name)
+        self._set_lora(model, req.lora)
+        return model
+
     # --- generation ---------------------------------------------------------------------------------------------
 
     def _validate(self, req: GenerateRequest) -> None:
-        if req.lora:
-            raise RunnerError(
-                "LORA_UNSUPPORTED_ENGINE", "LoRA is not supported by the MLX engine; use the torch engine"
-            )
+        if req.lora is not None and not str(req.lora.get("source") or ""):
+            raise RunnerError("INVALID_REQUEST", "lora.source is required")
         if (req.scheduler or "euler") not in SCHEDULERS:
             raise RunnerError(
                 "INVALID_REQUEST", f"scheduler {req.scheduler!r} is not available on MLX ({', '.join(SCHEDULERS)})"
@@ -232,7 +264,7 @@ class MLXBackend(Backend):
         self._validate(req)
         started = time.perf_counter()
         folder = os.path.realpath(req.model_source)
-        model = self.ensure_loaded(req.model_source)
+        model = self._model_for(req)
         scale = model.vae_scale_factor
         if req.width % scale or req.height % scale or req.width <= 0 or req.height <= 0:
             raise RunnerError("INVALID_REQUEST", f"width and height must be positive multiples of {scale}")
@@ -246,7 +278,7 @@ class MLXBackend(Backend):
             log(f"{exc}; job {req.job_id}: redoing it in float32 and keeping {folder} in float32 from now on")
             self._fp32_only.add(folder)
             self.unload(req.model_source)
-            model = self.ensure_loaded(req.model_source, "float32")
+            model = self._model_for(req, "float32")
             dtype_name = "float32"
             image = self._run(model, req, on_step, check_cancel)
         finished = time.perf_counter()

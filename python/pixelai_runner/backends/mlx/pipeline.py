@@ -13,12 +13,14 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 from PIL import Image
 
 from ... import preview
 from ...model_files import architecture_of
 from .clip import CLIPTextModel
 from .config import CLIPTextConfig, UNetConfig, VAEConfig, is_projection_encoder, read_json
+from .lora import PreparedLora
 from .manifest import MANIFEST_NAME, WEIGHTS_NAME
 from .quantize import quantize_like_file
 from .sampler import make_sampler
@@ -97,6 +99,66 @@ class StableDiffusion:
             weights = self.folder / name / WEIGHTS_NAME
             self.text_encoders.append(load_module(CLIPTextModel(cfg), weights, dtype, self.quantization))
             self.tokenizers.append(load_tokenizer(self.folder / ("tokenizer" if index == 0 else "tokenizer_2")))
+
+        # The unfused weights a LoRA is fused onto. MLX arrays are immutable, so these references stay exactly the
+        # loaded weights while the modules carry fused copies; switching LoRA or strength never reads the disk again.
+        self._adaptable = {"unet": self.unet, **dict(zip(names, self.text_encoders, strict=True))}
+        self._base = {name: dict(tree_flatten(module.parameters())) for name, module in self._adaptable.items()}
+        self._fused: dict[str, list[str]] = {}
+        self.lora: PreparedLora | None = None
+        self.lora_strength = 0.0
+
+    def base_shapes(self) -> dict[str, dict[str, tuple]]:
+        """component → {MLX weight key: shape}, what a LoRA is resolved against (lora.prepare); a quantized layer
+        answers with its unpacked (out, in) shape."""
+        return {name: {k: self._logical_shape(base, k) for k in base} for name, base in self._base.items()}
+
+    def _logical_shape(self, base: dict, key: str) -> tuple:
+        shape = tuple(base[key].shape)
+        if self._quantized(base, key):
+            return (*shape[:-1], shape[-1] * 32 // int(self.quantization["bits"]))
+        return shape
+
+    @staticmethod
+    def _quantized(base: dict, key: str) -> bool:
+        return key.endswith(".weight") and f"{key[: -len('.weight')]}.scales" in base
+
+    def _fuse(self, base: dict, key: str, delta: np.ndarray, strength: float) -> list[tuple[str, mx.array]]:
+        """W + strength · delta for one weight. A quantized layer is unpacked, fused and quantized again with its
+        group size and bits (so a LoRA on a quantized model carries that quantization's rounding too)."""
+        if not self._quantized(base, key):
+            fused = (base[key].astype(mx.float32) + strength * mx.array(delta)).astype(base[key].dtype)
+            mx.eval(fused)  # one dense delta alive at a time
+            return [(key, fused)]
+        layer = key[: -len(".weight")]
+        group, bits = int(self.quantization["groupSize"]), int(self.quantization["bits"])
+        scales, biases = base[f"{layer}.scales"], base[f"{layer}.biases"]
+        weight = mx.dequantize(base[key], scales, biases, group_size=group, bits=bits).astype(mx.float32)
+        packed, new_scales, new_biases = mx.quantize(weight + strength * mx.array(delta), group_size=group, bits=bits)
+        mx.eval(packed, new_scales, new_biases)
+        return [
+            (key, packed),
+            (f"{layer}.scales", new_scales.astype(scales.dtype)),
+            (f"{layer}.biases", new_biases.astype(biases.dtype)),
+        ]
+
+    def set_lora(self, lora: PreparedLora | None, strength: float = 1.0) -> None:
+        """Carry exactly `lora` at `strength` (None: the base weights): W' = W + strength · delta, summed in float32
+        and cast back to the weight's dtype. The previously fused weights go back to the kept base arrays first."""
+        for name, keys in self._fused.items():
+            self._adaptable[name].load_weights([(k, self._base[name][k]) for k in keys], strict=False)
+        self._fused = {}
+        self.lora, self.lora_strength = None, 0.0
+        if lora is None:
+            return
+        for name in lora.modules_by_key:
+            base = self._base[name]
+            updates = []
+            for key, delta in lora.deltas(name):
+                updates.extend(self._fuse(base, key, delta, strength))
+            self._adaptable[name].load_weights(updates, strict=False)
+            self._fused[name] = [key for key, _ in updates]
+        self.lora, self.lora_strength = lora, strength
 
     @property
     def latent_channels(self) -> int:

@@ -13,6 +13,8 @@ Renames (diffusers → MLX module attribute)
     matrix; the module splits its output into value and gate halves);
   * legacy VAE attention `query/key/value/proj_attn` → `to_q/to_k/to_v/to_out`;
   * transformers' CLIP `text_model.` prefix dropped, the `position_ids` buffer dropped.
+The same table read backwards (diffusers_keys), plus the original SD block names of a UNet (sgm_unet_key), tells the
+MLX LoRA loader (lora.py) which converted weight a LoRA tensor adapts.
 """
 
 from __future__ import annotations
@@ -27,15 +29,10 @@ import numpy as np
 
 COMPONENT_KINDS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
-_COMMON_RENAMES = [
-    (re.compile(r"\.downsamplers\.0\."), ".downsampler."),
-    (re.compile(r"\.upsamplers\.0\."), ".upsampler."),
-    (re.compile(r"\.to_out\.0\."), ".to_out."),
-]
-_UNET_RENAMES = [
-    (re.compile(r"\.ff\.net\.0\.proj\."), ".ff.proj_in."),
-    (re.compile(r"\.ff\.net\.2\."), ".ff.proj_out."),
-]
+# (diffusers fragment, MLX fragment). The converter renames left → right; a LoRA names the modules it adapts the
+# diffusers way, so the LoRA loader (lora.py) finds them by renaming a model's MLX keys right → left (diffusers_keys).
+_COMMON_RENAMES = [(".downsamplers.0.", ".downsampler."), (".upsamplers.0.", ".upsampler."), (".to_out.0.", ".to_out.")]
+_UNET_RENAMES = [(".ff.net.0.proj.", ".ff.proj_in."), (".ff.net.2.", ".ff.proj_out.")]
 _VAE_LEGACY_ATTENTION = [
     (re.compile(r"(attentions\.\d+)\.query\."), r"\1.to_q."),
     (re.compile(r"(attentions\.\d+)\.key\."), r"\1.to_k."),
@@ -47,8 +44,20 @@ _UNET_LINEAR_AS_CONV = re.compile(r"attentions\.\d+\.proj_(in|out)\.weight$")
 _VAE_LINEAR_AS_CONV = re.compile(r"attentions\.\d+\.to_(q|k|v|out)\.weight$")
 
 
-def _rename(key: str, rules) -> str:
-    for pattern, replacement in rules:
+def _rename(key: str, pairs) -> str:
+    for diffusers_part, mlx_part in pairs:
+        key = key.replace(diffusers_part, mlx_part)
+    return key
+
+
+def _rename_back(key: str, pairs) -> str:
+    for diffusers_part, mlx_part in reversed(pairs):
+        key = key.replace(mlx_part, diffusers_part)
+    return key
+
+
+def _rename_vae_legacy(key: str) -> str:
+    for pattern, replacement in _VAE_LEGACY_ATTENTION:
         key = pattern.sub(replacement, key)
     return key
 
@@ -78,7 +87,7 @@ def map_unet(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def map_vae(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for key, value in tensors.items():
-        new_key = _rename(_rename(key, _VAE_LEGACY_ATTENTION), _COMMON_RENAMES)
+        new_key = _rename(_rename_vae_legacy(key), _COMMON_RENAMES)
         if _VAE_LINEAR_AS_CONV.search(new_key):
             value = pointwise_conv_to_linear(value)
         elif value.ndim == 4:
@@ -87,14 +96,75 @@ def map_vae(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+_CLIP_PREFIX = "text_model."
+_CLIP_TOP_LEVEL = ("text_projection.",)  # CLIPTextModelWithProjection's projection sits beside text_model
+
+
 def map_clip(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for key, value in tensors.items():
-        new_key = key[len("text_model.") :] if key.startswith("text_model.") else key
+        new_key = key[len(_CLIP_PREFIX) :] if key.startswith(_CLIP_PREFIX) else key
         if new_key.endswith("position_ids"):
             continue  # a buffer of 0..76, recomputed at run time
         out[new_key] = value
     return out
+
+
+def diffusers_keys(component: str, mlx_key: str) -> list[str]:
+    """The diffusers/transformers names of a converted UNet or text-encoder weight (the inverse of the renames above),
+    canonical spelling first. Text encoders have two: with the `text_model.` level (transformers 4 and the LoRA files
+    made with it) and without (transformers 5 checkpoints).
+
+    The VAE is left out: no LoRA adapts it, and its legacy attention names have two diffusers spellings."""
+    if component == "unet":
+        return [_rename_back(mlx_key, _COMMON_RENAMES + _UNET_RENAMES)]
+    if component in ("text_encoder", "text_encoder_2"):
+        return [mlx_key] if mlx_key.startswith(_CLIP_TOP_LEVEL) else [_CLIP_PREFIX + mlx_key, mlx_key]
+    raise ValueError(f"no LoRA key mapping for component {component!r}")
+
+
+_SGM_TOP_LEVEL = {
+    "conv_in": "input_blocks.0.0",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+    "mid_block.resnets.0": "middle_block.0",
+    "mid_block.attentions.0": "middle_block.1",
+    "mid_block.resnets.1": "middle_block.2",
+}
+_DIFFUSERS_BLOCK = re.compile(r"^(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)(\..*|)$")
+
+
+def sgm_unet_key(name: str, layers_per_block: int, up_blocks_with_attention: set[int]) -> str | None:
+    """The original Stable Diffusion (SGM/LDM) spelling of a diffusers UNet module or weight name, as kohya's SDXL
+    trainer writes LoRA keys: the block structure only (input_blocks.N.M / middle_block.N / output_blocks.N.M); names
+    inside a block stay diffusers' (transformer_blocks…, proj_in), as diffusers' own SGM LoRA reader expects.
+    None when the name has no such spelling."""
+    for diffusers_name, sgm_name in _SGM_TOP_LEVEL.items():
+        if name == diffusers_name or name.startswith(diffusers_name + "."):
+            return sgm_name + name[len(diffusers_name) :]
+    match = _DIFFUSERS_BLOCK.match(name)
+    if not match:
+        return None
+    direction, block, kind, index, rest = (
+        match.group(1),
+        int(match.group(2)),
+        match.group(3),
+        int(match.group(4)),
+        match.group(5),
+    )
+    per_block = layers_per_block + 1  # resnet(+attention) layers, then the down/upsampler, per SGM block
+    if direction == "down":
+        if kind == "downsamplers":  # SGM names the downsampling conv `op`
+            return f"input_blocks.{1 + block * per_block + layers_per_block}.0.op" + rest.removeprefix(".conv")
+        return f"input_blocks.{1 + block * per_block + index}.{0 if kind == 'resnets' else 1}{rest}"
+    if kind == "upsamplers":
+        position = 2 if block in up_blocks_with_attention else 1
+        return f"output_blocks.{block * per_block + layers_per_block}.{position}{rest}"
+    return f"output_blocks.{block * per_block + index}.{0 if kind == 'resnets' else 1}{rest}"
 
 
 MAPPERS: dict[str, Callable[[dict], dict]] = {
