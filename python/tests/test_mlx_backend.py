@@ -53,7 +53,7 @@ def test_probe_reports_cpu_engine():
     assert info["chip"]
     assert set(info["features"]) == set(FEATURES)
     assert info["features"]["sdxl"] is True and info["features"]["lora"] is True
-    assert info["schedulers"] == ["euler", "euler_a", "ddim"]
+    assert info["schedulers"] == ["euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"]
     assert info["versions"]["mlx"] and info["versions"]["python"]
 
 
