@@ -198,6 +198,26 @@ describe("subscribe floods on a finished 1024×1024 job", () => {
     expect(completed).toBeGreaterThanOrEqual(1);
     expect(completed).toBeLessThan(30);
   });
+
+  it("closes at once (4008) a client whose own frames pile up unhandled past the bound while its answers wait", async () => {
+    const ws = new WebSocket(wsUrl, { perMessageDeflate: false });
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    const socket = (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    socket.pause();
+    const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
+    const t0 = performance.now();
+    // answers to these fill half the bound, so the frames after them wait: 600 × 60 KB (extra envelope fields are
+    // tolerated) is 36 MB of frames waiting, past the 32 MiB bound long before the 10 s stall would close it
+    for (const f of subscribes(10, bigId)) ws.send(JSON.stringify(f));
+    const padded = JSON.stringify({ type: "engines", pad: "x".repeat(60_000) });
+    for (let i = 0; i < 600; i++) ws.send(padded);
+    await waitFor(async () => stack.service.ws!.clientCount() === 1, 5_000, 5);
+    await new Promise((r) => setTimeout(r, 3_000));
+    socket.resume();
+    expect(await closed).toBe(4008);
+    // the close frame was queued well before the stall's 10 s (and the 10 s grace after it) had passed
+    expect(performance.now() - t0).toBeLessThan(10_000);
+  });
 });
 
 describe("the worker beside the API (as under `make start`)", () => {
