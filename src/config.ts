@@ -44,6 +44,8 @@ export interface Config {
   workerWatchdogMs: number;
   /** Submissions (POST /jobs, POST /generate, WS submit) per client IP per minute; 0 turns the limit off. */
   rateLimitPerMin: number;
+  /** The WebSocket's own limits (src/api/ws/ws-limits.ts says why each exists). */
+  ws: WsLimits;
   /** A job naming an uninstalled hub model or LoRA starts (or joins) its install and waits; off: 409 MODEL_NOT_INSTALLED. */
   autoInstallModels: boolean;
   logLevel: string;
@@ -58,6 +60,19 @@ export interface Config {
   retentionMaxAgeHours: number;
   /** Retention: only the newest this many completed images are kept; 0 = no limit. Job records always stay. */
   retentionMaxImages: number;
+}
+
+export interface WsLimits {
+  /** Open /ws connections per client IP; one more is closed at once with close code 4029. */
+  maxConnectionsPerClient: number;
+  /** Jobs one connection follows at once (submitted, subscribed to, cancelled); past it: TOO_MANY_WATCHES. */
+  maxWatchesPerConnection: number;
+  /** Bytes queued for a client that does not read; past it the server stops sending and closes with 4008. */
+  maxBufferedBytes: number;
+  /** `subscribe` and `engines` frames per client IP per minute (one budget, apart from submissions); 0 = off. */
+  rateLimitPerMin: number;
+  /** Encoded `completed` frames kept for reuse (bytes, least recently used out); 0 = none kept. */
+  frameCacheBytes: number;
 }
 
 // Exhaustive (satisfies Record<…>): a value added to the runner contract must be added here too, or this fails to compile.
@@ -135,6 +150,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: int(env.PIXELAI_SHUTDOWN_GRACE_MS, 30_000),
     workerWatchdogMs: int(env.PIXELAI_WORKER_WATCHDOG_MS, 15_000),
     rateLimitPerMin: int(env.PIXELAI_RATE_LIMIT_PER_MIN, 600),
+    ws: {
+      maxConnectionsPerClient: int(env.PIXELAI_WS_MAX_CONNECTIONS_PER_CLIENT, 8),
+      maxWatchesPerConnection: int(env.PIXELAI_WS_MAX_WATCHES, 64),
+      maxBufferedBytes: int(env.PIXELAI_WS_MAX_BUFFERED_MB, 32) * 1024 * 1024,
+      rateLimitPerMin: int(env.PIXELAI_WS_RATE_LIMIT_PER_MIN, 120),
+      frameCacheBytes: int(env.PIXELAI_WS_FRAME_CACHE_MB, 64) * 1024 * 1024,
+    },
     autoInstallModels: env.PIXELAI_AUTO_INSTALL_MODELS !== "0",
     logLevel: env.LOG_LEVEL ?? "info",
     redisServerBin: env.REDIS_SERVER_BIN || undefined,

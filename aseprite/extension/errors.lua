@@ -37,6 +37,10 @@ local TEXT = {
     return ("The %s engine cannot apply LoRAs. Choose LoRA 'None' or switch to the torch engine."):format(c.engine or "chosen")
   end,
   RATE_LIMITED = function() return "Too many requests right now; wait a moment and try again." end,
+  TOO_MANY_CONNECTIONS = function()
+    return "Too many PixelAI windows are connected to the server from this machine; close one and try again."
+  end,
+  TOO_MANY_WATCHES = function() return "This connection already follows as many jobs as the server allows; wait for one to finish." end,
   ENGINE_INTERNAL = function() return "The generation engine crashed or misbehaved; see the server log. Try again." end,
   HASH_MISMATCH = function() return "Model files failed their integrity check; re-download or re-convert the model." end,
   CONVERSION_FAILED = function() return "Converting the model to MLX failed; see the server log." end,

@@ -42,6 +42,9 @@ ERROR_CODES: dict[str, int] = {
     "HUB_UNREACHABLE": 503,
     "INSUFFICIENT_STORAGE": 507,
     "INSTALL_FAILED": 500,
+    # WebSocket limits, raised by the server only (src/api/ws/ws-limits.ts)
+    "TOO_MANY_CONNECTIONS": 429,
+    "TOO_MANY_WATCHES": 429,
 }
 
 

@@ -91,6 +91,16 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
   await events.start();
   closers.unshift(() => events.close());
   const rateLimiter = new SubmitRateLimiter(redis, config.queuePrefix, config.rateLimitPerMin, logger.child({ component: "rate-limit" }));
+  const wsReadLimiter = new SubmitRateLimiter(
+    redis,
+    config.queuePrefix,
+    config.ws.rateLimitPerMin,
+    logger.child({ component: "rate-limit" }),
+    {
+      name: "ws-read",
+      what: "subscribe and engines frames",
+    },
+  );
   const conversions = new ConversionsService(conversionsRepo, conversionQueue, modelsService, logger.child({ component: "conversions" }));
   const app = createApp(
     {
@@ -119,6 +129,8 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     models: modelsService,
     originPolicy: config,
     rateLimiter,
+    readLimiter: wsReadLimiter,
+    limits: config.ws,
     logger: logger.child({ component: "ws" }),
   });
   ws.start();

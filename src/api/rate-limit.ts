@@ -46,6 +46,11 @@ export class SubmitRateLimiter {
     /** Submissions per client per minute; 0 or less: no limit. */
     readonly perMinute: number,
     private readonly logger: Logger,
+    /**
+     * Which budget: submissions use "rate"; the WebSocket's `subscribe` and `engines` frames have their own
+     * ("ws-read"), so a client polling engines never spends its submissions, nor the other way round.
+     */
+    private readonly bucket: { name: string; what: string } = { name: "rate", what: "submissions" },
   ) {
     redis.defineCommand("pixelaiRateTake", { numberOfKeys: 1, lua: TAKE });
     this.redis = redis as WithTake;
@@ -58,7 +63,7 @@ export class SubmitRateLimiter {
   async take(client: string): Promise<RateDecision> {
     if (this.perMinute <= 0) return { allowed: true, retryAfterMs: 0 };
     try {
-      const [allowed, wait] = await this.redis.pixelaiRateTake(`${this.prefix}:rate:${client}`, String(this.perMinute));
+      const [allowed, wait] = await this.redis.pixelaiRateTake(`${this.prefix}:${this.bucket.name}:${client}`, String(this.perMinute));
       return { allowed: allowed === 1, retryAfterMs: Number(wait) };
     } catch (err) {
       this.logger.debug({ err: (err as Error).message }, "rate limiter unavailable; letting the request through");
@@ -67,7 +72,7 @@ export class SubmitRateLimiter {
   }
 
   message(decision: RateDecision): string {
-    return `too many submissions: the limit is ${this.perMinute} per minute per client; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`;
+    return `too many ${this.bucket.what}: the limit is ${this.perMinute} per minute per client; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`;
   }
 }
 

@@ -42,6 +42,10 @@ export const ERROR_CODES = {
   HUB_UNREACHABLE: 503,
   INSUFFICIENT_STORAGE: 507,
   INSTALL_FAILED: 500,
+  // WebSocket limits (src/api/ws/ws-limits.ts): a connection past the per-client cap is told so before it is closed
+  // (4029); a watch past the per-connection cap is refused with an error frame and the connection stays open.
+  TOO_MANY_CONNECTIONS: 429,
+  TOO_MANY_WATCHES: 429,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -15,6 +15,10 @@ import { pngToRgba } from "../job-validation";
 import { ClientFrame, errorFrameOf, FrameError, MAX_SUBMIT_FRAME_BYTES, parseClientFrame } from "./frames";
 import type { SubmitRateLimiter } from "../rate-limit";
 import { watchInstallProgress } from "../install-progress-watch";
+import type { WsLimits } from "../../config";
+import { FinalFrameCache } from "./final-frame-cache";
+import { frameWithBase64, RgbaEncoder } from "./rgba-encoder";
+import { ClientConnections, CLOSE_GRACE_MS, SEND_STALL_MS, tooManyWatchesMessage, WS_CLOSE } from "./ws-limits";
 
 export const WS_PATH = "/ws";
 
@@ -36,6 +40,10 @@ export interface WsGatewayDeps {
   logger: Logger;
   /** Same per-client submission budget as POST /jobs (shared through Redis). */
   rateLimiter?: SubmitRateLimiter;
+  /** The budget of `subscribe` and `engines` frames per client, apart from submissions. */
+  readLimiter?: SubmitRateLimiter;
+  /** Per-client and per-connection caps (PIXELAI_WS_*); config.ts has the defaults. */
+  limits: WsLimits;
   /** Ping interval; a client that has not answered the previous ping by the next one is dropped. */
   heartbeatMs?: number;
 }
@@ -46,6 +54,8 @@ class Connection {
   private disposed = false;
   private readonly watches = new Map<string, () => void>();
   private chain: Promise<void> = Promise.resolve();
+  /** Bytes of client frames received and not yet handled (they wait while this peer does not read its answers). */
+  private waitingBytes = 0;
 
   constructor(
     readonly ws: WebSocket,
@@ -55,16 +65,94 @@ class Connection {
   ) {}
 
   send(frame: Record<string, unknown>): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+    this.sendEncoded(Buffer.from(JSON.stringify(frame)));
+  }
+
+  /**
+   * Sends a frame already encoded as JSON (a text frame: ws queues the Buffer itself, so a cached frame sent to many
+   * clients is one copy in memory). Answers and final frames come through `inOrder`, which waits for room first; this
+   * bound is the backstop: past it nothing more is queued and the peer is closed (4008).
+   */
+  sendEncoded(frame: Buffer): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.ws.bufferedAmount > this.gateway.deps.limits.maxBufferedBytes) return this.closeSlow();
+    this.ws.send(frame, { binary: false });
+  }
+
+  /**
+   * Step and install frames are dropped, not queued, while the peer has half the bound unread: the next one says the
+   * same, newer, so a slow reader misses nothing it needs.
+   */
+  sendLive(frame: Record<string, unknown>): void {
+    if (this.ws.bufferedAmount > this.lowWater()) return;
+    this.send(frame);
+  }
+
+  /**
+   * Waits until the peer has read down to half the bound, so that what comes next fits. A peer that reads nothing for
+   * SEND_STALL_MS is not keeping up (or not reading at all): it is closed with 4008, and its backlog cannot grow.
+   */
+  private async roomToSend(): Promise<boolean> {
+    const deadline = Date.now() + SEND_STALL_MS;
+    while (this.ws.readyState === WebSocket.OPEN && this.ws.bufferedAmount > this.lowWater()) {
+      if (Date.now() > deadline) {
+        this.closeSlow();
+        return false;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.ws.readyState === WebSocket.OPEN && !this.disposed;
+  }
+
+  private lowWater(): number {
+    return this.gateway.deps.limits.maxBufferedBytes / 2;
+  }
+
+  private closeSlow(): void {
+    const mib = Math.round(this.gateway.deps.limits.maxBufferedBytes / (1024 * 1024));
+    this.closeWith(WS_CLOSE.SLOW_CONSUMER, `client is not reading its frames (${mib} MiB bound)`);
+  }
+
+  /** Closes with `code` and stops everything this connection does; a peer that never reads the close is dropped. */
+  closeWith(code: number, reason: string): void {
+    this.dispose();
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(code, reason);
+    setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
+  }
+
+  /** Whether this connection may follow one more job (one it already follows costs nothing). */
+  canWatch(jobId: string): boolean {
+    return this.watches.has(jobId) || this.hasRoom();
+  }
+
+  hasRoom(): boolean {
+    return this.watches.size < this.gateway.deps.limits.maxWatchesPerConnection;
   }
 
   sendError(error: FrameError): void {
     this.send({ type: "error", ...error });
   }
 
-  /** Frames are handled one after another, so answers (and errors) come back in the order the frames were sent. */
+  /**
+   * Frames are handled one after another, so answers (and errors) come back in the order the frames were sent. Frames
+   * that pile up unhandled (their sender does not read the answers) are bounded like unread answers are.
+   */
   enqueue(data: Buffer, isBinary: boolean): void {
-    this.chain = this.chain.then(() => this.handle(data, isBinary)).catch((err) => this.gateway.logFailure(err));
+    this.waitingBytes += data.length;
+    if (this.waitingBytes > this.gateway.deps.limits.maxBufferedBytes) return this.closeSlow();
+    this.inOrder(async () => {
+      this.waitingBytes -= data.length;
+      await this.handle(data, isBinary);
+    });
+  }
+
+  /** Runs `task` after everything this connection has to answer so far, once the peer has room for its answer. */
+  inOrder(task: () => Promise<void>): void {
+    this.chain = this.chain
+      .then(async () => {
+        if (await this.roomToSend()) await task();
+      })
+      .catch((err) => this.gateway.logFailure(err));
   }
 
   private async handle(data: Buffer, isBinary: boolean): Promise<void> {
@@ -80,14 +168,14 @@ class Connection {
     // a job waiting queued for its hub model or LoRA: `install` frames with the installs' progress as it changes
     const stopInstalls = watchInstallProgress(
       () => this.gateway.deps.jobs.get(jobId),
-      (installs) => this.send({ type: "install", id: jobId, installs }),
+      (installs) => this.sendLive({ type: "install", id: jobId, installs }),
     );
     const stopEvents = this.gateway.deps.events.watch(jobId, {
-      progress: (p) => this.send({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps, ...previewField(p.preview) }),
+      progress: (p) => this.sendLive({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps, ...previewField(p.preview) }),
       final: (view) => {
         stopInstalls();
         this.watches.delete(jobId);
-        void this.gateway.sendFinal(this, view);
+        this.inOrder(() => this.gateway.sendFinal(this, view));
       },
     });
     this.watches.set(jobId, () => {
@@ -111,11 +199,17 @@ export class WsGateway {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: HARD_MAX_PAYLOAD, perMessageDeflate: false });
   private readonly connections = new Set<Connection>();
   private readonly checkHost: ReturnType<typeof hostChecker>;
+  private readonly perClient: ClientConnections;
+  /** Exposed for tests, which check that it stays within its bound. */
+  readonly finalFrames: FinalFrameCache;
+  private readonly rgba = new RgbaEncoder();
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head);
 
   constructor(readonly deps: WsGatewayDeps) {
     this.checkHost = hostChecker(deps.originPolicy);
+    this.perClient = new ClientConnections(deps.limits.maxConnectionsPerClient);
+    this.finalFrames = new FinalFrameCache(deps.limits.frameCacheBytes);
   }
 
   start(): void {
@@ -138,17 +232,24 @@ export class WsGateway {
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress));
   }
 
-  private accept(ws: WebSocket, client?: string): void {
+  private accept(ws: WebSocket, client = "unknown"): void {
     const conn = new Connection(ws, this, client);
+    ws.on("error", (err) => this.deps.logger.debug({ err: err.message }, "websocket error"));
+    if (!this.perClient.tryOpen(client)) {
+      // told in a frame (code and words) and in the close code, for clients that only see one of the two
+      conn.sendError({ code: "TOO_MANY_CONNECTIONS", message: this.perClient.message() });
+      conn.closeWith(WS_CLOSE.TOO_MANY_CONNECTIONS, "TOO_MANY_CONNECTIONS");
+      return;
+    }
     this.connections.add(conn);
     ws.on("pong", () => {
       conn.alive = true;
     });
     ws.on("message", (data, isBinary) => conn.enqueue(toBuffer(data), isBinary));
-    ws.on("error", (err) => this.deps.logger.debug({ err: err.message }, "websocket error"));
     ws.on("close", () => {
       conn.dispose();
       this.connections.delete(conn);
+      this.perClient.closed(client);
     });
   }
 
@@ -159,6 +260,11 @@ export class WsGateway {
         const decision = await this.deps.rateLimiter?.take(conn.client);
         if (decision && !decision.allowed) {
           conn.sendError({ code: "RATE_LIMITED", message: this.deps.rateLimiter!.message(decision), requestId: frame.requestId });
+          return;
+        }
+        if (!conn.hasRoom()) {
+          // refused before it is queued: a job nobody hears about would be work for nothing
+          conn.sendError({ code: "TOO_MANY_WATCHES", message: this.watchCapMessage(), requestId: frame.requestId });
           return;
         }
         try {
@@ -174,15 +280,24 @@ export class WsGateway {
       case "cancel": {
         try {
           await jobs.cancel(frame.id);
-          conn.watch(frame.id); // the `cancelled` frame (or the final state it raced with) follows
+          // the `cancelled` frame (or the final state it raced with) follows. A cancel is never refused for the watch
+          // cap (it frees work); past the cap it goes through without its final frame.
+          if (conn.canWatch(frame.id)) conn.watch(frame.id);
         } catch (err) {
           conn.sendError(errorFrameOf(err, { id: frame.id }));
         }
         return;
       }
       case "subscribe": {
+        if (await this.readRefused(conn, { id: frame.id })) return;
         try {
-          await jobs.get(frame.id); // unknown id → NOT_FOUND now, rather than a watch that never ends
+          const view = await jobs.get(frame.id); // unknown id → NOT_FOUND now, rather than a watch that never ends
+          // a finished job is answered here, in this connection's frame order, without a watch
+          if (isFinal(view)) return await this.sendFinal(conn, view);
+          if (!conn.canWatch(frame.id)) {
+            conn.sendError({ code: "TOO_MANY_WATCHES", message: this.watchCapMessage(), id: frame.id });
+            return;
+          }
           conn.watch(frame.id);
         } catch (err) {
           conn.sendError(errorFrameOf(err, { id: frame.id }));
@@ -190,6 +305,7 @@ export class WsGateway {
         return;
       }
       case "engines": {
+        if (await this.readRefused(conn, {})) return;
         try {
           const summary = await enginesSummary(this.deps.engines, this.deps.settings, this.deps.models);
           conn.send({ type: "engines", ...summary });
@@ -201,20 +317,24 @@ export class WsGateway {
     }
   }
 
+  /** Spends one of the client's `subscribe`/`engines` budget; true (and the error frame sent) when it has none left. */
+  private async readRefused(conn: Connection, context: { id?: string }): Promise<boolean> {
+    const decision = await this.deps.readLimiter?.take(conn.client);
+    if (!decision || decision.allowed) return false;
+    conn.sendError({ code: "RATE_LIMITED", message: this.deps.readLimiter!.message(decision), ...context });
+    return true;
+  }
+
+  private watchCapMessage(): string {
+    return tooManyWatchesMessage(this.deps.limits.maxWatchesPerConnection);
+  }
+
   async sendFinal(conn: Connection, view: JobView): Promise<void> {
     if (view.status === "completed") {
       try {
-        const { width, height, rgba } = pngToRgba(await this.deps.jobs.image(view.id));
-        const pixel = view.result?.pixel;
-        conn.send({
-          type: "completed",
-          id: view.id,
-          width,
-          height,
-          rgbaBase64: rgba.toString("base64"),
-          seed: view.seed,
-          ...(pixel ? { pixel } : {}),
-        });
+        const encode = () => this.encodeCompleted(view);
+        // a pruned image is never answered from the cache: encode() reads it, and fails with NOT_FOUND
+        conn.sendEncoded(view.result?.pruned ? await encode() : await this.finalFrames.get(view.id, encode));
       } catch (err) {
         const e = errorFrameOf(err, {});
         conn.send({ type: "failed", id: view.id, code: e.code, message: `the result could not be read: ${e.message}` });
@@ -229,6 +349,17 @@ export class WsGateway {
         message: view.error?.message ?? "the job failed",
       });
     }
+  }
+
+  /**
+   * A finished job's `completed` frame: raw RGBA for Aseprite's `Image.bytes`. Decoded and base64-encoded on the
+   * encoder's thread; the main thread only places the bytes.
+   */
+  private async encodeCompleted(view: JobView): Promise<Buffer> {
+    const { width, height, base64 } = await this.rgba.encode(await this.deps.jobs.image(view.id));
+    const pixel = view.result?.pixel;
+    const frame = { type: "completed", id: view.id, width, height, rgbaBase64: null, seed: view.seed };
+    return frameWithBase64(pixel ? { ...frame, pixel } : frame, "rgbaBase64", base64);
   }
 
   logFailure(err: unknown): void {
@@ -272,8 +403,11 @@ export class WsGateway {
     );
     await Promise.all(closing);
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+    await this.rgba.close();
   }
 }
+
+const previewFields = new WeakMap<StepPreview, { preview?: Record<string, unknown> }>();
 
 /**
  * A step preview for the extension: the PNG as sent everywhere else, plus its raw RGBA, because decoding a PNG in
@@ -281,12 +415,22 @@ export class WsGateway {
  */
 function previewField(preview: StepPreview | undefined): { preview?: Record<string, unknown> } {
   if (!preview) return {};
+  // every watcher of the job gets the same step object: one decode per step, not one per connection
+  const known = previewFields.get(preview);
+  if (known) return known;
+  let field: { preview?: Record<string, unknown> };
   try {
     const { width, height, rgba } = pngToRgba(Buffer.from(preview.pngBase64, "base64"));
-    return { preview: { width, height, pngBase64: preview.pngBase64, rgbaBase64: rgba.toString("base64") } };
+    field = { preview: { width, height, pngBase64: preview.pngBase64, rgbaBase64: rgba.toString("base64") } };
   } catch {
-    return {}; // an undecodable preview is dropped; the step's progress still goes out
+    field = {}; // an undecodable preview is dropped; the step's progress still goes out
   }
+  previewFields.set(preview, field);
+  return field;
+}
+
+function isFinal(view: JobView): boolean {
+  return view.status === "completed" || view.status === "failed" || view.status === "cancelled";
 }
 
 function toBuffer(data: RawData): Buffer {
