@@ -20,6 +20,8 @@ bench: setup
 	@if [ -n "$$BENCH_PIXEL" ]; then .venv/bin/python bench/pixelbench.py $${PIXELBENCH_PEERS_PYTHON:+--peers-python "$$PIXELBENCH_PEERS_PYTHON"}; fi
 	@# MLX quantized weights vs float32 (bench/results/mlx-quantize.json; the SD-1.5-sized UNet case takes minutes)
 	@if [ -n "$$BENCH_QUANT" ]; then PYTHONPATH=python .venv/bin/python -m pixelai_runner.bench_quantize; fi
+	@# the same LoRA job on torch and MLX (bench/results/mlx-lora.json)
+	@if [ -n "$$BENCH_LORA" ]; then PYTHONPATH=python .venv/bin/python -m pixelai_runner.bench_lora; fi
 	@# both engines warm holding an SD-1.5-sized model, without and with a memory budget (bench/results/warm-memory.json)
 	@if [ -n "$$BENCH_WARM_MEMORY" ]; then node dist/bench/warm-memory.js; fi
 
