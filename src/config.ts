@@ -40,6 +40,10 @@ export interface Config {
   workerWatchdogMs: number;
   /** Submissions (POST /jobs, POST /generate, WS submit) per client IP per minute; 0 turns the limit off. */
   rateLimitPerMin: number;
+  /** Jobs one client (admin key, else IP) may have queued or running at once; more answer 429 TOO_MANY_QUEUED. 0: no cap. */
+  maxQueuedPerClient: number;
+  /** Largest width × height × steps of one job; more answers 400 JOB_TOO_LARGE. 0: no bound. */
+  maxPixelSteps: number;
   /** A job naming an uninstalled hub model or LoRA starts (or joins) its install and waits; off: 409 MODEL_NOT_INSTALLED. */
   autoInstallModels: boolean;
   logLevel: string;
@@ -124,6 +128,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: int(env.PIXELAI_SHUTDOWN_GRACE_MS, 30_000),
     workerWatchdogMs: int(env.PIXELAI_WORKER_WATCHDOG_MS, 15_000),
     rateLimitPerMin: int(env.PIXELAI_RATE_LIMIT_PER_MIN, 600),
+    maxQueuedPerClient: int(env.PIXELAI_MAX_QUEUED_PER_CLIENT, 100),
+    maxPixelSteps: int(env.PIXELAI_MAX_PIXEL_STEPS, 1024 * 1024 * 100),
     autoInstallModels: env.PIXELAI_AUTO_INSTALL_MODELS !== "0",
     logLevel: env.LOG_LEVEL ?? "info",
     redisServerBin: env.REDIS_SERVER_BIN || undefined,

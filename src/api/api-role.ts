@@ -85,6 +85,7 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     engineDirectory,
     logger.child({ component: "jobs" }),
     deps.hubModels,
+    { maxQueuedPerClient: config.maxQueuedPerClient, maxPixelSteps: config.maxPixelSteps },
   );
   const events = new JobEventsHub(jobEvents, jobs, logger.child({ component: "job-events" }));
   await events.start();
@@ -116,6 +117,7 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     settings,
     models: modelsService,
     allowedHosts: config.allowedHosts,
+    apiKey: config.apiKey,
     rateLimiter,
     logger: logger.child({ component: "ws" }),
   });

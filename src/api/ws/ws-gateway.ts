@@ -15,6 +15,8 @@ import { pngToRgba } from "../job-validation";
 import { ClientFrame, errorFrameOf, FrameError, MAX_SUBMIT_FRAME_BYTES, parseClientFrame } from "./frames";
 import type { SubmitRateLimiter } from "../rate-limit";
 import { watchInstallProgress } from "../install-progress-watch";
+import type { Submitter } from "../../jobs/fair-use";
+import { apiKeyHeader, submitterOf } from "../submitter";
 
 export const WS_PATH = "/ws";
 
@@ -34,6 +36,8 @@ export interface WsGatewayDeps {
   models: ModelsService;
   allowedHosts: string[];
   logger: Logger;
+  /** The admin key (PIXELAI_API_KEY): an upgrade carrying it in X-API-Key submits as its holder (priorities). */
+  apiKey?: string;
   /** Same per-client submission budget as POST /jobs (shared through Redis). */
   rateLimiter?: SubmitRateLimiter;
   /** Ping interval; a client that has not answered the previous ping by the next one is dropped. */
@@ -52,6 +56,8 @@ class Connection {
     private readonly gateway: WsGateway,
     /** The peer's address: the rate limiter's key. */
     readonly client = "unknown",
+    /** Who submits this connection's jobs (src/api/submitter.ts), from the upgrade request. */
+    readonly submitter: Submitter = submitterOf(undefined, undefined, client),
   ) {}
 
   send(frame: Record<string, unknown>): void {
@@ -134,11 +140,13 @@ export class WsGateway {
     // Same DNS-rebinding guard as HTTP: the upgrade never passes through Express's middleware.
     const rejection = this.checkHost(req.headers.host, req.headers.origin);
     if (rejection) return refuse(socket, 403, "FORBIDDEN", rejection);
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress));
+    const address = req.socket.remoteAddress;
+    const submitter = submitterOf(this.deps.apiKey, apiKeyHeader(req.headers["x-api-key"]), address);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, address, submitter));
   }
 
-  private accept(ws: WebSocket, client?: string): void {
-    const conn = new Connection(ws, this, client);
+  private accept(ws: WebSocket, client: string | undefined, submitter: Submitter): void {
+    const conn = new Connection(ws, this, client, submitter);
     this.connections.add(conn);
     ws.on("pong", () => {
       conn.alive = true;
@@ -161,7 +169,7 @@ export class WsGateway {
           return;
         }
         try {
-          const job = await jobs.submit(frame.job, "ws");
+          const job = await jobs.submit(frame.job, "ws", conn.submitter);
           conn.send({ type: "accepted", requestId: frame.requestId, id: job.id });
           conn.watch(job.id); // a repeated idempotencyKey may name a finished job: watch answers it at once
         } catch (err) {
