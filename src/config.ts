@@ -46,6 +46,10 @@ export interface Config {
   rateLimitPerMin: number;
   /** The WebSocket's own limits (src/api/ws/ws-limits.ts says why each exists). */
   ws: WsLimits;
+  /** Jobs one client (admin key, else IP) may have queued or running at once; more answer 429 TOO_MANY_QUEUED. 0: no cap. */
+  maxQueuedPerClient: number;
+  /** Largest width × height × steps of one job; more answers 400 JOB_TOO_LARGE. 0: no bound. */
+  maxPixelSteps: number;
   /** A job naming an uninstalled hub model or LoRA starts (or joins) its install and waits; off: 409 MODEL_NOT_INSTALLED. */
   autoInstallModels: boolean;
   logLevel: string;
@@ -157,6 +161,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       rateLimitPerMin: int(env.PIXELAI_WS_RATE_LIMIT_PER_MIN, 120),
       frameCacheBytes: int(env.PIXELAI_WS_FRAME_CACHE_MB, 64) * 1024 * 1024,
     },
+    maxQueuedPerClient: int(env.PIXELAI_MAX_QUEUED_PER_CLIENT, 100),
+    maxPixelSteps: int(env.PIXELAI_MAX_PIXEL_STEPS, 1024 * 1024 * 100),
     autoInstallModels: env.PIXELAI_AUTO_INSTALL_MODELS !== "0",
     logLevel: env.LOG_LEVEL ?? "info",
     redisServerBin: env.REDIS_SERVER_BIN || undefined,

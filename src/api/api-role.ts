@@ -86,6 +86,7 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     engineDirectory,
     logger.child({ component: "jobs" }),
     deps.hubModels,
+    { maxQueuedPerClient: config.maxQueuedPerClient, maxPixelSteps: config.maxPixelSteps },
   );
   const events = new JobEventsHub(jobEvents, jobs, logger.child({ component: "job-events" }));
   await events.start();
@@ -128,6 +129,7 @@ async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknow
     settings,
     models: modelsService,
     originPolicy: config,
+    apiKey: config.apiKey,
     rateLimiter,
     readLimiter: wsReadLimiter,
     limits: config.ws,

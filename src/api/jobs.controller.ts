@@ -17,6 +17,7 @@ import {
   Tags,
 } from "tsoa";
 import { streamJobEvents } from "./job-event-stream";
+import { submitterOfRequest } from "./submitter";
 import type { ErrorBody } from "./error-handler";
 import type { ApiServices } from "./services";
 import type { EngineName, GenerateJobRequest, JobPage, JobStatus, JobView, SubmittedJob } from "../jobs/jobs.dto";
@@ -31,12 +32,15 @@ export class JobsController extends Controller {
   /** Queue a generation. Answers at once; poll GET /jobs/{id} or stream /ws. */
   @Post()
   @SuccessResponse(202, "Queued")
-  @Response<ErrorBody>(400, "Invalid request")
+  @Response<ErrorBody>(400, "Invalid request, or larger than PIXELAI_MAX_PIXEL_STEPS (JOB_TOO_LARGE)")
+  @Response<ErrorBody>(403, "A priority above the default without the admin key (PRIORITY_FORBIDDEN)")
   @Response<ErrorBody>(404, "Unknown model")
+  @Response<ErrorBody>(409, "idempotencyKey already used with another body (IDEMPOTENCY_CONFLICT)")
+  @Response<ErrorBody>(429, "Too many submissions (RATE_LIMITED) or jobs queued (TOO_MANY_QUEUED)")
   @Response<ErrorBody>(503, "Queue unavailable")
-  async submit(@Body() body: GenerateJobRequest): Promise<SubmittedJob> {
+  async submit(@Body() body: GenerateJobRequest, @Request() req: ExpressRequest): Promise<SubmittedJob> {
     this.setStatus(202);
-    return this.services.jobs.submit(body);
+    return this.services.jobs.submit(body, "rest", submitterOfRequest(req, this.services.config.apiKey));
   }
 
   /**

@@ -6,13 +6,19 @@ export const ERROR_CODES = {
   INVALID_REQUEST: 400,
   // an input image with a prompt: image-to-image generation is not built yet (an image alone is a pixelize job)
   IMG2IMG_UNSUPPORTED: 400,
+  // width × height × steps above PIXELAI_MAX_PIXEL_STEPS
+  JOB_TOO_LARGE: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
+  // a priority above the default without the admin key (src/jobs/fair-use.ts)
+  PRIORITY_FORBIDDEN: 403,
   NOT_FOUND: 404,
   MODEL_NOT_FOUND: 404,
   LORA_NOT_FOUND: 404,
   JOB_NOT_CANCELLABLE: 409,
   JOB_NOT_FINISHED: 409,
+  // an idempotency key repeated by its client with another body
+  IDEMPOTENCY_CONFLICT: 409,
   MODEL_NOT_CONVERTED: 409,
   MODEL_NOT_INSTALLED: 409,
   // the server's own refusals of a request's form: a method a route does not take, a client too slow to send its
@@ -24,6 +30,8 @@ export const ERROR_CODES = {
   HEADERS_TOO_LARGE: 431,
   LORA_UNSUPPORTED_ENGINE: 422,
   RATE_LIMITED: 429,
+  // a client already has PIXELAI_MAX_QUEUED_PER_CLIENT jobs queued or running
+  TOO_MANY_QUEUED: 429,
   ENGINE_INTERNAL: 500,
   HASH_MISMATCH: 500,
   CONVERSION_FAILED: 500,

@@ -48,6 +48,8 @@ export async function startApiProcess(opts: { redisUrl: string; queuePrefix: str
         PIXELAI_DEFAULT_MODEL: "tiny-sd",
         // One client IP submits 10 000 jobs in well under a minute: the per-IP limit would answer 429.
         PIXELAI_RATE_LIMIT_PER_MIN: "0",
+        // ... and keeps them all queued at once: the per-client queued cap would answer 429 too.
+        PIXELAI_MAX_QUEUED_PER_CLIENT: "0",
         LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
       },
       stdio: ["ignore", "pipe", "pipe", "ipc"],

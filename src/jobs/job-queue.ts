@@ -1,16 +1,11 @@
 import { Queue, QueueEvents } from "bullmq";
 import type IORedis from "ioredis";
 import type { ResolvedJob } from "./jobs.dto";
+import { DEFAULT_PRIORITY } from "./fair-use";
 
 export const GENERATE_QUEUE = "generate";
 /** Approximate length the "generate" events stream is trimmed to (see the constructor). */
 export const EVENTS_MAX_LEN = 2_000;
-
-/**
- * BullMQ runs jobs without a priority before prioritised ones; the API promises the opposite ("1 = highest, jobs without
- * a priority run after prioritised ones"), so those get one step below the lowest a request may ask for (1000).
- */
-export const UNPRIORITISED = 1_001;
 
 /** What a BullMQ "generate" job carries. The database row stays the source of truth; this is the worker's copy. */
 export interface GeneratePayload {
@@ -43,7 +38,9 @@ export class JobQueue {
   async add(payload: GeneratePayload): Promise<void> {
     await this.queue.add("generate", payload, {
       jobId: payload.jobId,
-      priority: payload.job.priority ?? UNPRIORITISED,
+      // BullMQ runs jobs without a priority before prioritised ones; the API promises that a job naming none has the
+      // default, the lowest, so every job is queued with one.
+      priority: payload.job.priority ?? DEFAULT_PRIORITY,
       attempts: this.attempts,
       backoff: { type: "fixed", delay: 500 },
       removeOnComplete: { age: 3600, count: 1000 },

@@ -126,14 +126,16 @@ export interface GenerateJobRequest {
   removeBackground?: boolean | "birefnet" | "color-key";
   pixel?: PixelOptions;
   /**
-   * 1 = highest. Jobs without a priority run after prioritised ones.
+   * 1 = highest. The default (no priority) is 1000, the lowest: jobs at it run in submission order. A higher one
+   * (1–999) jumps the queue and needs the admin key (X-API-Key); without it: 403 PRIORITY_FORBIDDEN.
    * @isInt
    * @minimum 1
    * @maximum 1000
    */
   priority?: number;
   /**
-   * A repeat of the same key returns the same job instead of queueing another.
+   * A repeat of the same key (by the same client: admin key, else IP) within 24 h returns the same job instead of
+   * queueing another; a repeat with a different body answers 409 IDEMPOTENCY_CONFLICT.
    * @minLength 1
    * @maxLength 200
    */

@@ -85,7 +85,11 @@ export class JobsRepository {
   }
 
   /** `inputPng`: a pixelize job's input image, kept on the row until the job is final (the worker reads it from here). */
-  create(id: string, job: ResolvedJob, opts: { idempotencyKey?: string; source: string; inputPng?: Buffer }): Promise<JobRecord> {
+  create(
+    id: string,
+    job: ResolvedJob,
+    opts: { idempotencyKey?: string; client?: string; requestHash?: string; source: string; inputPng?: Buffer },
+  ): Promise<JobRecord> {
     return this.db.job.create({
       data: {
         id,
@@ -100,6 +104,8 @@ export class JobsRepository {
         seed: job.seed,
         progressTotal: job.steps,
         idempotencyKey: opts.idempotencyKey ?? null,
+        client: opts.client ?? null,
+        requestHash: opts.requestHash ?? null,
         source: opts.source,
         ...(opts.inputPng ? { inputPng: new Uint8Array(opts.inputPng) } : {}),
       },
@@ -111,11 +117,17 @@ export class JobsRepository {
     return this.db.job.findUnique({ where: { id }, omit: { resultPng: true, inputPng: true } }) as Promise<JobRecord | null>;
   }
 
-  findByIdempotencyKey(key: string): Promise<JobRecord | null> {
+  /** Keys are per client: another client's job under the same key is not found. */
+  findByIdempotencyKey(client: string, key: string): Promise<JobRecord | null> {
     return this.db.job.findUnique({
-      where: { idempotencyKey: key },
+      where: { client_idempotencyKey: { client, idempotencyKey: key } },
       omit: { resultPng: true, inputPng: true },
     }) as Promise<JobRecord | null>;
+  }
+
+  /** Jobs of one client not yet final (queued or active): what the per-client queued cap counts. */
+  countUnfinished(client: string): Promise<number> {
+    return this.db.job.count({ where: { client, status: { in: ["queued", "active"] } } });
   }
 
   /** A pixelize job's input PNG; null once the job is final (or for a generation). */

@@ -25,6 +25,16 @@ import { JOB_ID_PATTERN, newJobId } from "./ids";
 import { applyPreset } from "../presets/presets";
 import { HubModels, HubNeed, hubNeedsOf, normalisedHubReference } from "../installs/hub-models";
 import { readInputImage } from "./input-image";
+import {
+  checkJobSize,
+  checkPriority,
+  checkQueuedCount,
+  FairUseLimits,
+  LOCAL_SUBMITTER,
+  NO_LIMITS,
+  requestHash,
+  Submitter,
+} from "./fair-use";
 
 export const DEFAULTS = {
   width: 512,
@@ -58,27 +68,36 @@ export class JobsService {
     private readonly logger: Logger,
     /** Hub references in jobs (src/installs/hub-models.ts); absent: only registry names are accepted. */
     private readonly hub?: HubModels,
+    /** The per-client queued cap and the per-job size bound (config PIXELAI_MAX_QUEUED_PER_CLIENT, PIXELAI_MAX_PIXEL_STEPS). */
+    private readonly limits: FairUseLimits = NO_LIMITS,
   ) {}
 
-  /** Validates beyond what the schema can say, records the job, queues it, and answers at once. */
-  async submit(req: GenerateJobRequest, source = "rest"): Promise<SubmittedJob> {
+  /**
+   * Validates beyond what the schema can say, records the job, queues it, and answers at once. `submitter` (who sent it:
+   * src/api/submitter.ts) scopes its idempotency key and the queued cap, and says whether it may jump the queue.
+   */
+  async submit(req: GenerateJobRequest, source = "rest", submitter: Submitter = LOCAL_SUBMITTER): Promise<SubmittedJob> {
+    const { client } = submitter;
+    const hash = req.idempotencyKey ? requestHash(req) : undefined;
     if (req.idempotencyKey) {
-      const existing = await this.repo.findByIdempotencyKey(req.idempotencyKey);
-      if (existing && Date.now() - existing.createdAt.getTime() < 24 * 3600_000) return submitted(existing);
+      const existing = await this.repo.findByIdempotencyKey(client, req.idempotencyKey);
+      if (existing && Date.now() - existing.createdAt.getTime() < 24 * 3600_000) return sameRequest(existing, hash!);
       // expired: the key is free again (the unique index would otherwise hand back the old job forever)
       if (existing) await this.repo.releaseIdempotencyKey(existing.id);
     }
+    checkPriority(req.priority, submitter);
+    checkQueuedCount(await this.repo.countUnfinished(client), this.limits);
     const { job, inputPng } =
       req.inputImage === undefined ? { job: await this.resolve(req), inputPng: undefined } : await this.resolvePixelize(req);
     const id = newJobId();
     let record: JobRecord;
     try {
-      record = await this.repo.create(id, job, { idempotencyKey: req.idempotencyKey, source, inputPng });
+      record = await this.repo.create(id, job, { idempotencyKey: req.idempotencyKey, client, requestHash: hash, source, inputPng });
     } catch (err) {
-      // two concurrent submits with one key: the loser answers with the winner's job
+      // two concurrent submits with one key: the loser answers with the winner's job (or the conflict, if it differs)
       if (req.idempotencyKey && /Unique constraint/i.test(String(err))) {
-        const winner = await this.repo.findByIdempotencyKey(req.idempotencyKey);
-        if (winner) return submitted(winner);
+        const winner = await this.repo.findByIdempotencyKey(client, req.idempotencyKey);
+        if (winner) return sameRequest(winner, hash!);
       }
       throw err;
     }
@@ -104,6 +123,8 @@ export class JobsService {
     ] as const) {
       if (value % 8 !== 0) throw new AppError("INVALID_REQUEST", `${field} must be a multiple of 8 (got ${value})`, { field });
     }
+    // After the preset and defaults (the job that would run), before anything is looked up or installed.
+    checkJobSize({ width, height, steps: req.steps ?? DEFAULTS.steps }, this.limits);
     if (req.removeBackground === true) {
       throw new AppError("INVALID_REQUEST", 'removeBackground must be false, "color-key" or "birefnet"', { field: "removeBackground" });
     }
@@ -363,6 +384,18 @@ function previewEveryOf(req: GenerateJobRequest): number | null {
   if (req.previewEvery !== undefined) return req.previewEvery;
   if (req.preview !== true) return null;
   return Math.max(1, Math.round((req.steps ?? DEFAULTS.steps) / 10));
+}
+
+/** A repeated idempotency key: the same body gets the first job, another body is refused rather than silently ignored. */
+function sameRequest(existing: JobRecord, hash: string): SubmittedJob {
+  if (existing.requestHash && existing.requestHash !== hash) {
+    throw new AppError(
+      "IDEMPOTENCY_CONFLICT",
+      `idempotencyKey was already used for job ${existing.id} with a different request; use a new key for a new request`,
+      { field: "idempotencyKey", id: existing.id },
+    );
+  }
+  return submitted(existing);
 }
 
 function submitted(r: JobRecord): SubmittedJob {

@@ -290,6 +290,34 @@ describe("runGeneration", () => {
     expect(repository.error).toEqual({ code: "CANCELLED", message: "cancelled by request" });
   });
 
+  it("kills a runner that ignores a cancel once the grace is over: the job ends cancelled (not retried), the worker is free", async () => {
+    const control = new AbortController();
+    const { repository, runner, published, deps } = setUp("ignoreCancel", { signal: control.signal, cancelGraceMs: 40 });
+    const run = runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    while (published.length < 3) await sleep(5);
+    const cancelledAt = Date.now();
+    control.abort("cancel");
+    expect(await run).toEqual({ status: "cancelled" });
+    expect(Date.now() - cancelledAt).toBeGreaterThanOrEqual(35);
+    expect(Date.now() - cancelledAt).toBeLessThan(1_000);
+    expect(runner.cancels).toEqual([`gen-${payload.jobId}-1`]);
+    expect(runner.kills).toBe(1);
+    expect(repository.history).toEqual(["queued", "active", "cancelled"]);
+    expect(repository.error?.code).toBe("CANCELLED");
+    expect(repository.error?.message).toMatch(/did not stop within the grace and was killed/);
+  });
+
+  it("does not kill a runner that stopped at the cancel, even after the grace has passed", async () => {
+    const control = new AbortController();
+    const { runner, published, deps } = setUp("obeyCancel", { signal: control.signal, cancelGraceMs: 20 });
+    const run = runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    while (published.length < 3) await sleep(5);
+    control.abort("cancel");
+    expect(await run).toEqual({ status: "cancelled" });
+    await sleep(60);
+    expect(runner.kills).toBe(0);
+  });
+
   it("cancels a job cancelled before it started without running or activating it", async () => {
     const { repository, runner, deps } = setUp("succeed", { cancelRequested: async () => true });
     expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "cancelled" });

@@ -238,8 +238,13 @@ async function settleFailure(a: GenerationAttempt, deps: GenerationDeps, failure
     logger.warn({ job: jobId }, "job handed back to the queue at shutdown");
     return { status: "handedBack" };
   }
-  if (failure.code === "CANCELLED") {
-    await repository.finish(jobId, "cancelled", "CANCELLED", failure.message);
+  // A cancelled attempt ends cancelled whatever the runner answered last: ENGINE_INTERNAL when the grace kill hit it.
+  if (failure.code === "CANCELLED" || (deps.signal?.aborted && deps.signal.reason === "cancel")) {
+    const message =
+      failure.code === "CANCELLED"
+        ? failure.message
+        : `cancelled; its runner did not stop within the grace and was killed (${failure.message})`;
+    await repository.finish(jobId, "cancelled", "CANCELLED", message);
     return { status: "cancelled" };
   }
   if (RETRIABLE.has(failure.code) && a.attempt < a.maxAttempts) {
@@ -253,8 +258,10 @@ async function settleFailure(a: GenerationAttempt, deps: GenerationDeps, failure
 }
 
 /**
- * A cancel asks the runner to stop between steps (it keeps its loaded models). A hand-back must end the attempt even
- * when the runner does not listen: if it is still on this request after the grace, it is killed.
+ * Asks the runner to stop between steps (it keeps its loaded models). A step can be long (minutes for a large picture
+ * on a CPU), and a cancelled job must not hold the worker that long: like a timeout or a hand-back, if the runner is
+ * still on this request after the grace it is killed (its supervisor restarts it), so the worker is free within
+ * PIXELAI_CANCEL_GRACE_MS either way.
  */
 function stopRunner(
   runner: GenerationRunner,
@@ -266,10 +273,11 @@ function stopRunner(
   void Promise.resolve()
     .then(() => runner.cancel(requestId))
     .catch((err) => deps.logger.warn({ request: requestId, err: (err as Error).message }, "cancel request to runner failed"));
-  if (reason !== "handBack") return;
-  deps.logger.warn({ request: requestId }, "handing the active job back; stopping its runner");
+  if (reason === "handBack") deps.logger.warn({ request: requestId }, "handing the active job back; stopping its runner");
   setTimeout(() => {
-    if (stillRunning()) runner.kill();
+    if (!stillRunning()) return;
+    deps.logger.warn({ request: requestId, reason, graceMs: deps.cancelGraceMs }, "runner did not stop within the grace; killing it");
+    runner.kill();
   }, deps.cancelGraceMs).unref();
 }
 

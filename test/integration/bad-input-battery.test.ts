@@ -53,7 +53,8 @@ let stack: TestStack;
 let spec: Spec;
 beforeAll(async () => {
   // the submit limit runs ahead of validation (rate-limit.ts): high, so every case reaches the code under test
-  stack = await startTestStack({ PIXELAI_RATE_LIMIT_PER_MIN: "1000000" }, { api: true, worker: false });
+  // the queued cap is small so the battery can reach it (the jobs it queues for that are cancelled again)
+  stack = await startTestStack({ PIXELAI_RATE_LIMIT_PER_MIN: "1000000", PIXELAI_MAX_QUEUED_PER_CLIENT: "2" }, { api: true, worker: false });
   spec = (await request(stack.url).get("/openapi.json")).body as Spec;
 });
 afterAll(async () => {
@@ -344,6 +345,9 @@ describe("REST, generated from /openapi.json", () => {
       ["model traversal", "post", "/jobs", '{"prompt":"a","model":"../../etc"}'],
       ["unknown lora", "post", "/jobs", '{"prompt":"a","lora":{"name":"nope"}}'],
       ["duplicate keys, last invalid", "post", "/jobs", '{"prompt":"a","width":64,"width":"64"}'],
+      ["priority above the default without the admin key", "post", "/jobs", '{"prompt":"a","priority":1}'],
+      ["width × height × steps over the bound", "post", "/jobs", '{"prompt":"a","width":2048,"height":2048,"steps":150}'],
+      ["over the bound through a preset's size", "post", "/jobs", '{"prompt":"a","preset":"pixel-art-xl","steps":150}'],
       ["repeated status", "get", "/jobs?status=queued&status=failed"],
       ["repeated limit", "get", "/jobs?limit=1&limit=2"],
       ["cursor injection", "get", "/jobs?cursor=%27%20OR%201%3D1--"],
@@ -384,6 +388,43 @@ describe("REST, generated from /openapi.json", () => {
       "/jobs",
       Buffer.concat([Buffer.from('{"prompt": '), Buffer.from([0xff, 0xfe]), Buffer.from("}")]),
     );
+
+    // Refusals that need a queued job first: a repeated idempotency key with another body, and the per-client cap
+    // (2 in this stack). The jobs queued for them are cancelled again, so nothing is left for a worker.
+    const fairJob = { prompt: "fair use", width: 64, height: 64, steps: 1 };
+    const first = await request(stack.url)
+      .post("/jobs")
+      .send({ ...fairJob, idempotencyKey: "battery-key" });
+    expect(first.status).toBe(202);
+    const fairUse: Array<[string, string, string, string]> = [
+      [
+        "idempotencyKey again with another body",
+        "/jobs",
+        JSON.stringify({ ...fairJob, seed: 5, idempotencyKey: "battery-key" }),
+        "IDEMPOTENCY_CONFLICT",
+      ],
+    ];
+    const second = await request(stack.url).post("/jobs").send(fairJob);
+    expect(second.status).toBe(202);
+    fairUse.push(
+      ["a third job queued by one client (cap 2)", "/jobs", JSON.stringify(fairJob), "TOO_MANY_QUEUED"],
+      [
+        "/generate with the client's queue full",
+        "/generate",
+        JSON.stringify({ prompt: "a knight", width: 64, height: 64, steps: 4 }),
+        "TOO_MANY_QUEUED",
+      ],
+    );
+    for (const [name, path, body, code] of fairUse) {
+      const res = await send("post", path, body);
+      const isLegacy = path === "/generate";
+      record(isLegacy ? legacy : rest, name, res, (b) => {
+        const problem = (isLegacy ? legacyShape : v1Shape)(res.status)(b);
+        const got = isLegacy ? b?.code : b?.error?.code;
+        return problem ?? (got === code ? undefined : `code ${got}, expected ${code}`);
+      });
+    }
+    for (const id of [first.body.id, second.body.id]) expect((await request(stack.url).post(`/jobs/${id}/cancel`)).status).toBe(202);
 
     report("REST", rest);
     expect(rest.failures).toEqual([]);
@@ -432,6 +473,7 @@ describe("legacy routes", () => {
       { ...ok, fit_mode: "squash" },
       { ...ok, preserve_aspect: "yes" },
       { ...ok, prompt: "x".repeat(2001) },
+      { ...ok, width: 2048, height: 2048, steps: 150 }, // width × height × steps over PIXELAI_MAX_PIXEL_STEPS
       [ok],
       "a knight",
       42,
@@ -521,6 +563,14 @@ describe("WebSocket frames", () => {
       ["submit semantic: width 100", JSON.stringify({ type: "submit", requestId: "r", job: { prompt: "a", width: 100 } })],
       ["submit semantic: blank prompt", JSON.stringify({ type: "submit", requestId: "r", job: { prompt: "   " } })],
       ["submit semantic: unknown model", JSON.stringify({ type: "submit", requestId: "r", job: { prompt: "a", model: "no-such-model" } })],
+      [
+        "submit semantic: priority above the default",
+        JSON.stringify({ type: "submit", requestId: "r", job: { prompt: "a", priority: 1 } }),
+      ],
+      [
+        "submit semantic: over the size bound",
+        JSON.stringify({ type: "submit", requestId: "r", job: { prompt: "a", width: 2048, height: 2048, steps: 150 } }),
+      ],
       ["submit semantic: unknown lora", JSON.stringify({ type: "submit", requestId: "r", job: { prompt: "a", lora: { name: "nope" } } })],
       ["cancel without id", '{"type":"cancel"}'],
       ["cancel numeric id", '{"type":"cancel","id":5}'],

@@ -11,6 +11,7 @@ const RUNNER_KILLS = FULL ? 20 : 5;
 jest.setTimeout(FULL ? 900_000 : 180_000);
 
 let stack: TestStack;
+const ADMIN_KEY = "reliability-admin-key";
 beforeAll(async () => {
   stack = await startTestStack({
     PIXELAI_ENGINES: "torch",
@@ -20,6 +21,8 @@ beforeAll(async () => {
     // the timeout test costs one restart; the cap is reached on the kill after RUNNER_KILLS more
     PIXELAI_RUNNER_MAX_RESTARTS: String(RUNNER_KILLS + 1),
     PIXELAI_RATE_LIMIT_PER_MIN: "60",
+    // priorities above the default need the admin key
+    PIXELAI_API_KEY: ADMIN_KEY,
   });
   expect((await finished(await submit({ prompt: "warm-up", width: 64, height: 64, steps: 1 }))).status).toBe("completed");
 });
@@ -29,8 +32,8 @@ afterAll(async () => {
 
 const tiny = { prompt: "a slime", width: 64, height: 64, steps: 2 };
 
-async function submit(body: Record<string, unknown>): Promise<string> {
-  const res = await request(stack.url).post("/jobs").send(body);
+async function submit(body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> {
+  const res = await request(stack.url).post("/jobs").set(headers).send(body);
   expect(res.status).toBe(202);
   return res.body.id as string;
 }
@@ -47,16 +50,21 @@ async function active(id: string) {
 }
 
 describe("idempotency keys", () => {
-  it("a repeat returns the same job, and two concurrent repeats make one job", async () => {
+  it("a repeat returns the same job, a repeat with another body is refused, and two concurrent repeats make one job", async () => {
     const first = await request(stack.url)
       .post("/jobs")
       .send({ ...tiny, idempotencyKey: "sprite-1" });
     const again = await request(stack.url)
       .post("/jobs")
+      .send({ ...tiny, idempotencyKey: "sprite-1" });
+    const changed = await request(stack.url)
+      .post("/jobs")
       .send({ ...tiny, prompt: "changed", idempotencyKey: "sprite-1" });
     expect(first.status).toBe(202);
     expect(again.status).toBe(202);
     expect(again.body.id).toBe(first.body.id);
+    expect(changed.status).toBe(409);
+    expect(changed.body.error).toMatchObject({ code: "IDEMPOTENCY_CONFLICT", details: { id: first.body.id } });
 
     const racing = await Promise.all(
       [1, 2, 3, 4].map(() =>
@@ -76,12 +84,13 @@ describe("idempotency keys", () => {
 });
 
 describe("priorities", () => {
-  it("with the worker busy, priority 1 jobs start before priority 500 ones, and jobs without a priority start last", async () => {
+  it("with the worker busy, the admin key's priority 1 jobs start before priority 500 ones, and jobs at the default start last", async () => {
     const blocker = await submit({ prompt: "blocker", width: 256, height: 256, steps: 6, seed: 1 });
     await active(blocker);
     const none = await submit({ ...tiny, seed: 10 });
-    const low = [await submit({ ...tiny, seed: 11, priority: 500 }), await submit({ ...tiny, seed: 12, priority: 500 })];
-    const high = [await submit({ ...tiny, seed: 13, priority: 1 }), await submit({ ...tiny, seed: 14, priority: 1 })];
+    const admin = { "X-API-Key": ADMIN_KEY };
+    const low = [await submit({ ...tiny, seed: 11, priority: 500 }, admin), await submit({ ...tiny, seed: 12, priority: 500 }, admin)];
+    const high = [await submit({ ...tiny, seed: 13, priority: 1 }, admin), await submit({ ...tiny, seed: 14, priority: 1 }, admin)];
     const start = async (id: string) => Date.parse((await finished(id)).startedAt);
     const [h, l, n] = [await Promise.all(high.map(start)), await Promise.all(low.map(start)), await start(none)];
     expect(Math.max(...h)).toBeLessThanOrEqual(Math.min(...l));
@@ -94,8 +103,9 @@ describe("time budget", () => {
   it("fails a job past PIXELAI_JOB_TIMEOUT_MS with TIMEOUT (not retried), frees the runner, and the next job works", async () => {
     const runner = stack.service.runners.get("torch")!;
     const started = Date.now();
-    // 1024×1024 × 150 steps takes minutes on the tiny model even on an idle machine: far past the 25 s budget
-    const id = await submit({ prompt: "too slow", width: 1024, height: 1024, steps: 150, seed: 3 });
+    // 1024×1024 × 100 steps (the most PIXELAI_MAX_PIXEL_STEPS allows by default) takes minutes on the tiny model even
+    // on an idle machine: far past the 25 s budget
+    const id = await submit({ prompt: "too slow", width: 1024, height: 1024, steps: 100, seed: 3 });
     const job = await finished(id);
     expect(job.status).toBe("failed");
     expect(job.error.code).toBe("TIMEOUT");

@@ -52,8 +52,15 @@ beforeAll(async () => {
     PIXELAI_MAX_STALLED_COUNT: "20",
     PIXELAI_WORKER_WATCHDOG_MS: "5000",
   };
+  // CHAOS_FULL queues 200 jobs at once from one client: past the default per-client cap (100), which is not under test
   stack = await startTestStack(
-    { REDIS_URL: redis.url, DATABASE_URL: databaseUrl, PIXELAI_QUEUE_PREFIX: prefix, PIXELAI_RATE_LIMIT_PER_MIN: "0" },
+    {
+      REDIS_URL: redis.url,
+      DATABASE_URL: databaseUrl,
+      PIXELAI_QUEUE_PREFIX: prefix,
+      PIXELAI_RATE_LIMIT_PER_MIN: "0",
+      PIXELAI_MAX_QUEUED_PER_CLIENT: "0",
+    },
     { api: true, worker: false },
   );
   db = await openDatabase(databaseUrl);

@@ -7,6 +7,7 @@ import { expressAuthentication } from "../authentication";
 import { toErrorBody } from "../error-handler";
 import { pngToRgba } from "../job-validation";
 import type { ApiServices } from "../services";
+import { submitterOfRequest } from "../submitter";
 import { toLegacyJob } from "./legacy-request";
 import { legacyFailure } from "./legacy-shape";
 import { isHubReference } from "../../installs/hub-id";
@@ -55,10 +56,11 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
   router.post("/generate", json, async (req, res) => {
     const started = Date.now();
     const legacy = toLegacyJob(await withLocalLoraName(deps, bodyOf(req)));
+    const submitter = submitterOfRequest(req, deps.config.apiKey);
     let warning: string | undefined;
     let submitted;
     try {
-      submitted = await deps.jobs.submit(legacy.job, "legacy");
+      submitted = await deps.jobs.submit(legacy.job, "legacy", submitter);
     } catch (err) {
       // The old client sends a LoRA on every request, whatever the engine; the seed server ignored what it could not
       // apply. Both engines apply LoRAs now, so this is left for a file an engine cannot run (MLX: LoHa/LoKr, DoRA…):
@@ -66,7 +68,7 @@ export function createLegacyRouter(deps: ApiServices, logger: Logger): Router {
       if (!(err instanceof AppError && err.code === "LORA_UNSUPPORTED_ENGINE" && legacy.job.lora)) throw err;
       warning = `LoRA ${legacy.job.lora.name} was not applied: ${err.message}`;
       const { lora: _dropped, ...withoutLora } = legacy.job;
-      submitted = await deps.jobs.submit(withoutLora, "legacy");
+      submitted = await deps.jobs.submit(withoutLora, "legacy", submitter);
     }
     // The old client blocks on this request; when it gives up, stop waiting (the job itself runs on, in history).
     const abort = new AbortController();

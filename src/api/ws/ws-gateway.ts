@@ -19,6 +19,8 @@ import type { WsLimits } from "../../config";
 import { FinalFrameCache } from "./final-frame-cache";
 import { frameWithBase64, RgbaEncoder } from "./rgba-encoder";
 import { ClientConnections, CLOSE_GRACE_MS, SEND_STALL_MS, tooManyWatchesMessage, WS_CLOSE } from "./ws-limits";
+import type { Submitter } from "../../jobs/fair-use";
+import { apiKeyHeader, submitterOf } from "../submitter";
 
 export const WS_PATH = "/ws";
 
@@ -38,6 +40,8 @@ export interface WsGatewayDeps {
   models: ModelsService;
   originPolicy: OriginPolicy;
   logger: Logger;
+  /** The admin key (PIXELAI_API_KEY): an upgrade carrying it in X-API-Key submits as its holder (priorities). */
+  apiKey?: string;
   /** Same per-client submission budget as POST /jobs (shared through Redis). */
   rateLimiter?: SubmitRateLimiter;
   /** The budget of `subscribe` and `engines` frames per client, apart from submissions. */
@@ -62,6 +66,8 @@ class Connection {
     private readonly gateway: WsGateway,
     /** The peer's address: the rate limiter's key. */
     readonly client = "unknown",
+    /** Who submits this connection's jobs (src/api/submitter.ts), from the upgrade request. */
+    readonly submitter: Submitter = submitterOf(undefined, undefined, client),
   ) {}
 
   send(frame: Record<string, unknown>): void {
@@ -229,11 +235,13 @@ export class WsGateway {
     const rejection = this.checkHost(req.headers.host, req.headers.origin);
     if (rejection)
       return req.headers.host ? refuse(socket, 403, "FORBIDDEN", rejection) : refuse(socket, 400, "INVALID_REQUEST", rejection);
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress));
+    const address = req.socket.remoteAddress;
+    const submitter = submitterOf(this.deps.apiKey, apiKeyHeader(req.headers["x-api-key"]), address);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, address, submitter));
   }
 
-  private accept(ws: WebSocket, client = "unknown"): void {
-    const conn = new Connection(ws, this, client);
+  private accept(ws: WebSocket, client = "unknown", submitter: Submitter): void {
+    const conn = new Connection(ws, this, client, submitter);
     ws.on("error", (err) => this.deps.logger.debug({ err: err.message }, "websocket error"));
     if (!this.perClient.tryOpen(client)) {
       // told in a frame (code and words) and in the close code, for clients that only see one of the two
@@ -268,7 +276,7 @@ export class WsGateway {
           return;
         }
         try {
-          const job = await jobs.submit(frame.job, "ws");
+          const job = await jobs.submit(frame.job, "ws", conn.submitter);
           conn.send({ type: "accepted", requestId: frame.requestId, id: job.id });
           conn.watch(job.id); // a repeated idempotencyKey may name a finished job: watch answers it at once
         } catch (err) {
