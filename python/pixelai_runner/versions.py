@@ -14,3 +14,10 @@ def package_versions(*names: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+if __name__ == "__main__":  # `python -m pixelai_runner.versions torch mlx …`: one JSON line, for the Node benches
+    import json
+    import sys
+
+    print(json.dumps(package_versions(*sys.argv[1:])))

@@ -125,6 +125,15 @@ async function main(): Promise<void> {
       1_200_000,
     );
     const estimateMb = round(residentBytes(folder, 4) / MB, 1);
+    const pythonVersions = JSON.parse(
+      await runPythonModule({
+        python: config.python,
+        repoRoot: config.repoRoot,
+        module: "pixelai_runner.versions",
+        args: ["torch", "diffusers", "transformers", "mlx"],
+        timeoutMs: 120_000,
+      }),
+    ) as Record<string, string>;
     // one fp32 copy fits with room for the activations, two do not
     const budgetMb = Math.round(estimateMb * 1.4);
     const runs = [];
@@ -135,6 +144,7 @@ async function main(): Promise<void> {
     const report = {
       timestamp: new Date().toISOString(),
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? "unknown", memoryGiB: round(os.totalmem() / 1024 ** 3, 1), loadAvgStart, loadAvgEnd: round(os.loadavg()[0], 2) },
+      versions: { node: process.version, ...pythonVersions },
       settings: { model: "SD-1.5-sized pipeline, random weights, float32 on both engines (CPU)", size, steps: 1, jobs: "one torch job, then one MLX job" },
       model: { ...built, estimateMB: estimateMb },
       runs,
