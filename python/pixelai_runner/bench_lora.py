@@ -15,38 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from .bench_mlx import REPO_ROOT, peak_rss_mb
-
-
-def _request(source: str, lora: str | None):
-    from .backends.base import GenerateRequest
-
-    req = GenerateRequest.from_params(
-        dict(
-            jobId="bench",
-            modelSource=source,
-            prompt="a pixel art knight",
-            width=64,
-            height=64,
-            steps=4,
-            guidanceScale=7.5,
-            seed=0,
-            outputDir=tempfile.gettempdir(),
-            initNoise="torch",
-        )
-    )
-    req.lora = {"source": lora, "strength": 1.0} if lora else None
-    return req
+from .bench_mlx import REPO_ROOT, bench_request, peak_rss_mb, report_header, write_report
 
 
 def worker(engine: str, source: str, lora: str, repeats: int, image_out: str) -> dict:
@@ -62,7 +39,8 @@ def worker(engine: str, source: str, lora: str, repeats: int, image_out: str) ->
         backend = MLXBackend(dtype="float32")
 
     def run(with_lora: bool):
-        return backend.generate(_request(source, lora if with_lora else None), lambda k, n: None, lambda: None)
+        req = bench_request(source, 4, 64, lora if with_lora else None)
+        return backend.generate(req, lambda k, n: None, lambda: None)
 
     first = run(True)  # warm-up; its image is the one compared across engines
     np.save(image_out, np.asarray(first.image, dtype=np.uint8))
@@ -100,20 +78,12 @@ def run(out: Path, repeats: int) -> dict:
 
     from .backends.mlx.convert import convert
     from .bench_mlx import _tiny_source
-    from .versions import package_versions
 
     spec = importlib.util.spec_from_file_location("make_tiny_lora", REPO_ROOT / "scripts" / "make_tiny_lora.py")
     make_tiny_lora = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_tiny_lora)
     report: dict = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "loadAvgStart": round(os.getloadavg()[0], 2),
-        },
-        "versions": package_versions("torch", "diffusers", "mlx", "numpy"),
+        **report_header("torch", "diffusers", "mlx", "numpy"),
         "settings": {
             "width": 64,
             "height": 64,
@@ -143,10 +113,7 @@ def run(out: Path, repeats: int) -> dict:
                 "loraOverPlainMlx": round(m["withLora"] / m["withoutLora"], 3),
             }
             report["models"][model] = row
-    report["machine"]["loadAvgEnd"] = round(os.getloadavg()[0], 2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report(out, report)
 
 
 def main(argv=None) -> int:

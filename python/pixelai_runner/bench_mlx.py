@@ -56,10 +56,11 @@ def timed(fn, repeats: int) -> float:
 # --- workers (each runs in a fresh process) ---------------------------------------------------------------------
 
 
-def _request(source: str, steps: int, size: int):
+def bench_request(source: str, steps: int, size: int, lora: str | None = None):
+    """The benches' job: a fixed prompt and seed, Euler, CFG 7.5, torch-compatible noise; a LoRA at strength 1."""
     from .backends.base import GenerateRequest
 
-    return GenerateRequest.from_params(
+    req = GenerateRequest.from_params(
         dict(
             jobId="bench",
             modelSource=source,
@@ -74,6 +75,32 @@ def _request(source: str, steps: int, size: int):
             initNoise="torch",
         )
     )
+    req.lora = {"source": lora, "strength": 1.0} if lora else None
+    return req
+
+
+def report_header(*packages: str) -> dict:
+    """When, on what machine and under what load, with which versions: the head of every bench result file."""
+    from .versions import package_versions
+
+    return {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            # 1-minute load average at the start and end: above the core count, other work shared the CPUs.
+            "loadAvgStart": round(os.getloadavg()[0], 2),
+        },
+        "versions": package_versions(*packages),
+    }
+
+
+def write_report(out: Path, report: dict) -> dict:
+    report["machine"]["loadAvgEnd"] = round(os.getloadavg()[0], 2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def worker_pipeline(engine: str, source: str, steps: int, size: int, repeats: int, dtype: str | None = None) -> dict:
@@ -85,7 +112,7 @@ def worker_pipeline(engine: str, source: str, steps: int, size: int, repeats: in
         from .backends.mlx import MLXBackend
 
         backend = MLXBackend(dtype=dtype)
-    req = _request(source, steps, size)
+    req = bench_request(source, steps, size)
     seconds = timed(lambda: backend.generate(req, lambda k, n: None, lambda: None), repeats)
     return {"secondsPerImage": seconds, "peakRssMB": peak_rss_mb(), **_mlx_peak(engine)}
 
@@ -271,18 +298,9 @@ def _ratio(a: float, b: float) -> float:
 
 def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
     from .backends.mlx.convert import convert
-    from .versions import package_versions
 
     report: dict = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            # 1-minute load average at the start and end: above the core count, other work shared the CPUs.
-            "loadAvgStart": round(os.getloadavg()[0], 2),
-        },
-        "versions": package_versions("torch", "diffusers", "transformers", "mlx", "numpy"),
+        **report_header("torch", "diffusers", "transformers", "mlx", "numpy"),
         "settings": {
             "steps": steps,
             "width": size,
@@ -346,10 +364,7 @@ def run(out: Path, steps: int, size: int, repeats: int, sd15: bool) -> dict:
                     case["mlx_float32_bundledBlas"]["secondsPerImage"], case["mlx_float32"]["secondsPerImage"]
                 )
             report["sd15Unet"] = case
-    report["machine"]["loadAvgEnd"] = round(os.getloadavg()[0], 2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report(out, report)
 
 
 def _print_summary(report: dict) -> None:

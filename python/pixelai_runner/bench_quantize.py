@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from .bench_mlx import REPO_ROOT, peak_rss_mb
+from .bench_mlx import REPO_ROOT, bench_request, peak_rss_mb, report_header, write_report
 
 VARIANTS = {"float32": None, "int8-g64": (8, 64), "int4-g64": (4, 64), "int8-g32": (8, 32), "int4-g32": (4, 32)}
 SD15_VARIANTS = ("float32", "int8-g64", "int4-g64")
@@ -45,24 +43,10 @@ def _mlx():
 
 def worker_tiny(folder: str, steps: int, size: int, repeats: int, image_out: str) -> dict:
     mx = _mlx()
-    from .backends.base import GenerateRequest
     from .backends.mlx import MLXBackend
 
     backend = MLXBackend(dtype="float32")
-    req = GenerateRequest.from_params(
-        dict(
-            jobId="bench",
-            modelSource=folder,
-            prompt="a pixel art knight",
-            width=size,
-            height=size,
-            steps=steps,
-            guidanceScale=7.5,
-            seed=0,
-            outputDir=tempfile.gettempdir(),
-            initNoise="torch",
-        )
-    )
+    req = bench_request(folder, steps, size)
     out = backend.generate(req, lambda k, n: None, lambda: None)  # warm-up, and the image compared
     np.save(image_out, np.asarray(out.image, dtype=np.uint8))
     started = time.perf_counter()
@@ -165,17 +149,9 @@ def _diff255(a: np.ndarray, b: np.ndarray) -> dict:
 def run(out: Path, sd15: bool, size: int, steps: int) -> dict:
     from .backends.mlx.convert import convert
     from .bench_mlx import _tiny_source
-    from .versions import package_versions
 
     report: dict = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "loadAvgStart": round(os.getloadavg()[0], 2),
-        },
-        "versions": package_versions("mlx", "numpy", "diffusers"),
+        **report_header("mlx", "numpy", "diffusers"),
         "settings": {
             "tiny": {"width": 64, "height": 64, "steps": 4, "repeats": 2},
             "sd15": {"size": size, "steps": steps},
@@ -227,10 +203,7 @@ def run(out: Path, sd15: bool, size: int, steps: int) -> dict:
                 for key in ("weightBytes", "peakRssMB", "secondsPerStep"):
                     case[variant][f"{key}OverFloat32"] = round(case[variant][key] / case["float32"][key], 3)
             report["sd15Unet"] = case
-    report["machine"]["loadAvgEnd"] = round(os.getloadavg()[0], 2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report(out, report)
 
 
 def main(argv=None) -> int:
