@@ -63,7 +63,7 @@ def _peak(mx) -> float:
 def worker_sd15(folder: str, variant: str, size: int, steps: int, latents_out: str) -> dict:
     """Quantize (or not) the float32 SD-1.5-sized UNet, store it, load it back, time `steps` guided UNet steps."""
     mx = _mlx()
-    from safetensors.numpy import save_file
+    from safetensors.numpy import load_file, save_file
 
     from .backends.mlx.config import UNetConfig
     from .backends.mlx.quantize import QuantizeSpec, quantize_component, quantize_like_file
@@ -74,8 +74,10 @@ def worker_sd15(folder: str, variant: str, size: int, steps: int, latents_out: s
     weights_file = Path(folder) / f"mlx-unet-{variant}.safetensors"
     if not weights_file.exists():
         bits, group = VARIANTS[variant]
-        with _safetensors(Path(folder)) as tensors:
-            save_file(quantize_component(MLXUNet(config), tensors, QuantizeSpec(bits, group)), str(weights_file))
+        # the float32 MLX-layout UNet of bench_mlx's prepare step
+        tensors = load_file(str(Path(folder) / "mlx-unet-float32.safetensors"))
+        save_file(quantize_component(MLXUNet(config), tensors, QuantizeSpec(bits, group)), str(weights_file))
+        del tensors
         mx.clear_cache()
         return {"prepared": str(weights_file)}
     unet = MLXUNet(config)
@@ -111,21 +113,6 @@ def worker_sd15(folder: str, variant: str, size: int, steps: int, latents_out: s
         "peakRssMB": peak_rss_mb(),
         "peakMlxMB": _peak(mx),
     }
-
-
-class _safetensors:
-    """The float32 MLX-layout UNet of bench_mlx's prepare step, as numpy arrays (a context manager for `with`)."""
-
-    def __init__(self, folder: Path):
-        from safetensors.numpy import load_file
-
-        self.tensors = load_file(str(folder / "mlx-unet-float32.safetensors"))
-
-    def __enter__(self):
-        return self.tensors
-
-    def __exit__(self, *exc):
-        self.tensors = None
 
 
 def _spawn(args: list[str]) -> dict:
