@@ -13,7 +13,9 @@ Grid modes (`pixel.grid`, default "auto"):
     the fixed colour key and a median-cut palette. Fitting first keeps the later steps cheap and lets the colour key
     treat the transparent letterbox of `contain` as background.
 
-Palette rule (`colors` = N, 1..256; 0 = keep every colour, in "auto" after merging near-duplicates):
+Palette rule (`colors` = N, 1..256; 0 = keep every colour, in "auto" after merging near-duplicates; with a fixed
+`palette`, every opaque pixel takes one of its colours, nearest in OKLab, and N > 0 keeps the N it uses most; `dither`
+as pixelize/palette_map.py says):
   * alpha is made binary (< 128 → fully transparent) so a palette slot can stand for "transparent";
   * if any pixel is transparent, that slot is taken and the opaque pixels get at most N-1 distinct colours;
     otherwise they get at most N. N = 1 with transparency is the one exception: 1 opaque colour + transparent;
@@ -32,6 +34,7 @@ from . import pixelize
 from .backends.base import PixelSpec
 from .errors import RunnerError
 from .pixelize.keying import dominant_border_colour, flood_from_border
+from .pixelize.palette_map import DITHER_MODES, parse_hex, reduce
 from .pixelize.pipeline import MAX_COLORS, palette_budget
 
 FIT_MODES = ("contain", "cover", "stretch")
@@ -65,6 +68,13 @@ def validate(pixel: PixelSpec | None, remove_background, birefnet_missing: str |
         raise RunnerError("INVALID_REQUEST", f"colors must be 0..{MAX_COLORS}, got {pixel.colors}")
     if grid_mode(pixel) not in GRID_MODES:
         raise RunnerError("INVALID_REQUEST", f"unknown grid {grid_mode(pixel)!r} (expected one of {GRID_MODES})")
+    if pixel.dither not in DITHER_MODES:
+        raise RunnerError("INVALID_REQUEST", f"unknown dither {pixel.dither!r} (expected one of {DITHER_MODES})")
+
+
+def target_palette(pixel: PixelSpec) -> np.ndarray | None:
+    """The job's fixed palette as (k, 3) uint8, or None when the palette comes from the picture."""
+    return parse_hex(list(pixel.palette)) if pixel.palette else None
 
 
 def grid_mode(pixel: PixelSpec) -> str:
@@ -119,24 +129,28 @@ def _color_key(image: Image.Image, tolerance: float) -> tuple[Image.Image, dict 
     return Image.fromarray(rgba, "RGBA"), keyed
 
 
-def quantize(image: Image.Image, colors: int) -> Image.Image:
-    """Reduce to the palette rule in the module docstring; deterministic (median cut, no dithering)."""
+def quantize(image: Image.Image, colors: int, palette: np.ndarray | None = None, dither: str = "none") -> Image.Image:
+    """Reduce to the palette rule in the module docstring: median cut (deterministic) or the given palette."""
     rgba = np.array(image.convert("RGBA"))
     transparent = rgba[..., 3] < 128
     rgba[transparent] = 0
     rgba[~transparent, 3] = 255
-    if colors <= 0:
+    if colors <= 0 and palette is None:
         return Image.fromarray(rgba, "RGBA")
     budget = palette_budget(colors, bool(transparent.any()))
-    opaque_rgb = rgba[~transparent][:, :3]
-    if len(opaque_rgb) == 0 or len(np.unique(opaque_rgb, axis=0)) <= budget:
-        return Image.fromarray(rgba, "RGBA")
+    return Image.fromarray(reduce(rgba, budget, palette, dither, _median_cut), "RGBA")
+
+
+def _median_cut(rgb: np.ndarray, budget: int) -> np.ndarray:
+    """(n, 3) colours → at most `budget` distinct ones by PIL's median cut, no dithering."""
+    rounded = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    if len(np.unique(rounded, axis=0)) <= budget:
+        return rounded
     # Quantise only the opaque pixels, as a 1-row strip, so transparent ones neither vote nor take a palette entry.
-    strip = Image.fromarray(opaque_rgb.reshape(1, -1, 3), "RGB")
+    strip = Image.fromarray(rounded.reshape(1, -1, 3), "RGB")
     indexed = strip.quantize(colors=budget, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     palette = np.array(indexed.getpalette()[: 3 * budget], dtype=np.uint8).reshape(-1, 3)
-    rgba[~transparent, :3] = palette[np.array(indexed).reshape(-1)]
-    return Image.fromarray(rgba, "RGBA")
+    return palette[np.array(indexed).reshape(-1)]
 
 
 def postprocess_report(
@@ -162,7 +176,14 @@ def postprocess_report(
     if pixel is not None and grid_mode(pixel) == "auto":
         # RGB or RGBA as it comes: the grid search reads channel planes and skips an RGBA copy of an RGB picture.
         found = pixelize.fit(
-            out, pixel.width, pixel.height, pixel.colors, pixel.fit_mode, remove_background == "color-key"
+            out,
+            pixel.width,
+            pixel.height,
+            pixel.colors,
+            pixel.fit_mode,
+            remove_background == "color-key",
+            target_palette(pixel),
+            pixel.dither,
         )
         if found is not None:
             return found.image, found.info
@@ -179,8 +200,8 @@ def _fixed(
         out = fit_to_grid(out, pixel.width, pixel.height, pixel.fit_mode)
     if remove_background == "color-key":
         out, keyed = _color_key(out, key_tolerance)
-    if pixel is not None and pixel.colors > 0:
-        out = quantize(out, pixel.colors)
+    if pixel is not None and (pixel.colors > 0 or pixel.palette):
+        out = quantize(out, pixel.colors, target_palette(pixel), pixel.dither)
     if pixel is None:
         return out, {}
     return out, {"grid": {"mode": "fixed"}, **({"background": keyed} if keyed else {})}

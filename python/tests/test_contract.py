@@ -40,6 +40,7 @@ _ANNOTATION_TYPES = {
     "float": {"number"},
     "bool": {"boolean"},
     "dict": {"object"},
+    "tuple[str, ...]": {"array"},
     "PixelSpec": {"object"},
     "None": {"null"},
 }

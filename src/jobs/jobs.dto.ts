@@ -12,6 +12,8 @@ export type JobStatus = "queued" | "active" | "completed" | "failed" | "cancelle
 export type FitMode = "contain" | "cover" | "stretch";
 /** "auto": find the implied pixel grid the model painted and read one colour per cell; "fixed": resize the canvas to the requested size. */
 export type GridMode = "auto" | "fixed";
+/** How colours between palette entries are drawn: nearest only, a 4×4 Bayer pattern, or Floyd–Steinberg error diffusion. */
+export type DitherMode = "none" | "ordered" | "floyd-steinberg";
 export type SchedulerName = "euler" | "euler_a" | "ddim" | "dpmpp_2m" | "dpmpp_2m_karras";
 
 export interface PixelOptions {
@@ -29,12 +31,21 @@ export interface PixelOptions {
    */
   height: number;
   /**
-   * Palette size; 0 = keep all colours. One slot is kept for transparency when the image has transparent pixels.
+   * Palette size; 0 = keep all colours. One slot is kept for transparency when the image has transparent pixels. With
+   * `palette`: at most this many of its colours (those the picture uses most).
    * @isInt
    * @minimum 0
    * @maximum 256
    */
   colors?: number;
+  /**
+   * A fixed palette: a list of "#rrggbb" colours (1–256, e.g. the sprite's palette) or a built-in name (GET /palettes:
+   * pico-8, db16, db32, endesga-32, gameboy, nes). Every opaque pixel of the result takes one of these colours, the
+   * nearest in OKLab (a perceptual colour space). Absent: the palette comes from the picture (`colors`).
+   */
+  palette?: string | string[];
+  /** Default "none". With a palette (given, or `colors` > 0), how colours between its entries are rendered. */
+  dither?: DitherMode;
   fitMode?: FitMode;
   /** Default "auto": recover the art at its implied grid, then fit it to width×height with nearest-neighbour if they differ. */
   grid?: GridMode;
@@ -278,7 +289,16 @@ export interface ResolvedJob {
   scheduler: SchedulerName;
   lora: { name: string; strength: number } | null;
   removeBackground: false | "birefnet" | "color-key";
-  pixel: { width: number; height: number; colors: number; fitMode: FitMode; grid?: GridMode } | null;
+  pixel: {
+    width: number;
+    height: number;
+    colors: number;
+    fitMode: FitMode;
+    grid?: GridMode;
+    /** Resolved "#rrggbb" colours (a built-in name is expanded at submit); absent/null: from the picture. */
+    palette?: string[] | null;
+    dither?: DitherMode;
+  } | null;
   priority: number | null;
   initNoise: "torch" | "native" | null;
   /** Steps between step previews; null/absent: none (jobs queued before previews existed have no such field). */

@@ -24,6 +24,7 @@ import { JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
 import { applyPreset } from "../presets/presets";
 import { HubModels, HubNeed, hubNeedsOf, normalisedHubReference } from "../installs/hub-models";
+import { resolvePalette } from "../palettes/palettes";
 import { readInputImage } from "./input-image";
 import {
   checkJobSize,
@@ -376,6 +377,8 @@ function pixelOf(pixel: NonNullable<GenerateJobRequest["pixel"]>): NonNullable<R
     colors: pixel.colors ?? DEFAULTS.colors,
     fitMode: pixel.fitMode ?? DEFAULTS.fitMode,
     grid: pixel.grid ?? DEFAULTS.grid,
+    ...(pixel.palette !== undefined ? { palette: resolvePalette(pixel.palette) } : {}),
+    ...(pixel.dither !== undefined ? { dither: pixel.dither } : {}),
   };
 }
 

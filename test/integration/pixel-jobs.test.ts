@@ -253,3 +253,78 @@ describe("pixelize jobs: an input image and no prompt", () => {
     }
   });
 });
+
+describe("palettes: pixel.palette and pixel.dither", () => {
+  const art = pseudoPixelArt(20, 15, 9.6);
+
+  function colourSet(png: { data: Buffer }): Set<string> {
+    const seen = new Set<string>();
+    for (let i = 0; i < png.data.length; i += 4) {
+      if (png.data[i + 3] === 0) continue;
+      seen.add("#" + [0, 1, 2].map((c) => png.data[i + c].toString(16).padStart(2, "0")).join(""));
+    }
+    return seen;
+  }
+
+  it("GET /palettes lists the built-ins with their colours", async () => {
+    const res = await request(stack.url).get("/palettes");
+    expect(res.status).toBe(200);
+    const names = res.body.items.map((p: { name: string }) => p.name);
+    expect(names).toEqual(expect.arrayContaining(["pico-8", "db16", "db32", "endesga-32", "gameboy", "nes"]));
+    const sizes = Object.fromEntries(res.body.items.map((p: { name: string; colours: string[] }) => [p.name, p.colours.length]));
+    expect(sizes).toMatchObject({ "pico-8": 16, db16: 16, db32: 32, "endesga-32": 32, gameboy: 4, nes: 55 });
+  });
+
+  it("a generation with a built-in palette uses only its colours, dithered or not", async () => {
+    const gameboy = (await request(stack.url).get("/palettes")).body.items.find((p: { name: string }) => p.name === "gameboy");
+    const allowed = new Set<string>(gameboy.colours);
+    for (const dither of ["none", "floyd-steinberg"]) {
+      const id = await submitJob(stack.url, {
+        prompt: "a knight",
+        width: 64,
+        height: 64,
+        steps: 2,
+        seed: 21,
+        pixel: { width: 32, height: 32, palette: "gameboy", dither },
+      });
+      const job = await finishedJob(stack.url, id);
+      expect(job.status).toBe("completed");
+      const used = colourSet(decodePng(await fetchPng(stack.url, id)));
+      expect(used.size).toBeGreaterThan(0);
+      for (const c of used) expect(allowed).toContain(c);
+    }
+  });
+
+  it("a pixelize job maps onto the artist's own list; colors keeps that many of it; ordered dither stays in it", async () => {
+    const mine = ["#101010", "#E0E0E0", "#c03030", "#3030c0", "#30c030"];
+    const allowed = new Set(mine.map((c) => c.toLowerCase()));
+    const full = await submitJob(stack.url, { inputImage: art.png.toString("base64"), pixel: { width: 20, height: 15, palette: mine } });
+    const two = await submitJob(stack.url, {
+      inputImage: art.png.toString("base64"),
+      pixel: { width: 20, height: 15, palette: mine, colors: 2, dither: "ordered" },
+    });
+    const fullColours = colourSet(decodePng(await fetchPng(stack.url, (await finishedJob(stack.url, full)).id)));
+    const twoColours = colourSet(decodePng(await fetchPng(stack.url, (await finishedJob(stack.url, two)).id)));
+    for (const c of [...fullColours, ...twoColours]) expect(allowed).toContain(c);
+    expect(fullColours.size).toBeGreaterThan(2);
+    expect(twoColours.size).toBeLessThanOrEqual(2);
+  });
+
+  it("refuses a bad palette or dither with 400 naming the field, before anything is queued", async () => {
+    const base = { prompt: "a knight", width: 64, height: 64, steps: 1 };
+    const unknown = await refused({ ...base, pixel: { width: 16, height: 16, palette: "c64" } });
+    expect(unknown).toMatchObject({ status: 400, code: "INVALID_REQUEST" });
+    expect(unknown.message).toContain("pico-8");
+    expect(await refused({ ...base, pixel: { width: 16, height: 16, palette: ["#12345"] } })).toMatchObject({
+      status: 400,
+      code: "INVALID_REQUEST",
+    });
+    expect(await refused({ ...base, pixel: { width: 16, height: 16, palette: [] } })).toMatchObject({ status: 400 });
+    const many = Array.from({ length: 257 }, (_, i) => `#${i.toString(16).padStart(6, "0")}`);
+    expect(await refused({ ...base, pixel: { width: 16, height: 16, palette: many } })).toMatchObject({ status: 400 });
+    expect(await refused({ ...base, pixel: { width: 16, height: 16, dither: "bayer" } })).toMatchObject({
+      status: 400,
+      code: "INVALID_REQUEST",
+    });
+  });
+});

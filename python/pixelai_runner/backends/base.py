@@ -20,6 +20,8 @@ class PixelSpec:
     colors: int = 0
     fit_mode: str = "contain"
     grid: str = "auto"
+    palette: tuple[str, ...] | None = None  # "#rrggbb" colours (Node resolved any built-in name)
+    dither: str = "none"
 
     @classmethod
     def from_params(cls, pixel: dict | None) -> PixelSpec | None:
@@ -31,6 +33,8 @@ class PixelSpec:
             colors=int(pixel.get("colors") or 0),
             fit_mode=str(pixel.get("fitMode") or "contain"),
             grid=str(pixel.get("grid") or "auto"),
+            palette=tuple(pixel["palette"]) if pixel.get("palette") else None,
+            dither=str(pixel.get("dither") or "none"),
         )
 
 

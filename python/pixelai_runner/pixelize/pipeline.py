@@ -18,6 +18,7 @@ from .cells import cell_colours
 from .grid import MIN_CONFIDENCE, Grid, detect, edge_profiles, jpeg_blocks, planes
 from .keying import key_cells
 from .palette import quantize_colours
+from .palette_map import reduce
 
 MAX_COLORS = 256
 # The requested size wins over the grid found freely when its lattice stands out at least this much as well.
@@ -54,15 +55,13 @@ def palette_budget(colors: int, any_transparent: bool) -> int:
     return max(1, min(colors, MAX_COLORS) - (1 if any_transparent else 0))
 
 
-def apply_palette(rgba: np.ndarray, colors: int) -> Image.Image:
-    """RGBA array → image with hard alpha, transparent pixels (0, 0, 0, 0), opaque colours within the budget."""
-    opaque = rgba[..., 3] >= 128
-    out = np.zeros(rgba.shape[:2] + (4,), np.uint8)
-    out[opaque, :3] = quantize_colours(
-        rgba[..., :3][opaque].astype(np.float64), palette_budget(colors, bool((~opaque).any()))
-    )
-    out[opaque, 3] = 255
-    return Image.fromarray(out, "RGBA")
+def apply_palette(
+    rgba: np.ndarray, colors: int, palette: np.ndarray | None = None, dither: str = "none"
+) -> Image.Image:
+    """RGBA array → image with hard alpha, transparent pixels (0, 0, 0, 0), opaque colours within the budget: the
+    picture's own palette clustered in OKLab, or the given palette (palette_map.py)."""
+    budget = palette_budget(colors, bool((rgba[..., 3] < 128).any()))
+    return Image.fromarray(reduce(rgba, budget, palette, dither, quantize_colours), "RGBA")
 
 
 def recover(channels: np.ndarray, grid: Grid, key: bool) -> tuple[np.ndarray, dict]:
@@ -84,15 +83,31 @@ def _planes(image: Image.Image) -> np.ndarray:
     return planes(np.asarray(image))
 
 
-def pixelize(image: Image.Image, size: tuple[int, int] | None = None, colors: int = 0, key: bool = False) -> Pixelized:
+def pixelize(
+    image: Image.Image,
+    size: tuple[int, int] | None = None,
+    colors: int = 0,
+    key: bool = False,
+    palette: np.ndarray | None = None,
+    dither: str = "none",
+) -> Pixelized:
     """Recover the art at the grid's own size, or with exactly `size` = (cells across, cells down)."""
     channels = _planes(image)
     grid = GridFinder(channels).find(size)
     cells, info = recover(channels, grid, key)
-    return Pixelized(apply_palette(cells, colors), grid, {"grid": grid.summary(), **info})
+    return Pixelized(apply_palette(cells, colors, palette, dither), grid, {"grid": grid.summary(), **info})
 
 
-def fit(image: Image.Image, width: int, height: int, colors: int, fit_mode: str, key: bool) -> Pixelized | None:
+def fit(
+    image: Image.Image,
+    width: int,
+    height: int,
+    colors: int,
+    fit_mode: str,
+    key: bool,
+    palette: np.ndarray | None = None,
+    dither: str = "none",
+) -> Pixelized | None:
     """Art recovered for a requested width×height (see the module docstring); None when the image has no grid to
     speak of, so the caller fits it as a whole."""
     channels = _planes(image)
@@ -102,7 +117,7 @@ def fit(image: Image.Image, width: int, height: int, colors: int, fit_mode: str,
     if wanted.confidence >= max(MIN_CONFIDENCE, REQUESTED_SHARE * found.confidence):
         cells, info = recover(channels, wanted, key)
         return Pixelized(
-            apply_palette(cells, colors),
+            apply_palette(cells, colors, palette, dither),
             wanted,
             {"grid": {**wanted.summary(), "mode": "auto", "fit": "native"}, **info},
         )
@@ -112,6 +127,6 @@ def fit(image: Image.Image, width: int, height: int, colors: int, fit_mode: str,
     from ..postprocess import fit_to_grid  # postprocess imports this module at its top
 
     native = Image.fromarray(np.clip(np.rint(cells), 0, 255).astype(np.uint8), "RGBA")
-    out = apply_palette(np.asarray(fit_to_grid(native, width, height, fit_mode)), colors)
+    out = apply_palette(np.asarray(fit_to_grid(native, width, height, fit_mode)), colors, palette, dither)
     summary = {**found.summary(), "mode": "auto", "fit": f"nearest from {found.x.cells}x{found.y.cells}"}
     return Pixelized(out, found, {"grid": summary, **info})
