@@ -64,6 +64,13 @@ describe("MLX conversion through the API", () => {
     expect(res.body.error.message).toContain("/models/tiny-sd/conversions");
   });
 
+  it("GET /engines lists per engine which models run now, with the reason for the others (for pickers)", async () => {
+    const { torch, mlx } = (await request(stack.url).get("/engines")).body.engines;
+    expect(torch.models).toEqual(expect.arrayContaining([{ name: "tiny-sd", runnable: true }]));
+    const unconverted = mlx.models.find((m: { name: string }) => m.name === "tiny-sd");
+    expect(unconverted).toMatchObject({ runnable: false, reason: expect.stringContaining("POST /models/tiny-sd/conversions") });
+  });
+
   it("PUT /engines/default applies /set_engine's checks: mlx is refused while the default model has no conversion", async () => {
     for (const res of [
       await admin(request(stack.url).put("/engines/default")).send({ engine: "mlx" }),
@@ -94,6 +101,8 @@ describe("MLX conversion through the API", () => {
 
     const model = await request(stack.url).get("/models/tiny-sd");
     expect(model.body.engines).toEqual(["torch", "mlx"]);
+    const mlxModels0 = (await request(stack.url).get("/engines")).body.engines.mlx.models;
+    expect(mlxModels0).toEqual(expect.arrayContaining([{ name: "tiny-sd", runnable: true }]));
     expect(model.body.mlx).toMatchObject({ converted: true, verified: true, dtype: "float32" });
     const mlxModels = await request(stack.url).get("/mlx_models");
     expect(mlxModels.body).toEqual([expect.objectContaining({ name: "tiny-sd", conversionId, verified: true, fileCount: files.length })]);
