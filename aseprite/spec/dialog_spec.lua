@@ -217,8 +217,8 @@ describe("dialog", function()
       if controller.client.state == "offline" then break end
       api.Timer.advance(0.25)
     end
-    assert.equals("PixelAI server not reachable at ws://127.0.0.1:5000/ws — start it with `make start`",
-      dlg:widget("status").text)
+    assert.equals("PixelAI server not reachable at ws://127.0.0.1:5000/ws — start it with `make start` "
+      .. "(Connection refused)", dlg:widget("status").text)
     assert.is_true(dlg:widget("generate").enabled)
   end)
 
