@@ -365,8 +365,10 @@ function handlers.completed(self, frame)
     return
   end
   req.width, req.height = frame.width, frame.height
+  local candidates = protocol.decodeCandidates(frame)
   self:_finish(req, "completed", { width = frame.width, height = frame.height, rgba = rgba,
-    seed = frame.seed or (req.job and req.job.seed) })
+    seed = frame.seed or (req.job and req.job.seed),
+    candidates = (candidates and #candidates > 1) and candidates or nil })
 end
 
 function handlers.failed(self, frame)
