@@ -38,7 +38,10 @@ Controller.__index = Controller
 -- so a job started before the dialog was closed still lands in the canvas).
 -- api: Aseprite globals (Dialog, app, Image, Sprite, Point, ColorMode,
 -- WebSocket, WebSocketMessageType, Timer, json). store: plugin.preferences.
-function M.open(session, api, store)
+-- opts.reopened: opened by the extension itself to show an error or
+-- candidates; it then does not start a connection (the client may be in
+-- the middle of giving up, and the artist did not ask for one).
+function M.open(session, api, store, opts)
   local self = setmetatable({ session = session, api = api, store = store }, Controller)
   session.controller = self -- the newest window gets events the session's client and placer send
   session.placements = session.placements or {}
@@ -53,7 +56,7 @@ function M.open(session, api, store)
   self:_setBusy(self.client:activeRequest() ~= nil)
   if session.candidates then self:_showCandidates() end
   self.dlg:show{ wait = false }
-  self.client:requestEngines()
+  if not (opts and opts.reopened) then self.client:requestEngines() end
   return self
 end
 
@@ -355,7 +358,7 @@ function Controller:_report(text, isError)
   if not self.closed then
     self:_status(text)
   elseif isError and self.session.controller == self then
-    local again = M.open(self.session, self.api, self.store)
+    local again = M.open(self.session, self.api, self.store, { reopened = true })
     again:_status(text)
   end
 end
@@ -378,7 +381,7 @@ function Controller:_place(event)
   if event.candidates then
     self.session.candidates = { requestId = event.requestId, list = event.candidates }
     if self.closed and self.session.controller == self then
-      M.open(self.session, self.api, self.store) -- the artist has a choice to make
+      M.open(self.session, self.api, self.store, { reopened = true }) -- the artist has a choice to make
     else
       self:_showCandidates()
     end

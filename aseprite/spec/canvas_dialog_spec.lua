@@ -230,6 +230,29 @@ describe("dialog survives the real editor", function()
     assert.matches("2 GiB", again.dlg:widget("status").text)
   end)
 
+  it("reopens once with the lost-connection message when the server goes away after closing", function()
+    local api = fakes.newApi()
+    local session = {}
+    local controller = dialog.open(session, api, {})
+    local ws = api.WebSocket.last()
+    ws:serverOpen()
+    controller.dlg:set("prompt", "a knight")
+    controller.dlg:click("generate")
+    accept(ws)
+    controller.dlg:close()
+    ws:serverClose()
+    for _ = 1, 200 do
+      if ws.status == "connecting" then ws:serverError("Connection refused") end
+      if controller.client.state == "offline" then break end
+      api.Timer.advance(0.25)
+    end
+    local again = session.controller
+    assert.are_not.equal(controller, again)
+    assert.matches("reachable", again.dlg:widget("status").text)
+    assert.equals("offline", again.client.state) -- reopening did not start another round of retries
+    assert.is_false(api.Timer.running())
+  end)
+
   it("says clearly that network access was refused", function()
     local api = fakes.newApi()
     api.WebSocket.security.answer = "deny"
