@@ -311,6 +311,8 @@ function Controller:generate()
   end
   if self.canPreview then job.preview = true end
   self.job = job
+  local old = self.session.candidates
+  if old then self.session.placements[old.requestId] = nil end
   self.session.candidates, self.thumbs = nil, nil
   self:_setPreview(nil)
   self:_setBusy(true)
@@ -388,6 +390,7 @@ function Controller:_place(event)
     return
   end
   self.session.placer:add(self:_resultFor(event.requestId, event))
+  self.session.placements[event.requestId] = nil
 end
 
 function Controller:_onPlacerEvent(event)
@@ -513,6 +516,7 @@ function Controller:_onEvent(event)
   elseif kind == "failed" or kind == "cancelled" then
     self:_setBusy(self.client:activeRequest() ~= nil)
     self:_modify{ id = "progress", text = "" }
+    self.session.placements[event.requestId or ""] = nil
     self:_report(event.message or errors.describe(event.code), kind == "failed")
   elseif kind == "unreachable" then
     self:_setBusy(false)
