@@ -64,6 +64,10 @@ function M.fromCanvas(api)
     return nil, "From canvas: the active layer has nothing drawn in this frame."
   end
   local image, pos = cel.image, cel.position
+  if image.colorMode ~= api.ColorMode.RGB then
+    -- a tilemap layer's cel image holds tile indices, not pixels
+    return nil, "From canvas: the active layer is a tilemap; pick a normal layer."
+  end
   local frame = app.frame or app.activeFrame
   local out = { sprite = sprite, frameNumber = frame and frame.frameNumber or 1 }
   local selection = sprite.selection

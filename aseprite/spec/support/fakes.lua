@@ -276,7 +276,8 @@ end
 ---------------------------------------------------------------------------
 
 F.ColorMode = { RGB = 0, GRAYSCALE = 1, INDEXED = 2, TILEMAP = 4 }
-local BYTES_PER_PIXEL = { [0] = 4, [1] = 2, [2] = 1 }
+-- bytes per pixel by colour mode; a tilemap image holds 32-bit tile references
+local BYTES_PER_PIXEL = { [0] = 4, [1] = 2, [2] = 1, [4] = 4 }
 
 function F.Image(width, height, colorMode)
   local store = {
