@@ -352,7 +352,7 @@ function handlers.progress(self, frame)
   req.state = "progress"
   req.step, req.totalSteps = frame.step, frame.totalSteps
   self:_emit({ kind = "progress", requestId = req.requestId, id = req.id,
-    step = frame.step, totalSteps = frame.totalSteps, preview = frame.preview })
+    step = frame.step, totalSteps = frame.totalSteps, preview = frame.preview, previews = frame.previews })
 end
 
 function handlers.completed(self, frame)

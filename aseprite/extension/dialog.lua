@@ -419,6 +419,19 @@ function Controller:_showCandidates()
   if self.canPreview then self.dlg:repaint() end
 end
 
+-- A count > 1 job's step previews, one per candidate, fill the thumbnail
+-- grid while it runs (not clickable: nothing is finished yet).
+function Controller:_showCandidatePreviews(previews)
+  if not self.canPreview or self.closed or self.session.candidates then return end
+  local thumbs = {}
+  for i, preview in ipairs(previews) do
+    local rgba = protocol.decodePreview(preview)
+    thumbs[i] = rgba and canvas.makeImage(self.api, rgba, preview.width, preview.height) or false
+  end
+  self.thumbs = thumbs
+  self.dlg:repaint()
+end
+
 -- Cell of candidate i (1-based) in the thumbnail grid.
 local function cellOf(i)
   local col = (i - 1) % M.THUMB_COLUMNS
@@ -509,6 +522,7 @@ function Controller:_onEvent(event)
     self:_status("Generating…")
     self:_modify{ id = "progress", text = M.progressBar(event.step, event.totalSteps) }
     if event.preview then self:_showPreview(event.preview) end
+    if type(event.previews) == "table" and #event.previews > 1 then self:_showCandidatePreviews(event.previews) end
   elseif kind == "completed" then
     self:_setBusy(self.client:activeRequest() ~= nil)
     self:_modify{ id = "progress", text = "" }

@@ -157,6 +157,13 @@ describe("dialog, palette and candidates", function()
     for i = 0, 2 do
       candidates[i + 1] = { index = i, seed = 7 + i, width = 4, height = 4, rgbaBase64 = rgbaOf(4, 4, 10 * i) }
     end
+    -- while it runs, each candidate's step preview fills its cell; clicks do nothing yet
+    local function preview(byte) return { width = 4, height = 4, rgbaBase64 = rgbaOf(4, 4, byte) } end
+    ws:serverSend({ type = "progress", id = "job-1", step = 1, totalSteps = 2, preview = preview(0),
+      previews = { preview(0), preview(1), { width = 4, height = 4, rgbaBase64 = "bad" } } })
+    assert.equals(2, #dlg:paint("candidates").draws)
+    dlg:mouseDown("candidates", 5, 5)
+    assert.equals(1, #sprite.layers)
     ws:serverSend({ type = "completed", id = "job-1", width = 4, height = 4, seed = 7,
       rgbaBase64 = candidates[1].rgbaBase64, candidates = candidates })
     assert.equals(1, #sprite.layers) -- nothing placed until the artist picks
