@@ -46,8 +46,44 @@ function M.makeImage(api, rgba, width, height)
   return image
 end
 
--- result: {rgba, width, height, prompt, colors?, seed?, centre?}
--- Returns {sprite, layer, cel, newSprite} or nil, reason.
+-- Aseprite's app.transaction raises this when another part of the editor
+-- holds the document (src/app/script/app_object.cpp); the function has not
+-- run, nothing changed, and the same call can succeed a moment later.
+function M.isLockError(err)
+  return tostring(err):find("cannot lock document", 1, true) ~= nil
+end
+
+local function isOpen(app, sprite)
+  for _, s in ipairs(app.sprites or {}) do
+    if s == sprite then return true end
+  end
+  return false
+end
+
+-- The sprite a result goes into: the one it was made for (From canvas) if it
+-- is still open, else the active one. A new RGB sprite when there is none,
+-- when it is Indexed/Grayscale (pasting RGB would need a palette conversion
+-- the artist did not ask for), or when the result is larger than it (the
+-- canvas would crop it).
+local function target(api, result)
+  local app = api.app
+  if result.newSprite and result.sprite and isOpen(app, result.sprite) then
+    return result.sprite, true -- made on an earlier, busy, attempt
+  end
+  local sprite = result.sprite
+  if sprite == nil or not isOpen(app, sprite) then sprite = app.sprite or app.activeSprite end
+  if sprite == nil or sprite.colorMode ~= api.ColorMode.RGB
+      or result.width > sprite.width or result.height > sprite.height then
+    return nil, true
+  end
+  return sprite, false
+end
+
+-- result: {rgba, width, height, prompt, colors?, seed?, centre?, bounds?
+-- ({x, y}: place there, e.g. the selection it came from), sprite?,
+-- frameNumber?}. Returns {sprite, layer, cel, newSprite} or nil, reason,
+-- busy (true: the document was locked; call again later with the same
+-- result table, it remembers a sprite made for it).
 function M.place(api, result)
   local app = api.app
   local image, err = M.makeImage(api, result.rgba, result.width, result.height)
@@ -55,26 +91,28 @@ function M.place(api, result)
     return nil, err
   end
 
-  -- Pasting RGB pixels into an indexed or grayscale sprite would need a
-  -- palette conversion the artist did not ask for: open a new sprite instead.
-  local sprite = app.sprite or app.activeSprite
-  local newSprite = false
-  if sprite == nil or sprite.colorMode ~= api.ColorMode.RGB then
+  local sprite, newSprite = target(api, result)
+  if sprite == nil then
     sprite = api.Sprite(result.width, result.height, api.ColorMode.RGB)
-    newSprite = true
+    result.sprite, result.newSprite = sprite, true
   end
 
   local frame = app.frame or app.activeFrame
-  local frameNumber = (frame and not newSprite) and frame.frameNumber or 1
-  local x, y = M.position(result.centre, sprite.width, sprite.height, result.width, result.height)
+  local frameNumber = newSprite and 1 or result.frameNumber or (frame and frame.frameNumber) or 1
+  local x, y
+  if result.bounds and not newSprite then
+    x, y = result.bounds.x, result.bounds.y
+  else
+    x, y = M.position(result.centre, sprite.width, sprite.height, result.width, result.height)
+  end
   local name = M.layerName(result)
 
   local layer, cel
   -- One transaction: a single Ctrl+Z removes the whole generation.
-  app.transaction("PixelAI: Generate", function()
+  local ok, txErr = pcall(app.transaction, "PixelAI: Generate", function()
     -- A new sprite starts with an empty "Layer 1" that already has a cel;
     -- add our layer and drop that one rather than replace a cel in place.
-    local emptyLayer = newSprite and sprite.layers[1] or nil
+    local emptyLayer = newSprite and #sprite.layers == 1 and sprite.layers[1] or nil
     layer = sprite:newLayer()
     layer.name = name
     cel = sprite:newCel(layer, frameNumber, image, api.Point(x, y))
@@ -82,6 +120,9 @@ function M.place(api, result)
       sprite:deleteLayer(emptyLayer)
     end
   end)
+  if not ok then
+    return nil, tostring(txErr), M.isLockError(txErr)
+  end
   app.refresh()
   return { sprite = sprite, layer = layer, cel = cel, newSprite = newSprite }
 end

@@ -125,41 +125,88 @@ function Client:connect()
   self:_open()
 end
 
-function Client:_open()
+-- Aseprite asks the artist before every WebSocket construction (a modal
+-- prompt, unless "don't show again" was ticked on Allow) and raises this when
+-- they refuse; the prompt is in the constructor only, connect() never asks.
+local function isPermissionRefusal(err)
+  return tostring(err):find("doesn't have access to create a WebSocket", 1, true) ~= nil
+end
+
+-- One WebSocket object per client (per URL), built once and reused: a
+-- reconnect is ws:connect() again after ws:close() (IXWebSocket start() after
+-- stop()), so a server that stays down costs at most one permission prompt.
+function Client:_createSocket()
   local ws
+  -- The prompt is modal but runs a nested UI loop: timer ticks and clicks
+  -- can call back in here while it is open, and must not stack a second one.
+  self.constructing = true
   local ok, err = pcall(function()
     ws = self.WebSocket{
       url = self.url,
       deflate = false, -- same machine: compression costs more than it saves
-      onreceive = function(messageType, data) self:_onReceive(ws, messageType, data) end,
+      onreceive = function(messageType, data, errorReason)
+        self:_onReceive(ws, messageType, data, errorReason)
+      end,
     }
   end)
-  if not ok then
-    -- e.g. the artist denied the script network access in Aseprite's prompt
-    self:_giveUp(tostring(err))
-    return
+  self.constructing = false
+  if not ok then return nil, err end
+  return ws
+end
+
+function Client:_open()
+  if self.constructing then return end -- the open prompt's answer decides
+  if self.state == "closed" then return end
+  if not self.ws then
+    local ws, err = self:_createSocket()
+    if self.state == "closed" then
+      if ws then pcall(ws.close, ws) end
+      return
+    end
+    if not ws then
+      if isPermissionRefusal(err) then
+        self:_giveUp(tostring(err), errors.CLIENT.PERMISSION_DENIED)
+      else
+        self:_giveUp(tostring(err))
+      end
+      return
+    end
+    self.ws = ws
+    -- the artist may have taken a while to answer: that time is not the
+    -- server's fault, so the give-up clock starts now
+    self.downSince = self.now
   end
-  self.ws = ws
   self.connectStartedAt = self.now
   self:_setState("connecting", ("Connecting to %s…"):format(self.url))
   self:_startTimer()
-  local connected, connectErr = pcall(ws.connect, ws)
+  local connected, connectErr = pcall(self.ws.connect, self.ws)
   if not connected then
     self:_lost(tostring(connectErr))
   end
 end
 
-function Client:_onReceive(ws, messageType, data)
-  -- Callbacks are queued onto the UI thread, so a socket we already dropped
-  -- can still deliver; only the current one counts.
-  if ws ~= self.ws then return end
+-- onreceive(type, data, error): Aseprite passes IXWebSocket's errorInfo.reason
+-- as the third argument; data is empty for OPEN, CLOSE and ERROR.
+local function reasonOf(data, errorReason)
+  if type(errorReason) == "string" and errorReason ~= "" then return errorReason end
+  if type(data) == "string" and data ~= "" then return data end
+  return nil
+end
+
+function Client:_onReceive(ws, messageType, data, errorReason)
+  if ws ~= self.ws then return end -- a client closed for a URL change
+  -- Callbacks are queued onto the UI thread, so the socket can still deliver
+  -- an OPEN, CLOSE or ERROR from an attempt this client already stopped
+  -- (one object serves every attempt): only a live attempt's count.
   local MT = self.MessageType
   if messageType == MT.OPEN then
-    self:_opened()
+    if self.state == "connecting" then self:_opened() end
   elseif messageType == MT.TEXT then
-    self:_onText(data)
+    if self.state ~= "closed" then self:_onText(data) end
   elseif messageType == MT.CLOSE or messageType == MT.ERROR then
-    self:_lost(data)
+    if self.state == "connecting" or self.state == "ready" then
+      self:_lost(reasonOf(data, errorReason))
+    end
   end
   -- BINARY, PING, PONG, FRAGMENT: not part of this protocol.
 end
@@ -168,6 +215,7 @@ function Client:_opened()
   self.failures = 0
   self.downSince = nil
   self.retryAt = nil
+  self.lastError = nil
   self:_stopTimer()
   self:_setState("ready", "Connected")
   -- Replay what the connection owes: first-time and interrupted submits
@@ -191,21 +239,26 @@ function Client:_opened()
   end
 end
 
+local function withReason(text, reason)
+  if reason and reason ~= "" then return text .. " (" .. reason .. ")" end
+  return text
+end
+
 function Client:_lost(reason)
   if self.state == "closed" or self.state == "offline" then return end
   local wasReady = self.state == "ready"
-  local ws = self.ws
-  self.ws = nil
-  -- IXWebSocket reconnects on its own by default; stopping the old socket
-  -- leaves exactly one retry loop (ours, with a bounded give-up).
-  if ws then pcall(ws.close, ws) end
+  -- IXWebSocket reconnects on its own by default; stopping the socket leaves
+  -- exactly one retry loop (ours, with a bounded give-up). The object stays
+  -- for the next attempt.
+  if self.ws then pcall(self.ws.close, self.ws) end
   if wasReady then self.downSince = self.now end
   self.downSince = self.downSince or self.now
   self.lastError = reason
   self.failures = self.failures + 1
   local delay = self.backoff[math.min(self.failures, #self.backoff)]
   self.retryAt = self.now + delay
-  self:_setState("waiting", wasReady and "Connection lost, reconnecting…" or "Server not answering, retrying…")
+  self:_setState("waiting", withReason(wasReady and "Connection lost, reconnecting…"
+    or "Server not answering, retrying…", reason))
   self:_startTimer()
   self:_checkGiveUp()
 end
@@ -216,27 +269,33 @@ function Client:_checkGiveUp()
   end
 end
 
-function Client:_giveUp(reason)
-  local ws = self.ws
-  self.ws = nil
-  if ws then pcall(ws.close, ws) end
+-- code: SERVER_UNREACHABLE (default) or PERMISSION_DENIED.
+function Client:_giveUp(reason, code)
+  code = code or errors.CLIENT.SERVER_UNREACHABLE
+  if self.ws then pcall(self.ws.close, self.ws) end
   self:_stopTimer()
   self.downSince, self.retryAt = nil, nil
-  local message = errors.describe(errors.CLIENT.SERVER_UNREACHABLE, nil, { url = self.url })
+  local denied = code == errors.CLIENT.PERMISSION_DENIED
+  local message = errors.describe(code, nil, { url = self.url })
+  if not denied then message = withReason(message, reason) end
   self.state = "offline"
   for _, req in ipairs(self.order) do
     if not FINISHED[req.state] then
       -- An accepted job keeps running on the server; say so.
-      local code = req.id and errors.CLIENT.CONNECTION_LOST or errors.CLIENT.SERVER_UNREACHABLE
-      self:_finish(req, "failed", { code = code, message = errors.describe(code, nil, self:_context(req)) })
+      local reqCode = (req.id and not denied) and errors.CLIENT.CONNECTION_LOST or code
+      local text = errors.describe(reqCode, nil, self:_context(req))
+      self:_finish(req, "failed", { code = reqCode, message = denied and text or withReason(text, reason) })
     end
   end
   self.enginesPending = false
-  self:_emit({ kind = "unreachable", message = message, detail = reason })
+  self:_emit({ kind = "unreachable", code = code, message = message, detail = reason })
   self:_setState("offline", message)
 end
 
 function Client:_tick()
+  -- While the permission prompt is open the clock stands still: the artist
+  -- deciding is not the server being down.
+  if self.constructing then return end
   self.now = self.now + self.tickInterval
   if self.state == "connecting" and self.now - self.connectStartedAt >= self.connectTimeout then
     self:_lost("connection attempt timed out")
@@ -293,7 +352,7 @@ function handlers.progress(self, frame)
   req.state = "progress"
   req.step, req.totalSteps = frame.step, frame.totalSteps
   self:_emit({ kind = "progress", requestId = req.requestId, id = req.id,
-    step = frame.step, totalSteps = frame.totalSteps, preview = frame.preview })
+    step = frame.step, totalSteps = frame.totalSteps, preview = frame.preview, previews = frame.previews })
 end
 
 function handlers.completed(self, frame)
@@ -306,8 +365,10 @@ function handlers.completed(self, frame)
     return
   end
   req.width, req.height = frame.width, frame.height
+  local candidates = protocol.decodeCandidates(frame)
   self:_finish(req, "completed", { width = frame.width, height = frame.height, rgba = rgba,
-    seed = frame.seed or (req.job and req.job.seed) })
+    seed = frame.seed or (req.job and req.job.seed),
+    candidates = (candidates and #candidates > 1) and candidates or nil })
 end
 
 function handlers.failed(self, frame)

@@ -8,6 +8,9 @@ local request = require("request")
 local prefs = require("prefs")
 local canvas = require("canvas")
 local errors = require("errors")
+local source = require("source")
+local Placer = require("placer")
+local base64 = require("base64")
 
 local protocol = require("protocol")
 
@@ -16,6 +19,9 @@ local M = {}
 local BAR_WIDTH = 20
 -- On-screen size of the step preview; previews are 8–128 px, scaled to fit.
 M.PREVIEW_SIZE = 96
+-- Candidate thumbnails: up to 8 in a 4 x 2 grid of square cells.
+M.THUMB_CELL = 48
+M.THUMB_COLUMNS = 4
 
 -- ASCII on purpose: Aseprite's default UI font has no block glyphs.
 function M.progressBar(step, total)
@@ -32,18 +38,25 @@ Controller.__index = Controller
 -- so a job started before the dialog was closed still lands in the canvas).
 -- api: Aseprite globals (Dialog, app, Image, Sprite, Point, ColorMode,
 -- WebSocket, WebSocketMessageType, Timer, json). store: plugin.preferences.
-function M.open(session, api, store)
+-- opts.reopened: opened by the extension itself to show an error or
+-- candidates; it then does not start a connection (the client may be in
+-- the middle of giving up, and the artist did not ask for one).
+function M.open(session, api, store, opts)
   local self = setmetatable({ session = session, api = api, store = store }, Controller)
+  session.controller = self -- the newest window gets events the session's client and placer send
+  session.placements = session.placements or {}
   self.settings = prefs.load(store)
   self.serverUrl = prefs.serverUrl(store)
   self:_build()
   self:_ensureClient()
+  self:_ensurePlacer()
   self.engines = self.client.engines
   self:_applyEngineView()
   self:_applySizeEnabling()
   self:_setBusy(self.client:activeRequest() ~= nil)
+  if session.candidates then self:_showCandidates() end
   self.dlg:show{ wait = false }
-  self.client:requestEngines()
+  if not (opts and opts.reopened) then self.client:requestEngines() end
   return self
 end
 
@@ -60,7 +73,13 @@ function Controller:_build()
   dlg:combobox{ id = "engine", label = "Engine", option = request.SERVER_DEFAULT,
     options = { request.SERVER_DEFAULT }, onchange = function() self:_applyEngineView() end }
   dlg:label{ id = "engineHint", label = "", text = "" }
-  dlg:combobox{ id = "model", label = "Model", option = request.SERVER_DEFAULT, options = { request.SERVER_DEFAULT } }
+  dlg:combobox{ id = "model", label = "Model", option = request.SERVER_DEFAULT, options = { request.SERVER_DEFAULT },
+    onchange = function()
+      -- the artist's own pick (also "(server default)") beats the saved model
+      if not self.applying then self.modelChosen = true end
+      self:_applyEngineView()
+    end }
+  dlg:label{ id = "modelHint", label = "", text = "" }
   dlg:combobox{ id = "lora", label = "LoRA", option = request.NO_LORA, options = { request.NO_LORA } }
   dlg:slider{ id = "loraStrength", label = "LoRA strength %", min = request.LIMITS.loraStrength.min,
     max = request.LIMITS.loraStrength.max, value = s.loraStrength }
@@ -74,6 +93,16 @@ function Controller:_build()
   dlg:number{ id = "steps", label = "Steps", text = s.steps, decimals = 0 }
   dlg:number{ id = "guidanceScale", label = "Guidance", text = s.guidanceScale, decimals = 1 }
   dlg:entry{ id = "seed", label = "Seed (empty = random)", text = s.seed }
+  dlg:slider{ id = "count", label = "Candidates", min = request.LIMITS.count.min, max = request.LIMITS.count.max,
+    value = s.count }
+
+  dlg:separator{ text = "Canvas" }
+  dlg:check{ id = "fromCanvas", label = "Start from", text = "Canvas (selection or active cel)",
+    selected = s.fromCanvas, onclick = function() self:_applyEngineView() end }
+  dlg:slider{ id = "strength", label = "Strength %", min = request.LIMITS.strength.min,
+    max = request.LIMITS.strength.max, value = s.strength }
+  dlg:label{ id = "canvasHint", label = "", text = "" }
+  dlg:check{ id = "usePalette", label = "Palette", text = "Use sprite palette", selected = s.usePalette }
 
   dlg:separator{ text = "Pixel art" }
   dlg:combobox{ id = "pixelPreset", label = "Sprite size", option = s.pixelPreset, options = request.pixelOptions(),
@@ -95,6 +124,9 @@ function Controller:_build()
     dlg:canvas{ id = "preview", width = M.PREVIEW_SIZE, height = M.PREVIEW_SIZE,
       onpaint = function(ev) self:_paintPreview(ev.context) end }
     self.canPreview = true
+    dlg:canvas{ id = "candidates", width = M.THUMB_CELL * M.THUMB_COLUMNS, height = M.THUMB_CELL * 2,
+      onpaint = function(ev) self:_paintCandidates(ev.context) end,
+      onmousedown = function(ev) self:_pickAt(ev.x, ev.y) end }
   end
   dlg:button{ id = "generate", text = "Generate", focus = false, onclick = function() self:generate() end }
   dlg:button{ id = "cancel", text = "Cancel", enabled = false, onclick = function() self:cancel() end }
@@ -121,6 +153,19 @@ function Controller:_ensureClient()
   end
   self.client = session.client
   self.client.onEvent = function(event) self:_onEvent(event) end
+end
+
+-- One placer per session: images waiting for a locked document keep their
+-- place in line when the window closes or reopens.
+function Controller:_ensurePlacer()
+  local session = self.session
+  if not session.placer then
+    session.placer = Placer.new{ api = self.api, Timer = self.api.Timer }
+  end
+  session.placer.onEvent = function(event)
+    local current = session.controller or self
+    current:_onPlacerEvent(event)
+  end
 end
 
 ---------------------------------------------------------------------------
@@ -159,7 +204,8 @@ end
 function Controller:_applyEngineViewNow()
   local data = self.dlg.data
   local values = {
-    engine = data.engine, model = data.model ~= request.SERVER_DEFAULT and data.model or self.settings.model,
+    engine = data.engine,
+    model = (data.model ~= request.SERVER_DEFAULT or self.modelChosen) and data.model or self.settings.model,
     lora = data.lora ~= request.NO_LORA and data.lora or self.settings.lora,
     removeBackground = data.removeBackground ~= request.BACKGROUND[1].label and data.removeBackground
       or self.settings.removeBackground,
@@ -180,6 +226,10 @@ function Controller:_applyEngineViewNow()
   self:_modify{ id = "loraHint", text = view.loraHint }
   self:_setOptions("removeBackground", view.backgroundOptions)
   self:_modify{ id = "removeBackground", option = view.removeBackground }
+  self:_modify{ id = "modelHint", text = view.modelHint }
+  self:_modify{ id = "fromCanvas", enabled = view.img2img }
+  self:_modify{ id = "strength", enabled = view.img2img and data.fromCanvas == true }
+  self:_modify{ id = "canvasHint", text = view.img2imgHint }
   self:_modify{ id = "generate", enabled = view.generateEnabled and not self.busy }
 end
 
@@ -216,6 +266,27 @@ function Controller:_settingsFromData(data)
   return s
 end
 
+-- From canvas and Use sprite palette read the sprite now (at Generate),
+-- so the job starts from what the artist sees. Returns the request values
+-- and where the result goes, or nil and a reason.
+function Controller:_canvasValues(data)
+  local values, placement = {}, {}
+  for k, v in pairs(data) do values[k] = v end
+  if data.fromCanvas and (self.view == nil or self.view.img2img) then
+    local src, why = source.fromCanvas(self.api)
+    if not src then return nil, why end
+    values.source = { width = src.width, height = src.height, rgbaBase64 = base64.encode(src.rgba),
+      maskBase64 = src.mask and base64.encode(src.mask) }
+    placement = { bounds = src.bounds, sprite = src.sprite, frameNumber = src.frameNumber }
+  end
+  if data.usePalette then
+    local palette, why = source.spritePalette(self.api)
+    if not palette then return nil, why end
+    values.palette = palette
+  end
+  return values, placement
+end
+
 function Controller:generate()
   local data = self.dlg.data
   prefs.save(self.store, self:_settingsFromData(data))
@@ -228,18 +299,31 @@ function Controller:generate()
     self.client:requestEngines()
   end
 
-  local job, problems = request.buildJob(data, self.engines)
+  local values, placement = self:_canvasValues(data)
+  if not values then
+    self:_status(placement)
+    return nil
+  end
+  local job, problems, notes = request.buildJob(values, self.engines)
   if not job then
     self:_status("Check: " .. table.concat(problems, "; "))
     return nil
   end
   if self.canPreview then job.preview = true end
   self.job = job
+  local old = self.session.candidates
+  if old then self.session.placements[old.requestId] = nil end
+  self.session.candidates, self.thumbs = nil, nil
   self:_setPreview(nil)
   self:_setBusy(true)
   self:_modify{ id = "progress", text = "" }
   self:_status("Sending…")
+  -- what the job does differently from what was asked stays in view (the
+  -- status line moves on with the job)
+  self:_modify{ id = "canvasHint", text = (#notes > 0) and ("Note: " .. table.concat(notes, "; ")) or
+    (self.view and self.view.img2imgHint or "") }
   self.requestId = self.client:submit(job)
+  self.session.placements[self.requestId] = placement
   return self.requestId
 end
 
@@ -270,22 +354,123 @@ local STATE_TEXT = {
   waiting = "Reconnecting…",
 }
 
-function Controller:_place(event)
-  local req = self.client:request(event.requestId)
-  local job = req and req.job or self.job or {}
-  local data = (not self.closed) and self.dlg.data or {}
-  local placed, err = canvas.place(self.api, {
-    rgba = event.rgba, width = event.width, height = event.height,
-    prompt = job.prompt, colors = job.pixel and job.pixel.colors, seed = event.seed,
-    centre = data.centre == true,
-  })
-  if not placed then
-    self:_status("Could not place the image: " .. err)
-  elseif placed.newSprite then
-    self:_status("Done — new sprite: " .. placed.layer.name)
-  else
-    self:_status("Done — layer: " .. placed.layer.name)
+-- The text for the status line, or, when the window is closed, a reopened
+-- window showing it (an error after closing must not vanish).
+function Controller:_report(text, isError)
+  if not self.closed then
+    self:_status(text)
+  elseif isError and self.session.controller == self then
+    local again = M.open(self.session, self.api, self.store, { reopened = true })
+    again:_status(text)
   end
+end
+
+-- What canvas.place needs for one image of a finished request.
+function Controller:_resultFor(requestId, image)
+  local req = self.client:request(requestId)
+  local job = req and req.job or self.job or {}
+  local placement = self.session.placements[requestId] or {}
+  local data = (not self.closed) and self.dlg.data or {}
+  return {
+    rgba = image.rgba, width = image.width, height = image.height,
+    prompt = job.prompt, colors = job.pixel and job.pixel.colors, seed = image.seed,
+    centre = data.centre == true,
+    bounds = placement.bounds, sprite = placement.sprite, frameNumber = placement.frameNumber,
+  }
+end
+
+function Controller:_place(event)
+  if event.candidates then
+    self.session.candidates = { requestId = event.requestId, list = event.candidates }
+    if self.closed and self.session.controller == self then
+      M.open(self.session, self.api, self.store, { reopened = true }) -- the artist has a choice to make
+    else
+      self:_showCandidates()
+    end
+    return
+  end
+  self.session.placer:add(self:_resultFor(event.requestId, event))
+  self.session.placements[event.requestId] = nil
+end
+
+function Controller:_onPlacerEvent(event)
+  if event.kind == "placed" then
+    local placed = event.placed
+    self:_report((placed.newSprite and "Done — new sprite: " or "Done — layer: ") .. placed.layer.name)
+  elseif event.kind == "busy" then
+    self:_report(errors.describe(errors.CLIENT.DOCUMENT_BUSY))
+  else
+    self:_report("Could not place the image: " .. tostring(event.reason), true)
+  end
+end
+
+---------------------------------------------------------------------------
+-- candidates
+---------------------------------------------------------------------------
+
+function Controller:_showCandidates()
+  local c = self.session.candidates
+  if not c or self.closed then return end
+  self.thumbs = {}
+  for i, cand in ipairs(c.list) do
+    self.thumbs[i] = canvas.makeImage(self.api, cand.rgba, cand.width, cand.height)
+  end
+  self:_status(("%d candidates: click one to add it as a layer"):format(#c.list))
+  if self.canPreview then self.dlg:repaint() end
+end
+
+-- A count > 1 job's step previews, one per candidate, fill the thumbnail
+-- grid while it runs (not clickable: nothing is finished yet).
+function Controller:_showCandidatePreviews(previews)
+  if not self.canPreview or self.closed or self.session.candidates then return end
+  local thumbs = {}
+  for i, preview in ipairs(previews) do
+    local rgba = protocol.decodePreview(preview)
+    thumbs[i] = rgba and canvas.makeImage(self.api, rgba, preview.width, preview.height) or false
+  end
+  self.thumbs = thumbs
+  self.dlg:repaint()
+end
+
+-- Cell of candidate i (1-based) in the thumbnail grid.
+local function cellOf(i)
+  local col = (i - 1) % M.THUMB_COLUMNS
+  local row = (i - 1) // M.THUMB_COLUMNS
+  return col * M.THUMB_CELL, row * M.THUMB_CELL
+end
+
+function Controller:_paintCandidates(gc)
+  if not self.thumbs then return end
+  local Rectangle = self.api.Rectangle
+  local inner = M.THUMB_CELL - 4
+  gc.antialias = false
+  for i, image in ipairs(self.thumbs) do
+    if image then
+      local scale = math.min(inner / image.width, inner / image.height)
+      if scale >= 1 then scale = math.floor(scale) end
+      local w = math.max(1, math.floor(image.width * scale))
+      local h = math.max(1, math.floor(image.height * scale))
+      local x, y = cellOf(i)
+      gc:drawImage(image, Rectangle(0, 0, image.width, image.height),
+        Rectangle(x + (M.THUMB_CELL - w) // 2, y + (M.THUMB_CELL - h) // 2, w, h))
+    end
+  end
+end
+
+-- Adds candidate `index` (1-based) as a new layer, where the job's result
+-- would have gone (the selection's bounds for From canvas).
+function Controller:pickCandidate(index)
+  local c = self.session.candidates
+  local cand = c and c.list[index]
+  if not cand then return false end
+  self.session.placer:add(self:_resultFor(c.requestId, cand))
+  return true
+end
+
+function Controller:_pickAt(x, y)
+  local col, row = x // M.THUMB_CELL, y // M.THUMB_CELL
+  if col < 0 or col >= M.THUMB_COLUMNS or row < 0 or row > 1 then return end
+  self:pickCandidate(row * M.THUMB_COLUMNS + col + 1)
 end
 
 function Controller:_setPreview(image)
@@ -337,6 +522,7 @@ function Controller:_onEvent(event)
     self:_status("Generating…")
     self:_modify{ id = "progress", text = M.progressBar(event.step, event.totalSteps) }
     if event.preview then self:_showPreview(event.preview) end
+    if type(event.previews) == "table" and #event.previews > 1 then self:_showCandidatePreviews(event.previews) end
   elseif kind == "completed" then
     self:_setBusy(self.client:activeRequest() ~= nil)
     self:_modify{ id = "progress", text = "" }
@@ -344,7 +530,8 @@ function Controller:_onEvent(event)
   elseif kind == "failed" or kind == "cancelled" then
     self:_setBusy(self.client:activeRequest() ~= nil)
     self:_modify{ id = "progress", text = "" }
-    self:_status(event.message or errors.describe(event.code))
+    self.session.placements[event.requestId or ""] = nil
+    self:_report(event.message or errors.describe(event.code), kind == "failed")
   elseif kind == "unreachable" then
     self:_setBusy(false)
     self:_status(event.message)

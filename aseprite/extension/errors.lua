@@ -10,6 +10,8 @@ M.CLIENT = {
   CONNECTION_LOST = "CONNECTION_LOST",
   BAD_FRAME = "BAD_FRAME",
   BAD_IMAGE = "BAD_IMAGE",
+  PERMISSION_DENIED = "PERMISSION_DENIED",
+  DOCUMENT_BUSY = "DOCUMENT_BUSY",
 }
 
 -- Each entry is a function of the context table ({model=…, lora=…, engine=…,
@@ -58,6 +60,14 @@ local TEXT = {
   CONNECTION_LOST = function(c)
     return ("Lost the connection to the PixelAI server at %s. The job may still finish there; start the server "
       .. "with `make start` and try again."):format(c.url or "the server")
+  end,
+  PERMISSION_DENIED = function(c)
+    return ("PixelAI was not allowed to connect to %s: Aseprite asked and the answer was no. Press Generate to be "
+      .. "asked again and choose Allow (tick \"Don't show again\" to stop the question).")
+      :format(c.url or "the server")
+  end,
+  DOCUMENT_BUSY = function()
+    return "The sprite is busy (another command is editing it); the result will be placed as soon as it is free."
   end,
   BAD_FRAME = function() return "The server sent a message this extension does not understand (version mismatch?)." end,
   BAD_IMAGE = function() return "The server sent an image that does not match its stated size." end,

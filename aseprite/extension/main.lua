@@ -51,4 +51,6 @@ function exit(plugin)
     session.client:close()
     session.client = nil
   end
+  local timer = session.placer and session.placer.timer
+  if timer and timer.isRunning then timer:stop() end
 end

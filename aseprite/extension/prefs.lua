@@ -29,6 +29,10 @@ M.DEFAULTS = {
   fitMode = "contain",
   removeBackground = "Off",
   centre = false,         -- place the result centred instead of top-left
+  fromCanvas = false,     -- img2img from the selection or the active cel
+  strength = 75,          -- img2img strength in percent (server default 0.75)
+  usePalette = false,     -- send the sprite's palette
+  count = 1,              -- candidates per job
 }
 
 local KEY_PREFIX = "last_"

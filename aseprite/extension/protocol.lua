@@ -163,6 +163,25 @@ function M.decodeImage(frame)
   return rgba
 end
 
+-- The candidates of a `completed` frame of a job with count > 1
+-- ([{index, seed, width, height, rgbaBase64}], candidate 0 included), decoded.
+-- A candidate that does not decode is left out (the others are still worth
+-- picking); nil when the frame has no candidate list.
+function M.decodeCandidates(frame)
+  if type(frame.candidates) ~= "table" then return nil end
+  local out = {}
+  for i, c in ipairs(frame.candidates) do
+    if type(c) == "table" and isCount(c.width) and isCount(c.height) and type(c.rgbaBase64) == "string" then
+      local rgba = M.decodeImage(c)
+      if rgba then
+        out[#out + 1] = { index = math.type(c.index) == "integer" and c.index or i - 1, seed = c.seed,
+          width = c.width, height = c.height, rgba = rgba }
+      end
+    end
+  end
+  return out
+end
+
 -- Largest preview side the server sends (the latent resolution, capped at
 -- 128); anything bigger is not a preview and is not worth decoding.
 M.MAX_PREVIEW_SIDE = 128

@@ -19,6 +19,10 @@ M.LIMITS = {
   seed = { min = 0, max = 2147483647 },
   -- The slider is in percent and offers 0..200 % of the server's -4..4.
   loraStrength = { min = 0, max = 200 },
+  -- img2img strength as a percent slider (the server's 0..1).
+  strength = { min = 0, max = 100 },
+  -- candidates per job
+  count = { min = 1, max = 8 },
 }
 
 M.CUSTOM = "Custom"
@@ -172,6 +176,36 @@ local function contains(list, value)
   return false
 end
 
+-- A per-engine model entry may say whether it can run now
+-- ({name, available = false, reason}); the server's engines frame today lists
+-- model names only, for all engines together (src/api/engines-summary.ts), so
+-- for MLX the dialog can only say that an unconverted model will be refused.
+local function modelEntry(enginesFrame, engineName, model)
+  local engine = enginesFrame and engineName and enginesFrame.engines[engineName]
+  if not engine or type(engine.models) ~= "table" then return nil end
+  for _, entry in ipairs(engine.models) do
+    if type(entry) == "table" and entry.name == model then return entry end
+  end
+  return nil
+end
+
+function M.modelBlocked(enginesFrame, engineName, model)
+  local entry = modelEntry(enginesFrame, engineName, model)
+  return entry ~= nil and entry.available == false
+end
+
+function M.modelHint(enginesFrame, engineName, model)
+  local entry = modelEntry(enginesFrame, engineName, model)
+  if entry and entry.available == false then
+    return ("%s cannot run on %s now: %s"):format(model, engineName, entry.reason or "no reason given")
+  end
+  local engine = enginesFrame and engineName and enginesFrame.engines[engineName]
+  if engineName == "mlx" and engine and type(engine.models) ~= "table" then
+    return "MLX runs converted models only; the server does not list which are converted yet."
+  end
+  return ""
+end
+
 -- What the dialog shows for the engine in `values.engine` (a label or name).
 -- enginesFrame is the parsed engines frame, or nil while it has not arrived.
 function M.engineView(enginesFrame, values)
@@ -191,6 +225,7 @@ function M.engineView(enginesFrame, values)
     view.backgroundOptions = { M.BACKGROUND[1].label, M.BACKGROUND[2].label }
     view.modelOptions = nameOptions(M.SERVER_DEFAULT, nil, nil, "models", values.model)
     view.loraOptions = nameOptions(M.NO_LORA, nil, nil, "loras", values.lora)
+    view.img2img, view.inpaint = true, true
   else
     local names = M.engineNames(enginesFrame)
     view.engineOptions = {}
@@ -229,11 +264,17 @@ function M.engineView(enginesFrame, values)
     end
     view.modelOptions = nameOptions(M.SERVER_DEFAULT, engine, enginesFrame, "models", values.model)
     view.loraOptions = nameOptions(M.NO_LORA, engine, enginesFrame, "loras", values.lora)
+    view.img2img = features.img2img == true
+    view.inpaint = features.inpaint == true
+    view.img2imgHint = view.img2img and "" or ("The %s engine cannot start from an image"):format(name or "selected")
   end
+  view.img2imgHint = view.img2imgHint or ""
 
   view.removeBackground = contains(view.backgroundOptions, values.removeBackground)
     and values.removeBackground or M.BACKGROUND[1].label
   view.model = contains(view.modelOptions, values.model) and values.model or M.SERVER_DEFAULT
+  view.modelHint = M.modelHint(enginesFrame, view.engineName, view.model)
+  if M.modelBlocked(enginesFrame, view.engineName, view.model) then view.generateEnabled = false end
   view.lora = (view.loraEnabled and contains(view.loraOptions, values.lora)) and values.lora or M.NO_LORA
   return view
 end
@@ -304,8 +345,10 @@ end
 
 -- Returns job or nil, {reasons}. enginesFrame (optional) enables the checks
 -- that depend on the chosen engine.
+-- A third result lists notes: things the job does differently from what was
+-- asked because the engine cannot do it (shown, not blocking).
 function M.buildJob(values, enginesFrame)
-  local errors, job = {}, {}
+  local errors, job, notes = {}, {}, {}
 
   local prompt = trim(values.prompt)
   if prompt == "" then
@@ -376,6 +419,32 @@ function M.buildJob(values, enginesFrame)
     job.removeBackground = bg
   end
 
+  local features = engine and engine.features or nil
+
+  -- Candidates: seeds seed, seed+1, … (the server's `count`).
+  local count = intIn(errors, "Candidates", values.count or 1, M.LIMITS.count)
+  if count and count > 1 then job.count = count end
+
+  -- From canvas: img2img from the cel or the selection (values.source from
+  -- source.fromCanvas, with rgba as base64 already).
+  local src = values.source
+  if src then
+    if features and features.img2img ~= true then
+      errors[#errors + 1] = ("The %s engine cannot start from an image (img2img); untick From canvas"):format(engineName)
+    end
+    job.inputImage = { width = src.width, height = src.height, rgba = src.rgbaBase64 }
+    local pct = intIn(errors, "Strength", values.strength or 75, M.LIMITS.strength)
+    job.strength = pct and pct / 100
+    if src.maskBase64 then
+      if features and features.inpaint ~= true then
+        notes[#notes + 1] = ("the %s engine cannot repaint only the selection, so its whole rectangle is "
+          .. "regenerated"):format(engineName)
+      else
+        job.mask = { width = src.width, height = src.height, rgba = src.maskBase64 }
+      end
+    end
+  end
+
   -- Pixel-art post-process (grid size, palette, fit) — one block or none.
   if values.pixelPreset ~= M.PIXEL_OFF then
     local px = M.findPixelPreset(values.pixelPreset)
@@ -395,10 +464,31 @@ function M.buildJob(values, enginesFrame)
     job.pixel = pixel
   end
 
+  -- From canvas: the result must drop back onto the area it came from, so
+  -- the pixel grid is that area, stretched (the server scaled the init image
+  -- up to the generation size the same way); with pixel art Off the grid
+  -- still brings the image back to that size, keeping every colour.
+  if src then
+    job.pixel = job.pixel or { colors = 0 }
+    job.pixel.width, job.pixel.height, job.pixel.fitMode = src.width, src.height, "stretch"
+  end
+
+  -- The sprite's palette replaces the colour count (it defines the colours).
+  if values.palette then
+    if not job.pixel then
+      errors[#errors + 1] = "Use sprite palette needs the pixel-art step (Sprite size not Off)"
+    elseif #values.palette < 1 or #values.palette > 256 then
+      errors[#errors + 1] = "The palette must have 1 to 256 colours"
+    else
+      job.pixel.palette = values.palette
+      job.pixel.colors = nil
+    end
+  end
+
   if #errors > 0 then
     return nil, errors
   end
-  return job
+  return job, nil, notes
 end
 
 return M

@@ -72,4 +72,79 @@ describe("canvas", function()
     assert.equals(1, #sprite.layers)
     assert.same({}, api.app.transactions)
   end)
+
+  it("places at the given bounds in the sprite the result was made for", function()
+    local api = fakes.newApi()
+    local source = api.Sprite(64, 64, api.ColorMode.RGB)
+    api.Sprite(32, 32, api.ColorMode.RGB) -- the artist switched tabs meanwhile
+    local placed = assert(canvas.place(api, { rgba = rgba(8, 4), width = 8, height = 4, prompt = "x",
+      bounds = { x = 10, y = 20 }, sprite = source, frameNumber = 2 }))
+    assert.equals(source, placed.sprite)
+    assert.same({ x = 10, y = 20 }, placed.cel.position)
+    assert.equals(2, placed.cel.frameNumber)
+  end)
+
+  it("puts a result larger than the sprite into a new sprite instead of cropping it", function()
+    local api = fakes.newApi()
+    local small = api.Sprite(16, 16, api.ColorMode.RGB)
+    local placed = assert(canvas.place(api, { rgba = rgba(32, 16), width = 32, height = 16, prompt = "wide" }))
+    assert.is_true(placed.newSprite)
+    assert.equals(32, placed.sprite.width)
+    assert.equals(16, placed.sprite.height)
+    assert.equals(1, #small.layers)
+  end)
+
+  it("reports a locked document as busy, changes nothing, and reuses the sprite it made on the retry", function()
+    local api = fakes.newApi()
+    api.app.lockFailures = 1
+    local result = { rgba = rgba(8, 8), width = 8, height = 8, prompt = "x" }
+    local placed, err, busy = canvas.place(api, result)
+    assert.is_nil(placed)
+    assert.is_true(busy)
+    assert.matches("cannot lock document", err)
+    assert.equals(1, #api.app.sprites)
+    assert.equals(1, #api.app.sprites[1].layers)
+    placed = assert(canvas.place(api, result))
+    assert.equals(1, #api.app.sprites) -- no second sprite
+    assert.equals(placed.layer, placed.sprite.layers[1])
+    assert.equals(1, #placed.sprite.layers)
+  end)
+end)
+
+describe("placer", function()
+  local Placer = require("placer")
+
+  it("retries a locked placement on the next Timer tick and never drops the image", function()
+    local api = fakes.newApi()
+    local sprite = api.Sprite(64, 64, api.ColorMode.RGB)
+    local events = {}
+    local placer = Placer.new{ api = api, Timer = api.Timer, onEvent = function(e) events[#events + 1] = e end }
+    api.app.lockFailures = 3
+    placer:add({ rgba = rgba(8, 8), width = 8, height = 8, prompt = "first" })
+    placer:add({ rgba = rgba(8, 8), width = 8, height = 8, prompt = "second" })
+    assert.equals(2, placer:pending())
+    assert.equals(1, #sprite.layers)
+    assert.equals("busy", events[1].kind)
+    assert.matches("cannot lock document", events[1].reason)
+    api.Timer.advance(0.5)
+    assert.equals(1, #sprite.layers) -- still locked (3 attempts so far)
+    api.Timer.advance(0.25)
+    assert.equals(3, #sprite.layers)
+    assert.equals("PixelAI: first 8x8", sprite.layers[2].name)
+    assert.equals("PixelAI: second 8x8", sprite.layers[3].name)
+    assert.equals(0, placer:pending())
+    assert.same({ "busy", "placed", "placed" }, { events[1].kind, events[2].kind, events[3].kind })
+    assert.is_false(api.Timer.running())
+  end)
+
+  it("reports a result that can never be placed and goes on with the next", function()
+    local api = fakes.newApi()
+    api.Sprite(64, 64, api.ColorMode.RGB)
+    local events = {}
+    local placer = Placer.new{ api = api, Timer = api.Timer, onEvent = function(e) events[#events + 1] = e end }
+    placer:add({ rgba = "short", width = 8, height = 8, prompt = "bad" })
+    placer:add({ rgba = rgba(8, 8), width = 8, height = 8, prompt = "good" })
+    assert.equals("failed", events[1].kind)
+    assert.equals("placed", events[2].kind)
+  end)
 end)

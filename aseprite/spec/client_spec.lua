@@ -154,42 +154,42 @@ describe("client", function()
     ws1:serverOpen()
     ws1:serverSend({ type = "accepted", requestId = accepted, id = "job-1" })
     local pending = env.client:submit({ prompt = "b" }) -- sent, not yet accepted
-    ws1:serverClose("server restart")
+    ws1:serverClose()
 
     assert.equals("waiting", env.client.state)
     assert.equals(1, ws1.closeCalls) -- stops IXWebSocket's own reconnect loop
     assert.is_true(env.Timer.running())
     env.Timer.advance(0.25)
-    assert.equals(1, #env.WebSocket.sockets) -- backoff not over yet
+    assert.equals(1, ws1.connectCalls) -- backoff not over yet
     env.Timer.advance(0.25)
-    assert.equals(2, #env.WebSocket.sockets)
-    local ws2 = env.WebSocket.last()
+    assert.equals(2, ws1.connectCalls) -- the same object connects again
     assert.equals("connecting", env.client.state)
 
-    ws2:serverError("Connection refused") -- still restarting
+    ws1:serverError("Connection refused") -- still restarting
     env.Timer.advance(0.5)
-    assert.equals(2, #env.WebSocket.sockets) -- second wait is longer (1 s)
+    assert.equals(2, ws1.connectCalls) -- second wait is longer (1 s)
     env.Timer.advance(0.5)
-    assert.equals(3, #env.WebSocket.sockets)
+    assert.equals(3, ws1.connectCalls)
+    assert.equals(1, #env.WebSocket.sockets)
 
-    local ws3 = env.WebSocket.last()
-    ws3:serverOpen()
+    ws1.sent = {}
+    ws1:serverOpen()
     assert.equals("ready", env.client.state)
     assert.same({
       { type = "subscribe", id = "job-1" },
       { type = "submit", requestId = pending, job = { prompt = "b", idempotencyKey = pending } },
-    }, ws3:sentFrames())
-    ws3:serverSend({ type = "progress", id = "job-1", step = 2, totalSteps = 4 })
+    }, ws1:sentFrames())
+    ws1:serverSend({ type = "progress", id = "job-1", step = 2, totalSteps = 4 })
     assert.equals("progress", env.client:request(accepted).state)
     assert.is_false(env.Timer.running())
   end)
 
-  it("ignores messages from a socket it already dropped", function()
+  it("ignores an OPEN that arrives after it stopped the socket", function()
     local env = setup()
     env.client:submit({ prompt = "a" })
     local ws1 = env.WebSocket.last()
     ws1:serverError("Connection refused")
-    ws1:serverOpen() -- a late callback from the dropped socket
+    ws1:serverOpen() -- a late callback from the stopped attempt
     assert.equals("waiting", env.client.state)
   end)
 
@@ -199,25 +199,26 @@ describe("client", function()
     -- every attempt is refused
     for _ = 1, 200 do
       local ws = env.WebSocket.last()
-      if ws.status == "connecting" then ws:serverError("Connection refused") end
+      if ws.status == "connecting" then ws:serverError() end
       if env.client.state == "offline" then break end
       env.Timer.advance(0.25)
     end
     assert.equals("offline", env.client.state)
     assert.is_true(env.Timer.clock <= 15.5, "gave up after " .. env.Timer.clock .. " s")
     local unreachable = lastOf(env.events, "unreachable")
-    assert.equals("PixelAI server not reachable at ws://127.0.0.1:5000/ws — start it with `make start`",
-      unreachable.message)
+    assert.equals("PixelAI server not reachable at ws://127.0.0.1:5000/ws — start it with `make start` "
+      .. "(Unable to connect to 127.0.0.1 on port 5000, error: Connection refused)", unreachable.message)
     assert.equals("failed", env.client:request(rid).state)
     assert.equals("SERVER_UNREACHABLE", env.client:request(rid).code)
     assert.is_false(env.Timer.running())
-    local count = #env.WebSocket.sockets
+    local ws = env.WebSocket.last()
+    local count = ws.connectCalls
     env.Timer.advance(60)
-    assert.equals(count, #env.WebSocket.sockets) -- no retries once offline
+    assert.equals(count, ws.connectCalls) -- no retries once offline
 
     -- the next submit starts over
     env.client:submit({ prompt = "again" })
-    assert.equals(count + 1, #env.WebSocket.sockets)
+    assert.equals(count + 1, ws.connectCalls)
     assert.equals("connecting", env.client.state)
   end)
 
@@ -285,12 +286,95 @@ describe("client", function()
     assert.matches("UI bug", env.logged)
   end)
 
-  it("fails at once when Aseprite refuses to create the socket", function()
-    local env = setup({ WebSocket = function() error("the script doesn't have access to create a WebSocket") end })
+  it("fails at once when the socket cannot be created", function()
+    local env = setup({ WebSocket = function() error("out of memory") end })
     local rid = env.client:submit({ prompt = "a" })
     assert.equals("offline", env.client.state)
     assert.equals("failed", env.client:request(rid).state)
-    assert.matches("doesn't have access", lastOf(env.events, "unreachable").detail)
+    assert.matches("out of memory", lastOf(env.events, "unreachable").detail)
+  end)
+
+  it("reconnects on ONE WebSocket object: the server down costs at most one permission prompt", function()
+    local env = setup()
+    local security = env.WebSocket.security -- Allow pressed, "don't show again" not ticked
+    env.client:submit({ prompt = "a" })
+    for _ = 1, 200 do
+      local ws = env.WebSocket.last()
+      if ws.status == "connecting" then ws:serverError("Connection refused") end
+      if env.client.state == "offline" then break end
+      env.Timer.advance(0.25)
+    end
+    assert.equals("offline", env.client.state)
+    assert.equals(1, security.prompts)
+    assert.equals(1, #env.WebSocket.sockets)
+    assert.is_true(env.WebSocket.last().connectCalls >= 4, "retried on the same object")
+    -- the next submit starts over, still on the same object: no new prompt
+    env.client:submit({ prompt = "again" })
+    assert.equals("connecting", env.client.state)
+    assert.equals(1, security.prompts)
+  end)
+
+  it("keeps at most one permission prompt in flight", function()
+    local env = setup()
+    local security = env.WebSocket.security
+    -- while the modal prompt is open, the UI loop still runs timers and the
+    -- artist's earlier clicks: none of them may open a second prompt
+    security.duringPrompt = function()
+      env.client:submit({ prompt = "second click" })
+      env.client:requestEngines()
+      env.Timer.advance(30)
+    end
+    env.client:submit({ prompt = "a" })
+    assert.equals(1, security.prompts)
+    assert.equals(1, security.maxDepth)
+    assert.equals("connecting", env.client.state) -- not given up while the artist was deciding
+    local ws = env.WebSocket.last()
+    ws:serverOpen()
+    assert.equals(2, #ws:sentFrames() - 1) -- both submits went out (plus engines)
+  end)
+
+  it("says clearly when the artist refuses network access, and does not ask again by itself", function()
+    local env = setup()
+    env.WebSocket.security.answer = "deny"
+    local rid = env.client:submit({ prompt = "a" })
+    assert.equals("offline", env.client.state)
+    local req = env.client:request(rid)
+    assert.equals("failed", req.state)
+    assert.equals("PERMISSION_DENIED", req.code)
+    local msg = lastOf(env.events, "unreachable").message
+    assert.matches("not allowed to connect to ws://127%.0%.0%.1:5000/ws", msg)
+    assert.matches("Generate", msg)
+    env.Timer.advance(60)
+    assert.equals(1, env.WebSocket.security.prompts)
+    -- the next Generate asks again (Aseprite never remembers a refusal)
+    env.WebSocket.security.answer = "allow"
+    env.client:submit({ prompt = "b" })
+    assert.equals(2, env.WebSocket.security.prompts)
+    assert.equals("connecting", env.client.state)
+  end)
+
+  it("shows the connection error's reason from onreceive's third argument", function()
+    local env = setup({ giveUpAfter = 2 })
+    local rid = env.client:submit({ prompt = "a" })
+    env.WebSocket.last():serverError("Unable to connect to 127.0.0.1 on port 5000, error: Connection refused")
+    local state = lastOf(env.events, "state")
+    assert.equals("waiting", state.state)
+    assert.matches("Connection refused", state.message)
+    env.Timer.advance(5)
+    local unreachable = lastOf(env.events, "unreachable")
+    assert.matches("Connection refused", unreachable.message)
+    assert.matches("Connection refused", env.client:request(rid).message)
+  end)
+
+  it("ignores a CLOSE that arrives after it stopped the socket", function()
+    local env = setup()
+    env.client:submit({ prompt = "a" })
+    local ws = env.WebSocket.last()
+    ws:serverError("Connection refused")
+    local retryAt = env.client.retryAt
+    ws.onreceive(fakes.WebSocketMessageType.CLOSE, "", "") -- queued before close() took effect
+    assert.equals(retryAt, env.client.retryAt)
+    assert.equals(1, env.client.failures)
   end)
 
   it("makes request ids that also serve as idempotency keys", function()

@@ -34,13 +34,17 @@ describe("dialog", function()
     for _, id in ipairs({ "serverUrl", "prompt", "negativePrompt", "engine", "engineHint", "model", "lora",
       "loraStrength", "loraHint", "sizePreset", "width", "height", "steps", "guidanceScale", "seed",
       "pixelPreset", "pixelWidth", "pixelHeight", "colors", "fitMode", "removeBackground", "centre",
-      "status", "progress", "generate", "cancel" }) do
+      "status", "progress", "generate", "cancel", "modelHint", "count", "fromCanvas", "strength", "canvasHint",
+      "usePalette", "candidates" }) do
       assert.is_not_nil(dlg:widget(id), id)
     end
     assert.same({ wait = false }, dlg.showOptions)
     assert.equals("combobox", dlg:widget("engine").kind)
     assert.equals("slider", dlg:widget("loraStrength").kind)
     assert.equals("check", dlg:widget("centre").kind)
+    assert.equals("slider", dlg:widget("strength").kind)
+    assert.equals("slider", dlg:widget("count").kind)
+    assert.equals("canvas", dlg:widget("candidates").kind)
     assert.equals("number", dlg:widget("steps").kind)
     assert.is_false(dlg:widget("cancel").enabled)
   end)
@@ -217,8 +221,8 @@ describe("dialog", function()
       if controller.client.state == "offline" then break end
       api.Timer.advance(0.25)
     end
-    assert.equals("PixelAI server not reachable at ws://127.0.0.1:5000/ws — start it with `make start`",
-      dlg:widget("status").text)
+    assert.equals("PixelAI server not reachable at ws://127.0.0.1:5000/ws — start it with `make start` "
+      .. "(Connection refused)", dlg:widget("status").text)
     assert.is_true(dlg:widget("generate").enabled)
   end)
 

@@ -18,6 +18,23 @@ local function values(overrides)
 end
 
 describe("request.buildJob", function()
+  it("checks candidates, strength and palette, and needs img2img for From canvas", function()
+    local src = { width = 2, height = 1, rgbaBase64 = "AAAAAAAAAAA=" }
+    local _, errs = request.buildJob(values({ count = 9 }))
+    assert.matches("Candidates must be between 1 and 8", table.concat(errs, ";"))
+    _, errs = request.buildJob(values({ source = src, strength = 101 }))
+    assert.matches("Strength must be between 0 and 100", table.concat(errs, ";"))
+    _, errs = request.buildJob(values({ pixelPreset = "Off", palette = { "#000000" } }))
+    assert.matches("Use sprite palette needs the pixel%-art step", table.concat(errs, ";"))
+    _, errs = request.buildJob(values({ engine = "mlx", source = src }), ENGINES)
+    assert.matches("mlx engine cannot start from an image", table.concat(errs, ";"))
+    -- From canvas with pixel art Off still brings the result back to the source's size
+    local job = assert(request.buildJob(values({ pixelPreset = "Off", source = src, strength = 0, count = 1 })))
+    assert.same({ width = 2, height = 1, colors = 0, fitMode = "stretch" }, job.pixel)
+    assert.equals(0, job.strength)
+    assert.is_nil(job.count)
+  end)
+
   it("turns default dialog values into a job", function()
     local job = assert(request.buildJob(values()))
     assert.same({

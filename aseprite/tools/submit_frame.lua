@@ -4,8 +4,11 @@
 --
 -- Usage: echo '{"prompt":"a knight","pixelPreset":"32x32","colors":"16"}' \
 --          | lua5.4 aseprite/tools/submit_frame.lua [requestId]
--- Missing values take the dialog defaults (prefs.lua). Prints one JSON line,
--- or "error <reasons>" and exits 1.
+-- Missing values take the dialog defaults (prefs.lua). What From canvas and
+-- Use sprite palette read from the sprite can be given directly:
+--   "source": {"width":2,"height":1,"rgbaBase64":"…","maskBase64":"…"},
+--   "palette": ["#000000", …], with "strength" (percent) and "count".
+-- Prints one JSON line, or "error <reasons>" and exits 1.
 
 local here = (arg and arg[0] or ""):match("^(.*)[/\\]") or "."
 package.path = here .. "/../extension/?.lua;" .. package.path

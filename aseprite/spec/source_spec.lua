@@ -1,0 +1,55 @@
+local source = require("source")
+local fakes = require("fakes")
+
+local function celOf(api, sprite, w, h, x, y, mode)
+  local image = api.Image(w, h, mode or api.ColorMode.RGB)
+  image.bytes = string.rep("\9", image.rowStride * h)
+  api.app.cel = sprite:newCel(sprite.layers[1], 1, image, api.Point(x, y))
+  return api.app.cel
+end
+
+describe("source.fromCanvas", function()
+  it("needs a sprite and a cel with pixels", function()
+    local api = fakes.newApi()
+    assert.equals("From canvas needs an open sprite.", select(2, source.fromCanvas(api)))
+    api.Sprite(8, 8, api.ColorMode.RGB)
+    assert.matches("nothing drawn", select(2, source.fromCanvas(api)))
+  end)
+
+  it("refuses a tilemap layer's cel (its image holds tile indices)", function()
+    local api = fakes.newApi()
+    local sprite = api.Sprite(8, 8, api.ColorMode.RGB)
+    celOf(api, sprite, 2, 2, 0, 0, api.ColorMode.TILEMAP)
+    assert.matches("tilemap", select(2, source.fromCanvas(api)))
+  end)
+
+  it("clips the selection to the sprite and keeps where the cel was taken from", function()
+    local api = fakes.newApi()
+    local sprite = api.Sprite(8, 8, api.ColorMode.RGB)
+    api.app.frame = { frameNumber = 3 }
+    celOf(api, sprite, 8, 8, 0, 0)
+    sprite.selection = fakes.newSelection(fakes.Rectangle(6, -2, 5, 5))
+    local src = assert(source.fromCanvas(api))
+    assert.same({ x = 6, y = 0, width = 2, height = 3 }, src.bounds)
+    assert.equals(2 * 3 * 4, #src.rgba)
+    assert.equals(2 * 3 * 4, #src.mask)
+    assert.equals(sprite, src.sprite)
+    assert.equals(3, src.frameNumber)
+  end)
+end)
+
+describe("source.spritePalette", function()
+  it("sends at most 256 distinct opaque colours as #rrggbb", function()
+    local api = fakes.newApi()
+    local sprite = api.Sprite(8, 8, api.ColorMode.RGB)
+    local colors = {}
+    for i = 0, 299 do colors[#colors + 1] = { i % 256, i // 256, 0, 255 } end
+    sprite.palettes[1] = fakes.newPalette(colors)
+    local list = assert(source.spritePalette(api))
+    assert.equals(256, #list)
+    assert.equals("#000000", list[1])
+    assert.equals("#ff0000", list[256])
+    sprite.palettes[1] = fakes.newPalette({ { 1, 2, 3, 0 } })
+    assert.matches("only transparent", select(2, source.spritePalette(api)))
+  end)
+end)
