@@ -176,10 +176,10 @@ local function contains(list, value)
   return false
 end
 
--- A per-engine model entry may say whether it can run now
--- ({name, available = false, reason}); the server's engines frame today lists
--- model names only, for all engines together (src/api/engines-summary.ts), so
--- for MLX the dialog can only say that an unconverted model will be refused.
+-- Each engine in the engines frame lists every base model with whether it can
+-- run there now ({name, runnable, reason}, src/api/engines-summary.ts); an
+-- older server lists model names only, for all engines together, and then for
+-- MLX the dialog can only say that an unconverted model will be refused.
 local function modelEntry(enginesFrame, engineName, model)
   local engine = enginesFrame and engineName and enginesFrame.engines[engineName]
   if not engine or type(engine.models) ~= "table" then return nil end
@@ -191,12 +191,12 @@ end
 
 function M.modelBlocked(enginesFrame, engineName, model)
   local entry = modelEntry(enginesFrame, engineName, model)
-  return entry ~= nil and entry.available == false
+  return entry ~= nil and entry.runnable == false
 end
 
 function M.modelHint(enginesFrame, engineName, model)
   local entry = modelEntry(enginesFrame, engineName, model)
-  if entry and entry.available == false then
+  if entry and entry.runnable == false then
     return ("%s cannot run on %s now: %s"):format(model, engineName, entry.reason or "no reason given")
   end
   local engine = enginesFrame and engineName and enginesFrame.engines[engineName]

@@ -298,7 +298,7 @@ describe("dialog survives the real editor", function()
       type = "engines", default = "torch",
       engines = {
         torch = { available = true, features = {},
-          models = { { name = "tiny-sd" }, { name = "big", available = false, reason = "not downloaded" } } },
+          models = { { name = "tiny-sd" }, { name = "big", runnable = false, reason = "not downloaded" } } },
         mlx = { available = true, features = {} },
       },
       models = { "tiny-sd", "big" },
