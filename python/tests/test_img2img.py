@@ -216,3 +216,18 @@ def test_mask_and_init_reading(tmp_path):
     # nearest-neighbour: every sprite pixel becomes a 4×4 block
     assert np.array_equal(np.asarray(scaled)[::4, ::4], np.asarray(sprite))
     assert np.array_equal(np.asarray(scaled), np.asarray(sprite).repeat(4, 0).repeat(4, 1))
+
+
+def test_a_converted_folder_without_the_vae_encoder_is_refused_clearly(converted_sd, tmp_path):
+    import shutil
+
+    from pixelai_runner.backends.mlx.manifest import WEIGHTS_NAME
+    from pixelai_runner.backends.mlx.pipeline import StableDiffusion
+
+    folder = tmp_path / "decoder-only"
+    shutil.copytree(converted_sd, folder)
+    weights = folder / "vae" / WEIGHTS_NAME
+    kept = {k: v for k, v in mx.load(str(weights)).items() if not k.startswith(("encoder.", "quant_conv."))}
+    mx.save_safetensors(str(weights), kept)
+    with pytest.raises(ValueError, match="no VAE encoder weights.*convert the model again"):
+        StableDiffusion(folder)

@@ -98,7 +98,9 @@ class StableDiffusion:
         self.vae_config = VAEConfig.from_dict(read_json(self.folder / "vae" / "config.json"))
         # The SD/SDXL VAEs overflow float16 at high resolution (their configs say force_upcast): decode in float32.
         self.vae_dtype = mx.float32 if self.vae_config.force_upcast else dtype
-        self.vae = load_module(AutoencoderKL(self.vae_config), self.folder / "vae" / WEIGHTS_NAME, self.vae_dtype)
+        vae_weights = self.folder / "vae" / WEIGHTS_NAME
+        _require_vae_encoder(vae_weights)
+        self.vae = load_module(AutoencoderKL(self.vae_config), vae_weights, self.vae_dtype)
 
         names = ["text_encoder", "text_encoder_2"] if self.architecture == "sdxl" else ["text_encoder"]
         self.text_encoders = []
@@ -324,6 +326,19 @@ class StableDiffusion:
             initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel, preview_every, init
         )
         return Image.fromarray(self.decode(latents))
+
+
+def _require_vae_encoder(weights: Path) -> None:
+    """img2img encodes with the VAE's encoder: a converted folder must carry it (and quant_conv) beside the decoder.
+    A folder written without them says what to do instead of failing on a list of missing parameters."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as handle:
+        keys = set(handle.keys())
+    if not any(key.startswith("encoder.") for key in keys):
+        raise ValueError(
+            f"{weights} has no VAE encoder weights (a conversion that kept only the decoder); convert the model again"
+        )
 
 
 def nchw_to_nhwc(x: np.ndarray) -> mx.array:
