@@ -189,16 +189,20 @@ def test_strength_one_without_mask_is_text_to_image(torch_backend, mlx_backend, 
         assert np.array_equal(with_init, text)
 
 
-def test_img2img_pipeline_shares_the_loaded_modules(torch_backend, tiny_sd, tmp_path):
-    """from_pipe: the img2img / inpaint pipelines hold the very UNet, VAE and text encoder objects already loaded."""
-    loaded = torch_backend.ensure_loaded(str(tiny_sd))
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_img2img_pipeline_shares_the_loaded_modules(tiny_sd, tmp_path, dtype):
+    """from_pipe: the img2img / inpaint pipelines hold the very UNet, VAE and text encoder objects already loaded, in
+    the dtype they were loaded in (from_pipe would otherwise cast the shared modules to float32)."""
+    backend = TorchBackend(device_info=DeviceInfo("cpu", "test cpu", dtype), cache_size=1)
+    loaded = backend.ensure_loaded(str(tiny_sd))
     for masked in (False, True):
         req = _request(tiny_sd, tmp_path, mask_path=str(_mask(tmp_path / "m.png", 8, 8)) if masked else None)
-        derived = torch_backend._img2img_pipe(loaded, req, {})
+        derived = backend._img2img_pipe(loaded, req, {})
         assert derived is not loaded.pipe
         assert derived.unet is loaded.pipe.unet
         assert derived.vae is loaded.pipe.vae
         assert derived.text_encoder is loaded.pipe.text_encoder
+        assert loaded.pipe.unet.dtype == loaded.pipe.vae.dtype == getattr(torch, dtype)
 
 
 def test_mask_and_init_reading(tmp_path):

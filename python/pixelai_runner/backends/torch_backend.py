@@ -226,7 +226,9 @@ class TorchBackend(Backend):
             cls = StableDiffusionXLInpaintPipeline if masked else StableDiffusionXLImg2ImgPipeline
         else:
             cls = StableDiffusionInpaintPipeline if masked else StableDiffusionImg2ImgPipeline
-        derived = cls.from_pipe(pipe)
+        # from_pipe casts the modules it shares to its dtype argument (float32 when none is given): the loaded
+        # pipeline's own dtype leaves them as they are.
+        derived = cls.from_pipe(pipe, dtype=self.torch_dtype)
         # A fresh one after construction: the SD pipelines' __init__ rewrites a DDIM scheduler's config it is handed
         # (clip_sample → False), which text-to-image never sees; the engines and both job kinds keep it as configured.
         derived.scheduler = make_scheduler(req.scheduler, loaded.base_scheduler_config)
