@@ -5,8 +5,6 @@ from __future__ import annotations
 # code -> HTTP status the API answers with when the code surfaces in a request.
 ERROR_CODES: dict[str, int] = {
     "INVALID_REQUEST": 400,
-    # an input image with a prompt: image-to-image generation is not built yet (an image alone is a pixelize job)
-    "IMG2IMG_UNSUPPORTED": 400,
     # width x height x steps above PIXELAI_MAX_PIXEL_STEPS
     "JOB_TOO_LARGE": 400,
     "UNAUTHORIZED": 401,
@@ -29,6 +27,10 @@ ERROR_CODES: dict[str, int] = {
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "HEADERS_TOO_LARGE": 431,
     "LORA_UNSUPPORTED_ENGINE": 422,
+    # an img2img job (inputImage + prompt) on an engine whose probe says img2img false
+    "IMG2IMG_UNSUPPORTED": 422,
+    # a mask (inpainting) on an engine whose probe says inpaint false
+    "INPAINT_UNSUPPORTED": 422,
     "RATE_LIMITED": 429,
     # a client already has PIXELAI_MAX_QUEUED_PER_CLIENT jobs queued or running
     "TOO_MANY_QUEUED": 429,

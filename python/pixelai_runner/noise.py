@@ -4,6 +4,9 @@ make exactly the same ones and the same seed gives the same image everywhere (wi
 - Initial latents: `torch.randn` of shape (1, C, H/f, W/f), float32, from a CPU generator seeded with the seed.
 - Per-step noise of ancestral samplers (euler_a): a second CPU generator, freshly seeded with the same seed, is what
   the torch engine hands diffusers as `generator=`; each step draws NCHW float32 from it in order.
+- Image-to-image (img2img.py): one CPU generator seeded with the seed, handed to diffusers' img2img / inpaint
+  pipelines; its first draw is the noise added to the init latents (the same numbers as text-to-image's initial
+  latents), and ancestral steps draw from it after that.
 
 torch is imported on first use only: the MLX engine needs it just for this, and only when a job asks for it.
 """
@@ -45,3 +48,21 @@ def step_noise(seed: int) -> Callable[[tuple[int, ...]], np.ndarray]:
         return torch.randn(shape_nchw, generator=generator, dtype=torch.float32).numpy()
 
     return draw
+
+
+def text_noise(seed: int, shape_nchw: tuple[int, ...]) -> tuple[np.ndarray, Callable[[tuple[int, ...]], np.ndarray]]:
+    """Text-to-image: (initial latents as numpy, the per-step draws of a second, fresh generator)."""
+    return initial_latents(seed, shape_nchw).numpy(), step_noise(seed)
+
+
+def img2img_noise(seed: int, shape_nchw: tuple[int, ...]) -> tuple[np.ndarray, Callable[[tuple[int, ...]], np.ndarray]]:
+    """Image-to-image: (the first draw of the seed's generator, then later draws of that same generator)."""
+    import torch
+
+    generator = step_generator(seed)
+    first = torch.randn(shape_nchw, generator=generator, dtype=torch.float32).numpy()
+
+    def draw(shape: tuple[int, ...]) -> np.ndarray:
+        return torch.randn(shape, generator=generator, dtype=torch.float32).numpy()
+
+    return first, draw

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from . import background, model_files, postprocess, preview
-from .backends.base import FEATURES, Backend, GenerateRequest, PixelizeRequest
+from . import background, img2img, model_files, postprocess, preview
+from .backends.base import FEATURES, Backend, GenerateOutput, GenerateRequest, PixelizeRequest
 from .errors import RunnerError, classify_exception
 from .protocol import ProtocolError, ProtocolWriter, parse_request
 from .settings import RunnerSettings
@@ -247,6 +247,13 @@ class Runner:
             raise RunnerError("ENGINE_UNAVAILABLE", self.unavailable_reason)
         # params were checked against the schema (GenerateParams) with the request line (protocol.parse_request).
         req = GenerateRequest.from_params(params)
+        for field, path in (("initImagePath", req.init_image_path), ("maskPath", req.mask_path)):
+            if path is not None and not os.path.isfile(path):
+                raise RunnerError("INVALID_REQUEST", f"{field} {path} is not an existing file")
+        if req.mask_path and not req.init_image_path:
+            raise RunnerError("INVALID_REQUEST", "maskPath needs initImagePath")
+        if req.mask_path and not self.backend.supports("inpaint"):
+            raise RunnerError("INPAINT_UNSUPPORTED", f"the {self.engine} engine cannot inpaint (maskPath)")
         self._enqueue("generate", rid, req)
 
     def _accept_pixelize(self, rid: Any, params: Any) -> None:
@@ -373,7 +380,7 @@ class Runner:
         try:
             check_cancel()
             self._check_contained(req)
-            output = self.backend.generate(req, on_step, check_cancel)
+            output = self._generate_image(req, on_step, check_cancel)
             check_cancel()
             started = time.perf_counter()
             done = self._finish_image(output.image, req)
@@ -400,6 +407,22 @@ class Runner:
                 "postprocessMs": _ms(post_ms),
             },
         }
+
+    def _generate_image(self, req: GenerateRequest, on_step: Any, check_cancel: Any) -> GenerateOutput:
+        """The backend's image, with img2img.py's engine-neutral rules around it: no step left → the scaled init
+        image itself (no model); a mask → the init image's own pixels outside it."""
+        if not req.init_image_path:
+            return self.backend.generate(req, on_step, check_cancel)
+        plan = img2img.plan(req.steps, req.strength, bool(req.mask_path))
+        init = img2img.load_init(req.init_image_path, req.width, req.height)
+        if plan.mode == "copy":
+            info = self.backend.probe()
+            return GenerateOutput(image=init, device=info["device"], dtype=info["dtype"], extra={"img2img": "copy"})
+        output = self.backend.generate(req, on_step, check_cancel)
+        if req.mask_path:
+            mask = img2img.load_mask(req.mask_path, req.width, req.height)
+            output.image = img2img.paste_outside(output.image, init, mask)
+        return output
 
     def _check_contained(self, req: GenerateRequest) -> None:
         """Right before a load: the model (and LoRA) must still lie wholly inside the model roots (model_files.py)."""

@@ -214,6 +214,7 @@ def test_failed_engine_import_gives_an_unavailable_engine(monkeypatch):
         "sdxl": False,
         "backgroundRemoval": False,
         "img2img": False,
+        "inpaint": False,
         "stepPreview": False,
     }
 

@@ -106,7 +106,8 @@ def test_probe_reports_engine_capabilities(runner):
         "lora": True,
         "sdxl": True,
         "backgroundRemoval": False,
-        "img2img": False,
+        "img2img": True,
+        "inpaint": True,
         "stepPreview": True,
     }
     assert set(result["schedulers"]) == {"euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"}
@@ -328,6 +329,53 @@ def test_pixelize_bad_input_is_invalid_request(runner, tmp_path):
     assert missing["code"] == "INVALID_REQUEST" and "inputPath" in missing["message"]
     no_pixel = _pixelize(runner, {k: v for k, v in params.items() if k != "pixel"} | {"outputDir": str(tmp_path)})
     assert no_pixel["code"] == "INVALID_REQUEST" and "params.pixel" in no_pixel["message"]
+
+
+def _sprite_png(path: Path, width: int, height: int, seed: int = 3) -> np.ndarray:
+    cells = palette_art(width, height, 4, seed=seed)
+    Image.fromarray(np.asarray(cells, dtype=np.uint8), "RGB").save(path)
+    return np.asarray(cells, dtype=np.uint8)
+
+
+def test_img2img_strength_zero_is_the_init_sprite_after_pixelization(runner, make_params):
+    params = make_params(strength=0.0, pixel={"width": 16, "height": 16, "colors": 0})
+    sprite = _sprite_png(Path(params["outputDir"]) / "init.png", 16, 16)
+    progress, final = _generate(runner, {**params, "initImagePath": str(Path(params["outputDir"]) / "init.png")})
+    assert progress == []  # nothing denoised
+    with Image.open(_ok(final)["imagePath"]) as out:
+        assert np.array_equal(np.asarray(out.convert("RGB")), sprite)
+
+
+def test_img2img_mask_keeps_the_pixels_outside_it(runner, make_params):
+    params = make_params(strength=0.8, pixel=None)
+    out_dir = Path(params["outputDir"])
+    sprite = _sprite_png(out_dir / "init.png", 8, 8)
+    mask = np.zeros((8, 8, 4), dtype=np.uint8)
+    mask[2:6, 2:6] = 255  # regenerate the middle 4x4 cells only
+    Image.fromarray(mask, "RGBA").save(out_dir / "mask.png")
+    progress, final = _generate(
+        runner, {**params, "initImagePath": str(out_dir / "init.png"), "maskPath": str(out_dir / "mask.png")}
+    )
+    assert [(p["step"], p["totalSteps"]) for p in progress] == [(k, 3) for k in range(1, 4)]  # int(4 x 0.8)
+    with Image.open(_ok(final)["imagePath"]) as out:
+        rgb = np.asarray(out.convert("RGB")).astype(int)
+    scaled = sprite.repeat(8, 0).repeat(8, 1).astype(int)
+    keep = np.ones((64, 64), dtype=bool)
+    keep[16:48, 16:48] = False
+    assert np.array_equal(rgb[keep], scaled[keep])
+    assert np.abs(rgb[~keep] - scaled[~keep]).max() > 20  # the masked part was generated
+
+
+def test_img2img_bad_paths_are_invalid_request(runner, make_params):
+    params = make_params(strength=0.5)
+    missing = _generate(runner, {**params, "initImagePath": params["outputDir"] + "/nope.png"})[1]
+    assert missing["code"] == "INVALID_REQUEST" and "initImagePath" in missing["message"]
+    out_dir = Path(params["outputDir"])
+    _sprite_png(out_dir / "init.png", 8, 8)
+    no_init = _generate(runner, {**params, "maskPath": str(out_dir / "init.png")})[1]
+    assert no_init["code"] == "INVALID_REQUEST" and "maskPath" in no_init["message"]
+    too_strong = _generate(runner, {**params, "initImagePath": str(out_dir / "init.png"), "strength": 1.5})[1]
+    assert too_strong["code"] == "INVALID_REQUEST" and "strength" in too_strong["message"]
 
 
 def test_a_queued_pixelize_can_be_cancelled(runner, make_params, tmp_path):

@@ -43,7 +43,7 @@ export function createApp(services: ApiServices, logger: Logger): Express {
       const size = (req as SizedRequest).bodyBytes ?? 0;
       next(
         overBodyLimit(size, req.body)
-          ? new AppError("PAYLOAD_TOO_LARGE", `request body too large: over ${BODY_LIMIT} bytes besides inputImage`)
+          ? new AppError("PAYLOAD_TOO_LARGE", `request body too large: over ${BODY_LIMIT} bytes besides inputImage and mask`)
           : undefined,
       );
     },

@@ -66,20 +66,61 @@ export interface LoraOptions {
   strength?: number;
 }
 
+/**
+ * Raw pixels, as Aseprite's `Image.bytes` gives them: `rgba` is the base64 of exactly width × height × 4 bytes (rows
+ * top to bottom, R G B A), at most 8 MiB; another length → 400 INVALID_REQUEST.
+ */
+export interface RawRgbaImage {
+  /**
+   * @isInt
+   * @minimum 1
+   * @maximum 2048
+   */
+  width: number;
+  /**
+   * @isInt
+   * @minimum 1
+   * @maximum 2048
+   */
+  height: number;
+  /**
+   * @minLength 1
+   */
+  rgba: string;
+}
+
 export interface GenerateJobRequest {
   /**
-   * What to draw. Required unless `inputImage` is given (an image and a prompt together, image-to-image, is not
-   * supported yet: 400 IMG2IMG_UNSUPPORTED).
+   * What to draw. Required unless `inputImage` is given: an image with a prompt is image-to-image (see `strength`),
+   * an image alone a pixelize job.
    * @minLength 1
    * @maxLength 2000
    */
   prompt?: string;
   /**
-   * A PNG, base64-encoded (a `data:image/png;base64,` prefix is allowed), at most 8 MiB and 2048 px a side. Without a
-   * prompt this is a pixelize job: no model runs, the image only goes through the pixel-art post-processing (`pixel`,
-   * required then, and `removeBackground`). Fields that only a generation uses are refused with it.
+   * A PNG, base64-encoded (a `data:image/png;base64,` prefix is allowed), or raw RGBA `{width, height, rgba}`; at most
+   * 8 MiB (413 PAYLOAD_TOO_LARGE) and 2048 px a side. With a `prompt`: image-to-image, the image scaled to
+   * width × height with nearest-neighbour (hard pixel edges) and transparent pixels composited over white. Without
+   * one: a pixelize job, no model runs, the image only goes through the pixel-art post-processing (`pixel`, required
+   * then, and `removeBackground`); fields that only a generation uses are refused with it.
    */
-  inputImage?: string;
+  inputImage?: string | RawRgbaImage;
+  /**
+   * Image-to-image only (`inputImage` + `prompt`; else 400 INVALID_REQUEST): how much of the schedule runs on the noised
+   * init image, `int(steps × strength)` steps. 0 = the init image unchanged, no denoising (after `pixel` at the
+   * sprite's size: exactly the sprite); 1 = the text-to-image job with the same seed (the image ignored, unless a
+   * `mask` is given). Default 0.75.
+   * @minimum 0
+   * @maximum 1
+   */
+  strength?: number;
+  /**
+   * Image-to-image only: inpainting. Same two forms as `inputImage`, and the same size as it (else 400
+   * INVALID_REQUEST; it is scaled with the image by nearest-neighbour). White (opaque, light) = regenerate,
+   * black or transparent = keep: those pixels come back exactly as the scaled init image has them. An engine whose
+   * `/engines` features say `inpaint: false` answers 422 INPAINT_UNSUPPORTED.
+   */
+  mask?: string | RawRgbaImage;
   /**
    * A named recipe (GET /presets): its model, LoRA, steps, size and negative prompt fill every field this request
    * leaves out; fields given here win. Unknown → 400 INVALID_REQUEST.
@@ -226,8 +267,8 @@ export interface JobResult {
   pixel?: JobPixelReport;
 }
 
-/** "generate": text to image; "pixelize": an input image through the pixel-art post-processing only. */
-export type JobKind = "generate" | "pixelize";
+/** "generate": text to image; "img2img": an input image and a prompt; "pixelize": an input image through the pixel-art post-processing only. */
+export type JobKind = "generate" | "img2img" | "pixelize";
 
 export interface JobView {
   id: string;
@@ -308,4 +349,16 @@ export interface ResolvedJob {
    * a generation. Then prompt is "", model "", steps 0, seed 0 and width×height the input's size.
    */
   input?: { width: number; height: number; bytes: number; sha256: string } | null;
+  /**
+   * An img2img job's init image and mask: their PNGs are in the job's row too (`inputPng`: the init image's `bytes`,
+   * then the mask's), not here; absent for other jobs.
+   */
+  img2img?: {
+    width: number;
+    height: number;
+    bytes: number;
+    sha256: string;
+    strength: number;
+    mask: { bytes: number; sha256: string } | null;
+  } | null;
 }

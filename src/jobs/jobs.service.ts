@@ -25,7 +25,7 @@ import { JOB_ID_PATTERN, newJobId } from "./ids";
 import { applyPreset } from "../presets/presets";
 import { HubModels, HubNeed, hubNeedsOf, normalisedHubReference } from "../installs/hub-models";
 import { resolvePalette } from "../palettes/palettes";
-import { readInputImage } from "./input-image";
+import { readImageInput } from "./input-image";
 import {
   checkJobSize,
   checkPriority,
@@ -46,6 +46,7 @@ export const DEFAULTS = {
   colors: 0,
   fitMode: "contain",
   grid: "auto",
+  strength: 0.75,
 } as const;
 
 export interface EngineDirectory {
@@ -88,8 +89,7 @@ export class JobsService {
     }
     checkPriority(req.priority, submitter);
     checkQueuedCount(await this.repo.countUnfinished(client), this.limits);
-    const { job, inputPng } =
-      req.inputImage === undefined ? { job: await this.resolve(req), inputPng: undefined } : await this.resolvePixelize(req);
+    const { job, inputPng } = await this.resolveAny(req);
     const id = newJobId();
     let record: JobRecord;
     try {
@@ -112,6 +112,59 @@ export class JobsService {
     }
     this.logger.info({ job: id, engine: job.engine, model: job.model, size: `${job.width}x${job.height}`, steps: job.steps }, "job queued");
     return submitted(record);
+  }
+
+  /** The job a request asks for, by kind (text-to-image, img2img, pixelize), with the image bytes its row keeps. */
+  private async resolveAny(req: GenerateJobRequest): Promise<{ job: ResolvedJob; inputPng?: Buffer }> {
+    const img2imgOnly = IMG2IMG_ONLY.filter((field) => req[field] !== undefined);
+    if (img2imgOnly.length && (req.inputImage === undefined || req.prompt === undefined)) {
+      throw new AppError("INVALID_REQUEST", `${img2imgOnly.join(" and ")} need an image-to-image job (inputImage and prompt together)`, {
+        field: img2imgOnly[0],
+        fields: img2imgOnly,
+      });
+    }
+    if (req.inputImage === undefined) return { job: await this.resolve(req) };
+    if (req.prompt === undefined) return this.resolvePixelize(req);
+    return this.resolveImg2img(req);
+  }
+
+  /**
+   * An image and a prompt: a generation (every text-to-image rule applies) that starts from the image. Both images are
+   * checked here and kept on the row (init PNG then mask PNG); the runner scales them (python/pixelai_runner/img2img.py).
+   */
+  async resolveImg2img(req: GenerateJobRequest): Promise<{ job: ResolvedJob; inputPng: Buffer }> {
+    const init = await readImageInput(req.inputImage!, "inputImage");
+    const mask = req.mask === undefined ? null : await readImageInput(req.mask, "mask");
+    if (mask && (mask.width !== init.width || mask.height !== init.height)) {
+      throw new AppError(
+        "INVALID_REQUEST",
+        `mask is ${mask.width}x${mask.height}; it must be the size of inputImage (${init.width}x${init.height})`,
+        { field: "mask" },
+      );
+    }
+    const { inputImage: _image, mask: _mask, strength, ...rest } = req;
+    const job = await this.resolve(rest);
+    const probe = await this.engines.read(job.engine).catch(() => null);
+    if (probe && probe.features?.img2img === false) {
+      throw new AppError("IMG2IMG_UNSUPPORTED", `engine ${job.engine} reports that it cannot run image-to-image jobs`, {
+        engine: job.engine,
+      });
+    }
+    if (mask && probe && probe.features?.inpaint !== true) {
+      throw new AppError("INPAINT_UNSUPPORTED", `engine ${job.engine} reports that it cannot inpaint (mask)`, {
+        engine: job.engine,
+        field: "mask",
+      });
+    }
+    job.img2img = {
+      width: init.width,
+      height: init.height,
+      bytes: init.png.length,
+      sha256: init.sha256,
+      strength: strength ?? DEFAULTS.strength,
+      mask: mask ? { bytes: mask.png.length, sha256: mask.sha256 } : null,
+    };
+    return { job, inputPng: mask ? Buffer.concat([init.png, mask.png]) : init.png };
   }
 
   async resolve(request: GenerateJobRequest): Promise<ResolvedJob> {
@@ -222,13 +275,6 @@ export class JobsService {
    * (no model). Fields only a generation uses are refused rather than silently ignored.
    */
   async resolvePixelize(req: GenerateJobRequest): Promise<{ job: ResolvedJob; inputPng: Buffer }> {
-    if (req.prompt !== undefined) {
-      throw new AppError(
-        "IMG2IMG_UNSUPPORTED",
-        "inputImage with a prompt (image-to-image generation) is not supported yet; send inputImage without a prompt to pixelize the image",
-        { fields: ["inputImage", "prompt"] },
-      );
-    }
     const unused = GENERATION_ONLY.filter((field) => req[field] !== undefined);
     if (unused.length > 0) {
       throw new AppError("INVALID_REQUEST", `a pixelize job (inputImage without a prompt) does not take ${unused.join(", ")}`, {
@@ -257,7 +303,7 @@ export class JobsService {
         );
       }
     }
-    const input = await readInputImage(req.inputImage!);
+    const input = await readImageInput(req.inputImage!);
     const job: ResolvedJob = {
       prompt: "",
       negativePrompt: null,
@@ -354,6 +400,9 @@ export class JobsService {
   }
 }
 
+/** Request fields that only an image-to-image job (inputImage + prompt) takes. */
+const IMG2IMG_ONLY = ["strength", "mask"] as const satisfies readonly (keyof GenerateJobRequest)[];
+
 /** Request fields that only a generation uses; a pixelize job refuses them. */
 const GENERATION_ONLY = [
   "negativePrompt",
@@ -408,7 +457,8 @@ function submitted(r: JobRecord): SubmittedJob {
 /** From the stored request (ResolvedJob JSON): a pixelize job carries its input's description there. */
 function kindOf(r: JobRecord): JobKind {
   try {
-    return (JSON.parse(r.request) as ResolvedJob).input ? "pixelize" : "generate";
+    const job = JSON.parse(r.request) as ResolvedJob;
+    return job.input ? "pixelize" : job.img2img ? "img2img" : "generate";
   } catch {
     return "generate";
   }

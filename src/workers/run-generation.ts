@@ -140,6 +140,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       const lora = request.lora ? await deps.models.resolveLora(request.lora, request.model) : null;
       outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
       const dir = outputDir;
+      const img2img = request.img2img ? await writeImg2imgInputs(jobId, request.img2img, dir, repository) : {};
       const params: GenerateParams = {
         jobId,
         modelSource: model.source,
@@ -159,6 +160,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
         removeBackground: request.removeBackground,
         lora: lora ? { source: lora.source, strength: lora.strength, ...(lora.commit ? { commit: lora.commit } : {}) } : null,
         outputDir: dir,
+        ...img2img,
       };
       // Step order kept even when a step's preview file must be read first (step-preview.ts).
       const steps = new ProgressRelay(dir, (live) => deps.publishProgress(jobId, live));
@@ -226,6 +228,26 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   } finally {
     if (outputDir) await fs.rm(outputDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * An img2img job's init image (and mask) from its row into the job's directory, as the runner's params name them. The
+ * row keeps both PNGs in one column, the init image's `bytes` first (JobsService.resolveImg2img).
+ */
+async function writeImg2imgInputs(
+  jobId: string,
+  spec: NonNullable<GeneratePayload["job"]["img2img"]>,
+  dir: string,
+  repository: GenerationRepository,
+): Promise<Pick<GenerateParams, "initImagePath" | "strength" | "maskPath">> {
+  const stored = await repository.inputImage(jobId);
+  if (!stored) throw new AppError("INVALID_REQUEST", `the input image of job ${jobId} is no longer stored`);
+  const initImagePath = path.join(dir, "init.png");
+  await fs.writeFile(initImagePath, stored.subarray(0, spec.bytes));
+  if (!spec.mask) return { initImagePath, strength: spec.strength };
+  const maskPath = path.join(dir, "mask.png");
+  await fs.writeFile(maskPath, stored.subarray(spec.bytes, spec.bytes + spec.mask.bytes));
+  return { initImagePath, strength: spec.strength, maskPath };
 }
 
 /** Records why an attempt ended without a result and says what the queue should do next. */

@@ -44,6 +44,8 @@ interface Spec {
   components: { schemas: Record<string, Schema> };
 }
 
+/** A valid 1×1 opaque PNG (base64): image fields whose fault lies elsewhere in the request. */
+const TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 /** Past the 64 KiB body limit: must be 413 PAYLOAD_TOO_LARGE, not a crash or a hang. */
 const HUGE = 70_000;
 /** BAD_INPUT_VERBOSE=1 prints every case with its answer. */
@@ -362,6 +364,18 @@ describe("REST, generated from /openapi.json", () => {
       ["register model absolute", "post", "/models", '{"name":"x","source":"/etc/passwd","kind":"base"}'],
       ["register model missing file", "post", "/models", '{"name":"x","source":"no-such-dir","kind":"base"}'],
       ["conversion of a LoRA name that does not exist", "post", "/models/no-such/conversions", "{}"],
+      ["strength without an image", "post", "/jobs", '{"prompt":"a","strength":0.5}'],
+      ["mask without an image", "post", "/jobs", '{"prompt":"a","mask":"iVBORw0KGgo="}'],
+      ["strength on a pixelize job", "post", "/jobs", `{"inputImage":"${TINY_PNG}","pixel":{"width":1,"height":1},"strength":0.2}`],
+      ["raw RGBA one byte short", "post", "/jobs", '{"prompt":"a","inputImage":{"width":1,"height":1,"rgba":"AAAA"}}'],
+      ["raw RGBA not base64", "post", "/jobs", '{"prompt":"a","inputImage":{"width":1,"height":1,"rgba":"!!!!!!!!"}}'],
+      [
+        "mask of another size",
+        "post",
+        "/jobs",
+        `{"prompt":"a","inputImage":"${TINY_PNG}","mask":{"width":2,"height":1,"rgba":"AAAAAAAAAAA="}}`,
+      ],
+      ["mask not a PNG", "post", "/jobs", `{"prompt":"a","inputImage":"${TINY_PNG}","mask":"R0lGODlhAQABAAAAACw="}`],
     ];
     for (const [name, method, path, body, type] of hand) await restCase(name, method, path, body, type);
     // what a web page can send: a typeless or non-JSON body, or a JSON one from an origin that is not ours

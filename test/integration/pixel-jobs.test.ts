@@ -184,7 +184,11 @@ describe("pixelize jobs: an input image and no prompt", () => {
       code: "INVALID_REQUEST",
       message: expect.stringMatching(/not a valid PNG/),
     });
-    expect(await refused({ inputImage: image, pixel, prompt: "a knight" })).toMatchObject({ status: 400, code: "IMG2IMG_UNSUPPORTED" });
+    expect(await refused({ inputImage: image, pixel, strength: 0.3 })).toMatchObject({
+      status: 400,
+      code: "INVALID_REQUEST",
+      message: expect.stringMatching(/strength/),
+    });
     expect(await refused({ inputImage: image })).toMatchObject({
       status: 400,
       code: "INVALID_REQUEST",
@@ -239,12 +243,12 @@ describe("pixelize jobs: an input image and no prompt", () => {
         JSON.stringify({
           type: "submit",
           requestId: "p2",
-          job: { inputImage: png.toString("base64"), prompt: "a knight", pixel: { width: 4, height: 4 } },
+          job: { inputImage: png.toString("base64"), mask: 7, prompt: "a knight", pixel: { width: 4, height: 4 } },
         }),
       );
       expect(await waitFor(async () => frames.find((f) => f.requestId === "p2"))).toMatchObject({
         type: "error",
-        code: "IMG2IMG_UNSUPPORTED",
+        code: "INVALID_REQUEST",
       });
       ws.send(JSON.stringify({ type: "subscribe", id: "x".repeat(70 * 1024) }));
       expect(await waitFor(async () => frames.find((f) => f.type === "error" && f.code === "PAYLOAD_TOO_LARGE"))).toBeDefined();

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 # Features a backend may report in `probe`; the API's capability matrix shows exactly these keys.
-FEATURES = ("lora", "sdxl", "backgroundRemoval", "img2img", "stepPreview")
+FEATURES = ("lora", "sdxl", "backgroundRemoval", "img2img", "inpaint", "stepPreview")
 
 
 @dataclass
@@ -61,6 +61,9 @@ class GenerateRequest:
     remove_background: Any = False
     lora: dict | None = None
     preview_every: int | None = None
+    init_image_path: str | None = None
+    strength: float = 1.0
+    mask_path: str | None = None
 
     @classmethod
     def from_params(cls, p: dict) -> GenerateRequest:
@@ -83,6 +86,9 @@ class GenerateRequest:
             lora=p.get("lora"),
             output_dir=str(p["outputDir"]),
             preview_every=int(p["previewEvery"]) if p.get("previewEvery") else None,
+            init_image_path=p.get("initImagePath"),
+            strength=float(p["strength"]) if p.get("strength") is not None else 1.0,
+            mask_path=p.get("maskPath"),
         )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .. import background, model_files, noise, preview
+from .. import background, img2img, model_files, noise, preview
 from .. import device as devices
 from ..errors import RunnerError
 from ..settings import RunnerSettings
@@ -97,7 +97,9 @@ class TorchBackend(Backend):
                 # BiRefNet ("birefnet"); color-key is plain post-processing and works on every engine. A file check
                 # only, so probes stay cheap: the model loads with the first job that asks for it.
                 "backgroundRemoval": background.weights_present(self.birefnet_dir),
-                "img2img": False,
+                "img2img": True,
+                # the model's own 4-channel UNet, latents outside the mask reset each step (img2img.py)
+                "inpaint": True,
                 "stepPreview": True,
             },
             "schedulers": list(SCHEDULERS),
@@ -155,9 +157,8 @@ class TorchBackend(Backend):
             check_cancel()
 
             shape = noise.latent_shape(pipe.unet.config.in_channels, req.height, req.width, scale)
-            latents = noise.initial_latents(req.seed, shape)
-            latents = latents.to(device=self.info.device, dtype=self.torch_dtype)
-            total = req.steps
+            plan = img2img.plan(req.steps, req.strength, bool(req.mask_path)) if req.init_image_path else None
+            total = req.steps if plan is None or plan.mode == "text" else plan.steps
 
             def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
                 # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
@@ -181,7 +182,6 @@ class TorchBackend(Backend):
                 height=req.height,
                 num_inference_steps=req.steps,
                 guidance_scale=req.guidance_scale,
-                latents=latents,
                 # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too.
                 generator=noise.step_generator(req.seed),
                 output_type="pil",
@@ -191,7 +191,13 @@ class TorchBackend(Backend):
                 kwargs["eta"] = 0.0
             started = time.perf_counter()
             with torch.inference_mode():
-                image = pipe(**kwargs).images[0]
+                if plan is None or plan.mode == "text":
+                    latents = noise.initial_latents(req.seed, shape)
+                    kwargs["latents"] = latents.to(device=self.info.device, dtype=self.torch_dtype)
+                    runner = pipe
+                else:
+                    runner = self._img2img_pipe(loaded, req, kwargs)
+                image = runner(**kwargs).images[0]
             generate_ms = (time.perf_counter() - started) * 1000.0
         return GenerateOutput(
             image=image.convert("RGB"),
@@ -201,6 +207,61 @@ class TorchBackend(Backend):
             generate_ms=generate_ms,
             extra={"pipeline": loaded.kind, "scheduler": req.scheduler or DEFAULT_SCHEDULER},
         )
+
+    # ---- img2img ------------------------------------------------------------------------------------------------
+    def _img2img_pipe(self, loaded: _Loaded, req: GenerateRequest, kwargs: dict) -> Any:
+        """diffusers' img2img (or, with a mask, inpaint) pipeline on the loaded pipeline's own modules (from_pipe: no
+        second copy of any weight), and the arguments it takes on top of `kwargs`. The init image goes in as latents
+        this engine encoded (the posterior's mode: img2img.py), so the pipeline's generator draws nothing but noise."""
+        from diffusers import (
+            StableDiffusionImg2ImgPipeline,
+            StableDiffusionInpaintPipeline,
+            StableDiffusionXLImg2ImgPipeline,
+            StableDiffusionXLInpaintPipeline,
+        )
+
+        pipe = loaded.pipe
+        masked = bool(req.mask_path)
+        if loaded.kind == "sdxl":
+            cls = StableDiffusionXLInpaintPipeline if masked else StableDiffusionXLImg2ImgPipeline
+        else:
+            cls = StableDiffusionInpaintPipeline if masked else StableDiffusionImg2ImgPipeline
+        # from_pipe casts the modules it shares to its dtype argument (float32 when none is given): the loaded
+        # pipeline's own dtype leaves them as they are.
+        derived = cls.from_pipe(pipe, dtype=self.torch_dtype)
+        # A fresh one after construction: the SD pipelines' __init__ rewrites a DDIM scheduler's config it is handed
+        # (clip_sample → False), which text-to-image never sees; the engines and both job kinds keep it as configured.
+        derived.scheduler = make_scheduler(req.scheduler, loaded.base_scheduler_config)
+        derived.set_progress_bar_config(disable=True)
+        latents = self.encode_init(pipe, img2img.load_init(req.init_image_path, req.width, req.height))
+        kwargs.update(image=latents, strength=req.strength)
+        if masked:
+            mask = img2img.load_mask(req.mask_path, req.width, req.height)
+            kwargs.update(mask_image=img2img.mask_image(mask), masked_image_latents=latents)
+        return derived
+
+    def encode_init(self, pipe: Any, image: Any) -> Any:
+        """PIL RGB → diffusion-space latents (NCHW, the UNet's dtype): the VAE posterior's mode, scaled as diffusers'
+        img2img pipelines scale encoded init images. The VAE runs in float32 when its config asks for it."""
+        vae = pipe.vae
+        upcast = bool(getattr(vae.config, "force_upcast", False)) and vae.dtype != torch.float32
+        dtype = torch.float32 if upcast else vae.dtype
+        pixels = torch.from_numpy(img2img.model_input(image)).permute(0, 3, 1, 2).to(self.info.device, dtype)
+        if upcast:
+            vae.to(torch.float32)
+        try:
+            mean = vae.encode(pixels).latent_dist.mode()
+        finally:
+            if upcast:
+                vae.to(self.torch_dtype)
+        config = vae.config
+        if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
+            shift = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(mean)
+            spread = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(mean)
+            scaled = (mean - shift) * config.scaling_factor / spread
+        else:
+            scaled = mean * config.scaling_factor
+        return scaled.to(self.torch_dtype)
 
     # ---- loading --------------------------------------------------------------------------------------------
     def _load(self, source: str) -> _Loaded:

@@ -64,7 +64,7 @@ export function parseClientFrame(data: Buffer, isBinary: boolean): ParsedFrame {
   }
   // Only a submit's input image may take a frame past MAX_FRAME_BYTES.
   const job = isPlainObject(value) && value.type === "submit" ? value.job : undefined;
-  if (overBodyLimit(data.length, job)) return tooLarge(MAX_FRAME_BYTES, job === undefined ? "" : " besides job.inputImage");
+  if (overBodyLimit(data.length, job)) return tooLarge(MAX_FRAME_BYTES, job === undefined ? "" : " besides job.inputImage and job.mask");
   if (!isPlainObject(value)) return invalid('frame must be a JSON object with a "type"');
   const type = value.type;
   if (typeof type !== "string" || !(TYPES as readonly string[]).includes(type)) {

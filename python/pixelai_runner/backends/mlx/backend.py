@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ... import model_files, noise
+from ... import img2img, model_files, noise
 from ...errors import RunnerError
 from ...settings import RunnerSettings
 from ..base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
@@ -27,7 +27,14 @@ from .config import SCHEDULERS
 from .lora import UNSUPPORTED_RULES
 from .manifest import ManifestVerifier
 
-FEATURES = {"lora": True, "sdxl": True, "backgroundRemoval": False, "img2img": False, "stepPreview": True}
+FEATURES = {
+    "lora": True,
+    "sdxl": True,
+    "backgroundRemoval": False,
+    "img2img": True,
+    "inpaint": True,
+    "stepPreview": True,
+}
 _DTYPE_NAMES = ("float16", "float32", "bfloat16")
 DEFAULT_CACHE_SIZE = 2  # the schema's RunnerSettings.pipelineCache default
 
@@ -51,11 +58,10 @@ def default_dtype_name(device: str, forced: str | None = None) -> str:
     return "float16" if device == "gpu" else "float32"
 
 
-def torch_noise(seed: int, shape_nchw: tuple) -> tuple[Any, Callable[[tuple], Any]]:
+def torch_noise(seed: int, shape_nchw: tuple, make=noise.text_noise) -> tuple[Any, Callable[[tuple], Any]]:
     """The torch engine's draws (noise.py): (initial latents NCHW as numpy, a function for the per-step noise of
-    euler_a, which this engine asks for NHWC)."""
-    initial = noise.initial_latents(seed, shape_nchw).numpy()
-    step = noise.step_noise(seed)
+    euler_a, which this engine asks for NHWC). `make`: noise.text_noise or noise.img2img_noise."""
+    initial, step = make(seed, shape_nchw)
 
     def draw(shape_nhwc: tuple):
         import mlx.core as mx
@@ -232,12 +238,34 @@ class MLXBackend(Backend):
         if req.init_noise not in (None, "torch", "native"):
             raise RunnerError("INVALID_REQUEST", f"initNoise {req.init_noise!r} must be 'torch' or 'native'")
 
+    def _init(self, model, req: GenerateRequest):
+        """The img2img start (pipeline.Init) for a request with an init image, else None (img2img.py's rules)."""
+        import mlx.core as mx
+
+        from .pipeline import Init
+
+        if not req.init_image_path:
+            return None
+        plan = img2img.plan(req.steps, req.strength, bool(req.mask_path))
+        if plan.mode == "text":
+            return None
+        image = img2img.load_init(req.init_image_path, req.width, req.height)
+        latents = model.encode_image(img2img.model_input(image))
+        mask = None
+        if req.mask_path:
+            pixels = img2img.load_mask(req.mask_path, req.width, req.height)
+            mask = mx.array(img2img.latent_mask(pixels, model.vae_scale_factor)[None, :, :, None])
+        return Init(latents=latents, start=plan.start, mask=mask)
+
     def _run(self, model, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck):
         from .pipeline import nchw_to_nhwc
 
         h, w, c = req.height // model.vae_scale_factor, req.width // model.vae_scale_factor, model.latent_channels
+        init = self._init(model, req)
         if req.init_noise == "torch":
-            initial, draw = torch_noise(req.seed, (1, c, h, w))
+            # img2img continues the initial draw's generator for ancestral steps, as diffusers' img2img pipelines do
+            make = noise.img2img_noise if init is not None else noise.text_noise
+            initial, draw = torch_noise(req.seed, (1, c, h, w), make)
             initial = nchw_to_nhwc(initial)
         else:
             initial, draw = native_noise(req.seed, (1, h, w, c))
@@ -256,6 +284,7 @@ class MLXBackend(Backend):
             on_step=on_step,
             check_cancel=check_cancel,
             preview_every=req.preview_every,
+            init=init,
         )
 
     def generate(self, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> GenerateOutput:

@@ -25,7 +25,7 @@ from .manifest import MANIFEST_NAME, WEIGHTS_NAME
 from .quantize import quantize_like_file
 from .sampler import make_sampler
 from .unet import UNet2DConditionModel, sdxl_time_ids
-from .vae import AutoencoderKL, unscale_latents
+from .vae import AutoencoderKL, scale_latents, unscale_latents
 
 
 class NonFiniteError(RuntimeError):
@@ -62,6 +62,16 @@ def load_tokenizer(folder: Path):
 
 
 @dataclass
+class Init:
+    """An img2img start: clean init latents (NHWC, diffusion-space), the schedule position to start from, and the
+    latent-resolution inpainting mask (NHWC, 1 = regenerate) or None."""
+
+    latents: mx.array
+    start: int
+    mask: mx.array | None = None
+
+
+@dataclass
 class Conditioning:
     context: mx.array  # (B, 77, cross_attention_dim); B = 2 with guidance: [negative, positive]
     text_embeds: mx.array | None = None  # SDXL pooled embeddings
@@ -88,7 +98,9 @@ class StableDiffusion:
         self.vae_config = VAEConfig.from_dict(read_json(self.folder / "vae" / "config.json"))
         # The SD/SDXL VAEs overflow float16 at high resolution (their configs say force_upcast): decode in float32.
         self.vae_dtype = mx.float32 if self.vae_config.force_upcast else dtype
-        self.vae = load_module(AutoencoderKL(self.vae_config), self.folder / "vae" / WEIGHTS_NAME, self.vae_dtype)
+        vae_weights = self.folder / "vae" / WEIGHTS_NAME
+        _require_vae_encoder(vae_weights)
+        self.vae = load_module(AutoencoderKL(self.vae_config), vae_weights, self.vae_dtype)
 
         names = ["text_encoder", "text_encoder_2"] if self.architecture == "sdxl" else ["text_encoder"]
         self.text_encoders = []
@@ -229,13 +241,26 @@ class StableDiffusion:
         on_step: Callable[[int, int], None] | None = None,
         check_cancel: Callable[[], None] | None = None,
         preview_every: int | None = None,
+        init: Init | None = None,
     ) -> mx.array:
         """latents: NHWC standard-normal noise. Returns the final latents (float32, diffusion-space scaled).
-        Every `preview_every` steps on_step also gets an approximate RGB preview (preview.py)."""
+        Every `preview_every` steps on_step also gets an approximate RGB preview (preview.py).
+        With `init` (img2img): the schedule runs from position init.start on the init latents noised to that level,
+        and, with a mask, latents outside it are reset after each step to the init latents noised to the next level
+        (clean after the last), as diffusers' inpaint pipelines do with a 4-channel UNet."""
         sampler = make_sampler(scheduler, self.scheduler_config, steps, noise_fn)
         guided = cond.context.shape[0] == 2
-        latents = latents.astype(mx.float32) * sampler.init_noise_sigma
-        for index, timestep in enumerate(sampler.timesteps):
+        noise = latents.astype(mx.float32)
+        start = 0 if init is None else init.start
+        if init is None:
+            latents = noise * sampler.init_noise_sigma
+        elif start == 0:
+            latents = noise * sampler.init_noise_sigma  # strength 1 with a mask: pure noise, as diffusers
+        else:
+            latents = sampler.add_noise(init.latents, noise, start)
+        run = steps - start
+        for index in range(start, steps):
+            timestep = sampler.timesteps[index]
             if check_cancel is not None:
                 check_cancel()
             model_in = mx.concatenate([latents, latents]) if guided else latents
@@ -245,6 +270,9 @@ class StableDiffusion:
                 uncond, text = mx.split(noise_pred, 2)
                 noise_pred = uncond + guidance_scale * (text - uncond)
             latents = sampler.step(noise_pred, index, latents)
+            if init is not None and init.mask is not None:
+                kept = init.latents if index == steps - 1 else sampler.add_noise(init.latents, noise, index + 1)
+                latents = (1 - init.mask) * kept + init.mask * latents
             mx.eval(latents)
             if self.dtype != mx.float32 and not bool(mx.all(mx.isfinite(latents))):
                 raise NonFiniteError(f"non-finite latents at step {index + 1}/{steps} in {self.dtype}")
@@ -252,14 +280,20 @@ class StableDiffusion:
                 # NHWC, straight from the sampler; read only on a preview step
                 preview.emit_step(
                     on_step,
-                    index + 1,
-                    steps,
+                    index - start + 1,
+                    run,
                     preview_every,
                     lambda latents=latents: np.array(latents.astype(mx.float32)),
                     self.architecture,
                     "nhwc",
                 )
         return latents
+
+    def encode_image(self, images: np.ndarray) -> mx.array:
+        """(1, H, W, 3) in [-1, 1] → diffusion-space latents, NHWC float32: the posterior's mode (its mean, no sample:
+        img2img.py), scaled as diffusers' img2img pipelines scale init latents."""
+        mean, _logvar = self.vae.encode(mx.array(images).astype(self.vae_dtype))
+        return scale_latents(mean.astype(mx.float32), self.vae_config)
 
     def decode(self, latents: mx.array) -> np.ndarray:
         """Final latents → (H, W, 3) uint8, rounding like diffusers' numpy_to_pil."""
@@ -284,13 +318,27 @@ class StableDiffusion:
         on_step: Callable[[int, int], None] | None = None,
         check_cancel: Callable[[], None] | None = None,
         preview_every: int | None = None,
+        init: Init | None = None,
     ) -> Image.Image:
         """initial_noise: standard-normal latents, NHWC (1, H/f, W/f, C)."""
         cond = self.encode(prompt, negative_prompt, guidance_scale > 1.0, height, width)
         latents = self.denoise(
-            initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel, preview_every
+            initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel, preview_every, init
         )
         return Image.fromarray(self.decode(latents))
+
+
+def _require_vae_encoder(weights: Path) -> None:
+    """img2img encodes with the VAE's encoder: a converted folder must carry it (and quant_conv) beside the decoder.
+    A folder written without them says what to do instead of failing on a list of missing parameters."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as handle:
+        keys = set(handle.keys())
+    if not any(key.startswith("encoder.") for key in keys):
+        raise ValueError(
+            f"{weights} has no VAE encoder weights (a conversion that kept only the decoder); convert the model again"
+        )
 
 
 def nchw_to_nhwc(x: np.ndarray) -> mx.array:

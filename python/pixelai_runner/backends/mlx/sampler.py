@@ -307,6 +307,12 @@ class Sampler(ABC):
         sigma = float(self.schedule.sigmas[index])
         return sample / ((sigma**2 + 1) ** 0.5)
 
+    def add_noise(self, original: mx.array, noise: mx.array, index: int) -> mx.array:
+        """Clean latents noised to the level of schedule position `index` (img2img's start, inpainting's blend), as
+        the diffusers scheduler's `add_noise` does once its begin index is set: x + σ·ε for the Euler family."""
+        sigma = float(self.schedule.sigmas[index])
+        return original.astype(mx.float32) + noise.astype(mx.float32) * sigma
+
     @abstractmethod
     def step(self, model_output: mx.array, index: int, sample: mx.array) -> mx.array:
         """One denoising step from `sample` at schedule position `index` to the next; each sampler's own rule."""
@@ -366,6 +372,13 @@ class DDIMSampler(Sampler):
     def scale_input(self, sample: mx.array, index: int) -> mx.array:
         return sample
 
+    def add_noise(self, original: mx.array, noise: mx.array, index: int) -> mx.array:
+        """√ᾱ_t·x + √(1−ᾱ_t)·ε at the timestep of position `index` (float32 ᾱ, as DDIMScheduler.add_noise)."""
+        alpha = np.float32(self.alphas_cumprod[int(self.schedule.timesteps[index])])
+        return float(alpha ** np.float32(0.5)) * original.astype(mx.float32) + float(
+            (np.float32(1.0) - alpha) ** np.float32(0.5)
+        ) * noise.astype(mx.float32)
+
     def step(self, model_output: mx.array, index: int, sample: mx.array) -> mx.array:
         t = int(self.schedule.timesteps[index])
         prev_t = t - self.cfg["num_train_timesteps"] // self.steps
@@ -419,6 +432,11 @@ class DPMSolverPP2MSampler(Sampler):
 
     def scale_input(self, sample: mx.array, index: int) -> mx.array:
         return sample
+
+    def add_noise(self, original: mx.array, noise: mx.array, index: int) -> mx.array:
+        """α_t·x + σ_t·ε in the VP parameterisation of position `index` (DPMSolverMultistepScheduler.add_noise)."""
+        alpha, sigma = _alpha_sigma(self.schedule.sigmas[index])
+        return float(alpha) * original.astype(mx.float32) + float(sigma) * noise.astype(mx.float32)
 
     def _x0(self, model_output: mx.array, sample: mx.array, alpha: np.float32, sigma: np.float32) -> mx.array:
         kind = self.cfg["prediction_type"]

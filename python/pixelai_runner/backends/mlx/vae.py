@@ -164,3 +164,12 @@ def unscale_latents(latents: mx.array, cfg: VAEConfig) -> mx.array:
         std = mx.array(cfg.latents_std, dtype=latents.dtype)
         return latents * std / cfg.scaling_factor + mean
     return latents / cfg.scaling_factor
+
+
+def scale_latents(latents: mx.array, cfg: VAEConfig) -> mx.array:
+    """The inverse of unscale_latents: encoder latents into diffusion space, as diffusers' img2img pipelines do."""
+    if cfg.latents_mean is not None and cfg.latents_std is not None:
+        mean = mx.array(cfg.latents_mean, dtype=latents.dtype)
+        std = mx.array(cfg.latents_std, dtype=latents.dtype)
+        return (latents - mean) * cfg.scaling_factor / std
+    return latents * cfg.scaling_factor
