@@ -171,13 +171,18 @@ def test_engines_agree_on_img2img(model, scheduler, strength, torch_backend, mlx
     assert np.abs(text - reference).max() > 10
 
 
-@pytest.mark.parametrize("model", ["sd", "sdxl"])
-def test_engines_agree_on_inpainting(model, torch_backend, mlx_backend, request, tmp_path):
+@pytest.mark.parametrize(
+    "model,scheduler,strength",
+    # strength 1 with a mask starts from pure noise, as diffusers' inpaint pipelines do, and still keeps the rest
+    [("sd", "euler", 0.7), ("sd", "ddim", 1.0), ("sdxl", "euler", 0.7), ("sdxl", "euler_a", 0.9)],
+)
+def test_engines_agree_on_inpainting(model, scheduler, strength, torch_backend, mlx_backend, request, tmp_path):
     source = request.getfixturevalue("tiny_sd" if model == "sd" else "tiny_sdxl")
     converted = request.getfixturevalue("converted_sd" if model == "sd" else "converted_sdxl")
     mask = str(_mask(tmp_path / "mask.png", 8, 8))
-    reference, _ = _run(torch_backend, _request(source, tmp_path, mask_path=mask, strength=0.7))
-    ours, _ = _run(mlx_backend, _request(converted, tmp_path, mask_path=mask, strength=0.7))
+    fields = dict(mask_path=mask, strength=strength, scheduler=scheduler)
+    reference, _ = _run(torch_backend, _request(source, tmp_path, **fields))
+    ours, _ = _run(mlx_backend, _request(converted, tmp_path, **fields))
     # the backends' raw images (the runner pastes the kept pixels back afterwards: test_runner_* below)
     assert np.abs(ours - reference).max() <= MAX_CHANNEL_DIFF
 
