@@ -59,6 +59,10 @@ describe("the extension's limits are the server's (OpenAPI spec)", function()
     assert.same({ min = 0, max = job.seed.maximum }, L.seed)
   end)
 
+  it("offers img2img strengths (slider percent) exactly the server's range", function()
+    assert.same({ min = job.strength.minimum * 100, max = job.strength.maximum * 100 }, L.strength)
+  end)
+
   it("offers LoRA strengths (slider percent) the server accepts", function()
     assert.is_true(L.loraStrength.min / 100 >= lora.strength.minimum)
     assert.is_true(L.loraStrength.max / 100 <= lora.strength.maximum)
