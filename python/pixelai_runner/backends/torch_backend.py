@@ -155,7 +155,10 @@ class TorchBackend(Backend):
             check_cancel()
 
             shape = noise.latent_shape(pipe.unet.config.in_channels, req.height, req.width, scale)
-            latents = noise.initial_latents(req.seed, shape)
+            seeds = req.candidate_seeds()
+            # One batch through the UNet; candidate i starts from (and, ancestral, steps with) the draws of seed + i,
+            # exactly what a count 1 job with that seed gets.
+            latents = torch.cat([noise.initial_latents(seed, shape) for seed in seeds])
             latents = latents.to(device=self.info.device, dtype=self.torch_dtype)
             total = req.steps
 
@@ -182,8 +185,12 @@ class TorchBackend(Backend):
                 num_inference_steps=req.steps,
                 guidance_scale=req.guidance_scale,
                 latents=latents,
-                # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too.
-                generator=noise.step_generator(req.seed),
+                num_images_per_prompt=len(seeds),
+                # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too. A list
+                # gives each sample of the batch its own generator (diffusers' randn_tensor draws per sample then).
+                generator=noise.step_generator(seeds[0])
+                if len(seeds) == 1
+                else [noise.step_generator(seed) for seed in seeds],
                 output_type="pil",
                 callback_on_step_end=on_step_end,
             )
@@ -191,10 +198,12 @@ class TorchBackend(Backend):
                 kwargs["eta"] = 0.0
             started = time.perf_counter()
             with torch.inference_mode():
-                image = pipe(**kwargs).images[0]
+                # the VAE decodes one sample at a time (enable_slicing at load), as a count 1 job does
+                images = [image.convert("RGB") for image in pipe(**kwargs).images]
             generate_ms = (time.perf_counter() - started) * 1000.0
         return GenerateOutput(
-            image=image.convert("RGB"),
+            image=images[0],
+            images=images if len(images) > 1 else [],
             device=self.info.device,
             dtype=self.info.dtype,
             load_ms=load_ms,

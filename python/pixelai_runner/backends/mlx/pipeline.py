@@ -67,6 +67,17 @@ class Conditioning:
     text_embeds: mx.array | None = None  # SDXL pooled embeddings
     time_ids: mx.array | None = None  # SDXL micro-conditioning
 
+    def repeated(self, count: int) -> Conditioning:
+        """For a batch of `count` latents: each row repeated count times in place ([neg…, pos…] with guidance), the
+        order the UNet input [latents, latents] has."""
+        if count == 1:
+            return self
+
+        def rep(x: mx.array | None) -> mx.array | None:
+            return None if x is None else mx.repeat(x, count, axis=0)
+
+        return Conditioning(rep(self.context), rep(self.text_embeds), rep(self.time_ids))
+
 
 class StableDiffusion:
     """A loaded SD 1.x/2.x or SDXL model in MLX."""
@@ -234,6 +245,7 @@ class StableDiffusion:
         Every `preview_every` steps on_step also gets an approximate RGB preview (preview.py)."""
         sampler = make_sampler(scheduler, self.scheduler_config, steps, noise_fn)
         guided = cond.context.shape[0] == 2
+        cond = cond.repeated(latents.shape[0])
         latents = latents.astype(mx.float32) * sampler.init_noise_sigma
         for index, timestep in enumerate(sampler.timesteps):
             if check_cancel is not None:
@@ -262,7 +274,7 @@ class StableDiffusion:
         return latents
 
     def decode(self, latents: mx.array) -> np.ndarray:
-        """Final latents → (H, W, 3) uint8, rounding like diffusers' numpy_to_pil."""
+        """Final latents of one sample → (H, W, 3) uint8, rounding like diffusers' numpy_to_pil."""
         images = self.vae.decode(unscale_latents(latents.astype(self.vae_dtype), self.vae_config))
         images = mx.clip(images.astype(mx.float32) / 2 + 0.5, 0.0, 1.0)
         mx.eval(images)
@@ -286,11 +298,43 @@ class StableDiffusion:
         preview_every: int | None = None,
     ) -> Image.Image:
         """initial_noise: standard-normal latents, NHWC (1, H/f, W/f, C)."""
+        return self.generate_batch(
+            prompt,
+            negative_prompt,
+            width,
+            height,
+            steps,
+            guidance_scale,
+            scheduler,
+            initial_noise,
+            noise_fn,
+            on_step,
+            check_cancel,
+            preview_every,
+        )[0]
+
+    def generate_batch(
+        self,
+        prompt: str,
+        negative_prompt: str | None,
+        width: int,
+        height: int,
+        steps: int,
+        guidance_scale: float,
+        scheduler: str | None,
+        initial_noise: mx.array,
+        noise_fn: Callable[[tuple], mx.array] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        check_cancel: Callable[[], None] | None = None,
+        preview_every: int | None = None,
+    ) -> list[Image.Image]:
+        """initial_noise: NHWC (N, H/f, W/f, C), one sample per candidate, denoised as one batch through the UNet;
+        each is decoded on its own (the VAE's activations at full resolution are the large ones)."""
         cond = self.encode(prompt, negative_prompt, guidance_scale > 1.0, height, width)
         latents = self.denoise(
             initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel, preview_every
         )
-        return Image.fromarray(self.decode(latents))
+        return [Image.fromarray(self.decode(latents[index : index + 1])) for index in range(latents.shape[0])]
 
 
 def nchw_to_nhwc(x: np.ndarray) -> mx.array:
