@@ -120,6 +120,9 @@ function parseMessage(raw: string): JobEventMessage | null {
     if (!p || typeof p.step !== "number" || typeof p.totalSteps !== "number") return null;
     const progress: LiveProgress = { step: p.step, totalSteps: p.totalSteps };
     if (isStepPreview(p.preview)) progress.preview = p.preview;
+    if (progress.preview && Array.isArray(p.previews) && p.previews.length > 1 && p.previews.every(isStepPreview)) {
+      progress.previews = p.previews;
+    }
     return { jobId: m.jobId, progress };
   } catch {
     return null;

@@ -58,6 +58,9 @@ describe("the stack on PostgreSQL", () => {
       width: 32,
       height: 32,
       imageUrl: `/jobs/${id}/image`,
+      images: [
+        { index: 0, seed: 7, width: 32, height: 32, sha256: expect.stringMatching(/^[0-9a-f]{64}$/), imageUrl: `/jobs/${id}/images/0` },
+      ],
       pixel: { grid: expect.objectContaining({ mode: "auto" }) },
     });
     for (const key of ["queueMs", "loadMs", "generateMs", "postprocessMs"]) expect(typeof job.timings[key]).toBe("number");
