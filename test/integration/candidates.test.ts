@@ -134,13 +134,16 @@ describe("candidates on /ws and SSE", () => {
   });
 
   it("SSE preview events carry every candidate's preview", async () => {
-    const id = await submitJob(stack.url, { ...job, count: 2, steps: 20, previewEvery: 1 });
+    // queued behind another job (one worker slot), so the stream is open before its first step
+    const before = await submitJob(stack.url, { ...job, count: 4, seed: 77 });
+    const id = await submitJob(stack.url, { ...job, count: 2, steps: 6, previewEvery: 1 });
     const sse = new SseStream(`${stack.url}/jobs/${id}/events?preview=true`);
     await sse.done;
     const previews = sse.events.filter((e) => e.event === "preview");
     expect(sse.events.at(-1)?.event).toBe("completed");
     // the stream may join after the first steps went by; the ones it saw have both candidates
     expect(previews.length).toBeGreaterThan(0);
+    expect((await finishedJob(stack.url, before)).status).toBe("completed");
     for (const p of previews) {
       expect(p.data.previews).toHaveLength(2);
       expect(p.data.previews[0].pngBase64).toBe(p.data.pngBase64);
