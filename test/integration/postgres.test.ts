@@ -73,6 +73,22 @@ describe("the stack on PostgreSQL", () => {
     expect((await imageOf(again)).equals(await imageOf(id))).toBe(true);
   });
 
+  it("stores every candidate of a count 3 job (JobImage bytea rows, one transaction with the status) and deletes them with it", async () => {
+    const id = await submit({ ...knight, count: 3, seed: 20 });
+    const job = await finished(id);
+    expect(job.result.images.map((i: { index: number; seed: number }) => [i.index, i.seed])).toEqual([
+      [0, 20],
+      [1, 21],
+      [2, 22],
+    ]);
+    const second = await request(stack.url).get(`/jobs/${id}/images/2`).buffer(true);
+    expect([second.status, second.headers["content-type"]]).toEqual([200, "image/png"]);
+    expect((await request(stack.url).get(`/jobs/${id}/images/3`)).status).toBe(404);
+    expect(await stack.service.db.jobImage.count({ where: { jobId: id } })).toBe(2);
+    expect((await request(stack.url).delete(`/jobs/${id}`)).status).toBe(204);
+    expect(await stack.service.db.jobImage.count({ where: { jobId: id } })).toBe(0);
+  });
+
   it("lists history newest first with cursor pages and filters", async () => {
     const ids = [await submit({ ...knight, seed: 1 }), await submit({ ...knight, seed: 2 }), await submit({ ...knight, seed: 3 })];
     for (const id of ids) expect((await finished(id)).status).toBe("completed");
