@@ -92,3 +92,48 @@ def test_emit_step_splits_a_batch_into_one_preview_per_sample():
     ((step, total, first, previews),) = calls
     assert (step, total) == (2, 4) and len(previews) == 2 and previews[0] is first
     assert np.array_equal(np.array(previews[1]), np.array(preview.latents_to_rgb(latents[1:2], "sd", "nchw")))
+
+
+class _ShortOfMemory:
+    """The tiny pipeline on a device that holds at most `limit` candidates: a bigger batch raises what torch raises."""
+
+    def __init__(self, pipe, limit: int):
+        object.__setattr__(self, "_pipe", pipe)
+        object.__setattr__(self, "_limit", limit)
+        object.__setattr__(self, "batches", [])
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._pipe, name, value)
+
+    def __call__(self, **kwargs):
+        import torch
+
+        self.batches.append(kwargs["num_images_per_prompt"])
+        if kwargs["num_images_per_prompt"] > self._limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self._pipe(**kwargs)
+
+
+def test_a_batch_the_device_cannot_hold_is_split_in_halves(tiny_sd):
+    backend = TorchBackend()
+    loaded = backend.ensure_loaded(str(tiny_sd))
+    short = _ShortOfMemory(loaded.pipe, limit=2)
+    loaded.pipe = short
+    out, steps = _generate(backend, _request(tiny_sd, count=4, scheduler="euler_a", previewEvery=3))
+    assert short.batches == [4, 2, 2]
+    images = out.candidates()
+    assert len(images) == 4
+    # each half reports its own steps; only the half holding candidate 0 sends a preview, and never a partial list
+    assert [args[0] for args in steps] == [1, 2, 3, 1, 2, 3]
+    assert [len(args) for args in steps] == [2, 2, 3, 2, 2, 2]
+    for index in (0, 3):
+        single, _ = _generate(backend, _request(tiny_sd, seed=40 + index, scheduler="euler_a"))
+        assert np.abs(np.array(images[index]).astype(int) - np.array(single.image).astype(int)).max() <= 1
+    one = _ShortOfMemory(short._pipe, limit=0)
+    loaded.pipe = one
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _generate(backend, _request(tiny_sd, count=2))
+    assert one.batches == [2, 1]

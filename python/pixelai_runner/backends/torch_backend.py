@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -13,7 +14,7 @@ import torch
 
 from .. import background, model_files, noise, preview
 from .. import device as devices
-from ..errors import RunnerError
+from ..errors import RunnerError, classify_exception
 from ..settings import RunnerSettings
 from ..versions import package_versions
 from .base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
@@ -155,51 +156,8 @@ class TorchBackend(Backend):
             check_cancel()
 
             shape = noise.latent_shape(pipe.unet.config.in_channels, req.height, req.width, scale)
-            seeds = req.candidate_seeds()
-            # One batch through the UNet; candidate i starts from (and, ancestral, steps with) the draws of seed + i,
-            # exactly what a count 1 job with that seed gets.
-            latents = torch.cat([noise.initial_latents(seed, shape) for seed in seeds])
-            latents = latents.to(device=self.info.device, dtype=self.torch_dtype)
-            total = req.steps
-
-            def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
-                # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
-                now = callback_kwargs["latents"]
-                preview.emit_step(
-                    on_step,
-                    step_index + 1,
-                    total,
-                    req.preview_every,
-                    lambda: now.detach().float().cpu().numpy(),
-                    loaded.kind,
-                    "nchw",
-                )
-                check_cancel()  # raising here aborts the denoising loop between steps
-                return callback_kwargs
-
-            kwargs = dict(
-                prompt=req.prompt,
-                negative_prompt=req.negative_prompt or None,
-                width=req.width,
-                height=req.height,
-                num_inference_steps=req.steps,
-                guidance_scale=req.guidance_scale,
-                latents=latents,
-                num_images_per_prompt=len(seeds),
-                # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too. A list
-                # gives each sample of the batch its own generator (diffusers' randn_tensor draws per sample then).
-                generator=noise.step_generator(seeds[0])
-                if len(seeds) == 1
-                else [noise.step_generator(seed) for seed in seeds],
-                output_type="pil",
-                callback_on_step_end=on_step_end,
-            )
-            if req.scheduler == "ddim":
-                kwargs["eta"] = 0.0
             started = time.perf_counter()
-            with torch.inference_mode():
-                # the VAE decodes one sample at a time (enable_slicing at load), as a count 1 job does
-                images = [image.convert("RGB") for image in pipe(**kwargs).images]
+            images = self._candidates(pipe, loaded.kind, req, shape, req.candidate_seeds(), on_step, check_cancel)
             generate_ms = (time.perf_counter() - started) * 1000.0
         return GenerateOutput(
             image=images[0],
@@ -210,6 +168,82 @@ class TorchBackend(Backend):
             generate_ms=generate_ms,
             extra={"pipeline": loaded.kind, "scheduler": req.scheduler or DEFAULT_SCHEDULER},
         )
+
+    def _candidates(
+        self,
+        pipe: Any,
+        kind: str,
+        req: GenerateRequest,
+        shape: tuple[int, ...],
+        seeds: list[int],
+        on_step: StepCallback,
+        check_cancel: CancelCheck,
+    ) -> list[Any]:
+        """The images of `seeds`, denoised as one batch: candidate i starts from (and, ancestral, steps with) the draws
+        of its seed, exactly what a count 1 job with that seed gets. A batch the device has no memory for is split in
+        two halves run one after the other (down to one candidate, whose OOM is the job's); each half reports its steps
+        again from 1, and only candidate 0's preview while split."""
+        whole = len(seeds) == req.count
+        latents = torch.cat([noise.initial_latents(seed, shape) for seed in seeds])
+        latents = latents.to(device=self.info.device, dtype=self.torch_dtype)
+        total = req.steps
+        report = on_step if whole else _first_preview_only(on_step, seeds[0] == req.seed)
+
+        def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
+            # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
+            now = callback_kwargs["latents"]
+            preview.emit_step(
+                report,
+                step_index + 1,
+                total,
+                req.preview_every,
+                lambda: now.detach().float().cpu().numpy(),
+                kind,
+                "nchw",
+            )
+            check_cancel()  # raising here aborts the denoising loop between steps
+            return callback_kwargs
+
+        kwargs = dict(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt or None,
+            width=req.width,
+            height=req.height,
+            num_inference_steps=req.steps,
+            guidance_scale=req.guidance_scale,
+            latents=latents,
+            num_images_per_prompt=len(seeds),
+            # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too. A list
+            # gives each sample of the batch its own generator (diffusers' randn_tensor draws per sample then).
+            generator=noise.step_generator(seeds[0]) if len(seeds) == 1 else [noise.step_generator(s) for s in seeds],
+            output_type="pil",
+            callback_on_step_end=on_step_end,
+        )
+        if req.scheduler == "ddim":
+            kwargs["eta"] = 0.0
+        try:
+            with torch.inference_mode():
+                # the VAE decodes one sample at a time (enable_slicing at load), as a count 1 job does
+                return [image.convert("RGB") for image in pipe(**kwargs).images]
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one
+            if len(seeds) == 1 or classify_exception(exc, self.info.device).code not in ("CUDA_OOM", "MPS_OOM"):
+                raise
+        del latents, kwargs
+        self._empty_cache()
+        half = len(seeds) // 2
+        print(
+            f"[TORCH] a batch of {len(seeds)} candidates ran out of memory; running {half} + {len(seeds) - half}",
+            file=sys.stderr,
+            flush=True,
+        )
+        first = self._candidates(pipe, kind, req, shape, seeds[:half], on_step, check_cancel)
+        return first + self._candidates(pipe, kind, req, shape, seeds[half:], on_step, check_cancel)
+
+    def _empty_cache(self) -> None:
+        if self.info.device == "cuda":
+            torch.cuda.empty_cache()
+        elif self.info.device == "mps" and hasattr(torch, "mps"):
+            torch.mps.empty_cache()
 
     # ---- loading --------------------------------------------------------------------------------------------
     def _load(self, source: str) -> _Loaded:
@@ -256,10 +290,7 @@ class TorchBackend(Backend):
 
     def _release(self, loaded: _Loaded) -> None:
         loaded.pipe = None
-        if self.info.device == "cuda":
-            torch.cuda.empty_cache()
-        elif self.info.device == "mps" and hasattr(torch, "mps"):
-            torch.mps.empty_cache()
+        self._empty_cache()
 
     # ---- LoRA -----------------------------------------------------------------------------------------------
     def _set_lora(self, loaded: _Loaded, lora: dict | None) -> None:
@@ -311,6 +342,19 @@ class TorchBackend(Backend):
             loaded.pipe.delete_adapters(LORA_ADAPTER)
         except Exception:  # nothing was registered: the usual case
             pass
+
+
+def _first_preview_only(on_step: StepCallback, has_first: bool) -> StepCallback:
+    """A part of a split batch: its steps, and candidate 0's preview when the part holds it (a list of previews that
+    is not the job's whole set would put pictures under the wrong candidates)."""
+
+    def report(step: int, total: int, image: Any = None, _previews: Any = None) -> None:
+        if image is not None and has_first:
+            on_step(step, total, image)
+        else:
+            on_step(step, total)
+
+    return report
 
 
 def _check_pinned(source: str, commit: str | None, code: str) -> None:
