@@ -24,6 +24,8 @@ bench: setup
 	@if [ -n "$$BENCH_LORA" ]; then PYTHONPATH=python .venv/bin/python -m pixelai_runner.bench_lora; fi
 	@# both engines warm holding an SD-1.5-sized model, without and with a memory budget (bench/results/warm-memory.json)
 	@if [ -n "$$BENCH_WARM_MEMORY" ]; then node dist/bench/warm-memory.js; fi
+	@# one job of 4 candidates vs 4 single jobs with the same seeds, both engines, tiny model (bench/results/candidates.json)
+	@if [ -n "$$BENCH_CANDIDATES" ]; then node dist/bench/candidates.js; fi
 
 extension:
 	bash scripts/build-extension.sh

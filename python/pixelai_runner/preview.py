@@ -82,21 +82,31 @@ def emit_step(
     """Reports a finished denoising step: on_step(step, total), plus the preview image on the steps `every` asks for.
 
     The one way both engines emit steps. `latents` is called only on a preview step: copying the latents off the
-    device is the preview's only cost besides the small matrix product.
+    device is the preview's only cost besides the small matrix product. A batch of candidates (count > 1) gets one
+    preview per sample: on_step(step, total, first, [every candidate's]).
     """
-    image = latents_to_rgb(latents(), architecture, layout) if preview_due(step, every) else None
-    if image is None:
+    if not preview_due(step, every):
         on_step(step, total)  # callers that never ask for previews take two arguments
+        return
+    array = np.asarray(latents(), dtype=np.float32)
+    samples = array if array.ndim == 4 else array[None]
+    images = [latents_to_rgb(samples[index : index + 1], architecture, layout) for index in range(samples.shape[0])]
+    if images[0] is None:
+        on_step(step, total)
+    elif len(images) == 1:
+        on_step(step, total, images[0])
     else:
-        on_step(step, total, image)
+        on_step(step, total, images[0], images)
 
 
-def write_preview(image: Image.Image, output_dir: str, step: int) -> tuple[str, str]:
-    """Writes `preview-<step>.png` atomically (Node may read it while the next step runs); returns (path, sha256).
+def write_preview(image: Image.Image, output_dir: str, step: int, index: int = 0) -> tuple[str, str]:
+    """Writes `preview-<step>.png` (candidate `index` > 0: `preview-<step>-<index>.png`) atomically (Node may read it
+    while the next step runs); returns (path, sha256).
 
     One file per step, so a slow reader never sees a file replaced under it; Node deletes each after reading.
     """
-    path = os.path.join(output_dir, f"preview-{step:04d}.png")
+    suffix = f"-{index}" if index else ""
+    path = os.path.join(output_dir, f"preview-{step:04d}{suffix}.png")
     partial = path + ".partial"
     image.save(partial, format="PNG")
     os.replace(partial, path)

@@ -360,7 +360,7 @@ class Runner:
             if rid in self._cancelled:
                 raise RunnerError("CANCELLED", f"job {req.job_id} was cancelled")
 
-        def on_step(step: int, total: int, preview_image: Any = None) -> None:
+        def on_step(step: int, total: int, preview_image: Any = None, previews: list | None = None) -> None:
             fields: dict[str, Any] = {"step": step, "totalSteps": total}
             if preview_image is not None:
                 # Bytes travel as files (protocol rule); a preview that cannot be written is skipped, never fatal.
@@ -372,18 +372,43 @@ class Runner:
                         previewWidth=preview_image.width,
                         previewHeight=preview_image.height,
                     )
+                    if previews and len(previews) > 1:
+                        fields["previews"] = [
+                            {
+                                "path": path,
+                                "sha256": digest,
+                                "width": preview_image.width,
+                                "height": preview_image.height,
+                            }
+                        ] + [
+                            self._candidate_preview(image, req.output_dir, step, i)
+                            for i, image in enumerate(previews)
+                            if i
+                        ]
                 except OSError as exc:
                     log(f"[GEN][{self.engine}] job={req.job_id} preview at step {step} not written: {exc}")
+                    fields.pop("previews", None)
             self.out.event(rid, "progress", **fields)
 
         tag = f"[GEN][{self.engine}] job={req.job_id} {req.width}x{req.height} steps={req.steps}"
+        if req.count > 1:
+            tag += f" count={req.count}"
         try:
             check_cancel()
             self._check_contained(req)
             output = self._generate_image(req, on_step, check_cancel)
             check_cancel()
             started = time.perf_counter()
-            done = self._finish_image(output.image, req)
+            images = output.candidates()
+            if len(images) != req.count:
+                raise RunnerError("ENGINE_INTERNAL", f"the engine made {len(images)} images for count {req.count}")
+            # Post-processing is per candidate: each has its own grid, palette and background.
+            finished = []
+            for index, (seed, image) in enumerate(zip(req.candidate_seeds(), images, strict=True)):
+                check_cancel()
+                name = RESULT_NAME if index == 0 else f"result-{index}.png"
+                finished.append({"index": index, "seed": seed, **self._finish_image(image, req, name)})
+            done = {k: v for k, v in finished[0].items() if k not in ("index", "seed")}
             post_ms = (time.perf_counter() - started) * 1000.0
         except Exception as exc:  # every failure must become exactly one error line
             err = classify_exception(exc, self._device())
@@ -398,6 +423,7 @@ class Runner:
             "event": "result",
             **done,
             "seed": req.seed,
+            "images": finished,
             "device": output.device,
             "engine": self.engine,
             "dtype": output.dtype,
@@ -417,11 +443,15 @@ class Runner:
         init = img2img.load_init(req.init_image_path, req.width, req.height)
         if plan.mode == "copy":
             info = self.backend.probe()
-            return GenerateOutput(image=init, device=info["device"], dtype=info["dtype"], extra={"img2img": "copy"})
+            copies = [init.copy() for _ in range(req.count)] if req.count > 1 else []
+            return GenerateOutput(
+                image=init, images=copies, device=info["device"], dtype=info["dtype"], extra={"img2img": "copy"}
+            )
         output = self.backend.generate(req, on_step, check_cancel)
         if req.mask_path:
             mask = img2img.load_mask(req.mask_path, req.width, req.height)
-            output.image = img2img.paste_outside(output.image, init, mask)
+            pasted = [img2img.paste_outside(image, init, mask) for image in output.candidates()]
+            output.image, output.images = pasted[0], pasted if len(pasted) > 1 else []
         return output
 
     def _check_contained(self, req: GenerateRequest) -> None:
@@ -460,11 +490,16 @@ class Runner:
             "timings": {"postprocessMs": _ms(post_ms)},
         }
 
-    def _finish_image(self, image: Any, req: GenerateRequest | PixelizeRequest) -> dict:
-        """Post-process, write result.png atomically and hash it: the result fields both ops share."""
+    @staticmethod
+    def _candidate_preview(image: Any, output_dir: str, step: int, index: int) -> dict:
+        path, digest = preview.write_preview(image, output_dir, step, index)
+        return {"path": path, "sha256": digest, "width": image.width, "height": image.height}
+
+    def _finish_image(self, image: Any, req: GenerateRequest | PixelizeRequest, name: str = RESULT_NAME) -> dict:
+        """Post-process, write `name` (result.png) atomically and hash it: the result fields both ops share."""
         remover = self._background_remover() if req.remove_background == "birefnet" else None
         out, report = postprocess.postprocess_report(image, req.pixel, req.remove_background, remover=remover)
-        path = os.path.join(req.output_dir, RESULT_NAME)
+        path = os.path.join(req.output_dir, name)
         partial = path + ".partial"
         out.save(partial, format="PNG")
         os.replace(partial, path)  # Node never sees a half-written result.png

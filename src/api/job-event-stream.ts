@@ -24,7 +24,8 @@ const PREVIEW_BACKLOG_BYTES = 512 * 1024;
 
 /**
  * GET /jobs/{id}/events as Server-Sent Events: `install {installs}` while a queued job waits for a hub install,
- * `progress {step,totalSteps}`, optionally `preview {step,width,height, pngBase64}`, then one event named after the final state (`completed` | `failed` | `cancelled`) carrying the job
+ * `progress {step,totalSteps}`, optionally `preview {step,width,height, pngBase64, previews?}` (`previews`: one per
+ * candidate of a job with count > 1), then one event named after the final state (`completed` | `failed` | `cancelled`) carrying the job
  * (as GET /jobs/{id}), and the stream ends. Live updates come from the process-wide JobEventsHub (Redis pub/sub),
  * so the worker may run anywhere; a job that already ended gets its final event at once. EventSource reconnects when a
  * stream ends: a client closes it on the final event.
@@ -69,7 +70,15 @@ export function streamJobEvents(res: Response, hub: JobEventsHub, current: JobVi
     progress: (p: LiveProgress) => {
       send("progress", { step: p.step, totalSteps: p.totalSteps });
       if (opts.previews && p.preview && res.writableLength < PREVIEW_BACKLOG_BYTES) {
-        send("preview", { step: p.step, width: p.preview.width, height: p.preview.height, pngBase64: p.preview.pngBase64 });
+        const previews = p.previews?.map((c) => ({ width: c.width, height: c.height, pngBase64: c.pngBase64 }));
+        // a job with count > 1 adds every candidate's (entry 0 is the top-level one)
+        send("preview", {
+          step: p.step,
+          width: p.preview.width,
+          height: p.preview.height,
+          pngBase64: p.preview.pngBase64,
+          ...(previews ? { previews } : {}),
+        });
       }
     },
     final: (view) => {

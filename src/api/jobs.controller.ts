@@ -67,12 +67,28 @@ export class JobsController extends Controller {
     return this.services.jobs.get(id);
   }
 
-  /** The result PNG of a completed job. */
+  /** The result PNG of a completed job (candidate 0 of a job with several: /jobs/{id}/images/{n} has each). */
   @Get("{id}/image")
   @Produces("image/png")
   @Response<ErrorBody>(404, "No such job or no image yet")
   async image(@Path() id: string): Promise<Readable> {
-    const png = await this.services.jobs.image(id);
+    return this.png(await this.services.jobs.image(id));
+  }
+
+  /**
+   * Candidate `n` (0-based) of a completed job: `count` candidates were made, result.images lists them. Past the last
+   * one: 404 NOT_FOUND.
+   * @param n
+   * @isInt n
+   */
+  @Get("{id}/images/{n}")
+  @Produces("image/png")
+  @Response<ErrorBody>(404, "No such job, no image yet, or no candidate n")
+  async candidateImage(@Path() id: string, @Path() n: number): Promise<Readable> {
+    return this.png(await this.services.jobs.image(id, n));
+  }
+
+  private png(png: Buffer): Readable {
     this.setHeader("Content-Type", "image/png");
     this.setHeader("Content-Length", String(png.length));
     this.setHeader("Cache-Control", "private, max-age=86400, immutable");
@@ -82,7 +98,8 @@ export class JobsController extends Controller {
   /**
    * Server-Sent Events for one job: `install` {installs} while it waits queued for a hub model or LoRA to install (as
    * GET /installs/{id}, sent when their progress changes); `progress` {step, totalSteps} per step; with `preview=true`, `preview`
-   * {step, width, height, pngBase64} on the steps the job makes previews for (submit it with `preview: true`); then one
+   * {step, width, height, pngBase64} on the steps the job makes previews for (submit it with `preview: true`; a job with
+   * count > 1 adds `previews`, one {width, height, pngBase64} per candidate); then one
    * event named after the final state (`completed`, `failed` or `cancelled`) whose data is the job as GET /jobs/{id}
    * returns it, and the stream ends (close your EventSource then, or it reconnects). A finished job answers with its
    * final event at once. Comment lines (`: heartbeat`) keep the connection alive.

@@ -31,6 +31,11 @@ describe("job size", () => {
     expect(codeOf(() => checkJobSize({ width: 512, height: 512, steps: 21 }, limits))).toBe("JOB_TOO_LARGE 400");
     expect(codeOf(() => checkJobSize({ width: 2048, height: 2048, steps: 150 }, { ...limits, maxPixelSteps: 0 }))).toBeUndefined();
   });
+  it("counts every candidate: count multiplies the cost", () => {
+    expect(codeOf(() => checkJobSize({ width: 256, height: 256, steps: 20, count: 4 }, limits))).toBeUndefined();
+    expect(codeOf(() => checkJobSize({ width: 256, height: 256, steps: 20, count: 5 }, limits))).toBe("JOB_TOO_LARGE 400");
+    expect(codeOf(() => checkJobSize({ width: 512, height: 512, steps: 20, count: 2 }, limits))).toBe("JOB_TOO_LARGE 400");
+  });
 });
 
 describe("queued cap", () => {

@@ -38,14 +38,20 @@ export function checkPriority(priority: number | undefined, submitter: Submitter
   );
 }
 
-/** A job's cost in the unit the GPU pays for: pixels per step, times steps. */
-export function checkJobSize(job: { width: number; height: number; steps: number }, limits: FairUseLimits): void {
+/**
+ * A job's cost in the unit the GPU pays for: pixels per step, times steps, times candidates (a batch of `count` costs
+ * about `count` single jobs of compute, whatever it saves on overhead).
+ */
+export function checkJobSize(job: { width: number; height: number; steps: number; count?: number }, limits: FairUseLimits): void {
   if (!(limits.maxPixelSteps > 0)) return;
-  const cost = job.width * job.height * job.steps;
+  const count = job.count ?? 1;
+  const cost = job.width * job.height * job.steps * count;
   if (cost <= limits.maxPixelSteps) return;
+  const formula = count > 1 ? "width × height × steps × count" : "width × height × steps";
+  const factors = [job.width, job.height, job.steps, ...(count > 1 ? [count] : [])].join("×");
   throw new AppError(
     "JOB_TOO_LARGE",
-    `width × height × steps is ${job.width}×${job.height}×${job.steps} = ${cost}, above this server's limit of ${limits.maxPixelSteps} (PIXELAI_MAX_PIXEL_STEPS); use fewer steps or a smaller size`,
+    `${formula} is ${factors} = ${cost}, above this server's limit of ${limits.maxPixelSteps} (PIXELAI_MAX_PIXEL_STEPS); use fewer ${count > 1 ? "candidates, " : ""}steps or a smaller size`,
     { pixelSteps: cost, maxPixelSteps: limits.maxPixelSteps },
   );
 }

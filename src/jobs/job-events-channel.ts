@@ -13,6 +13,8 @@ export interface LiveProgress {
   totalSteps: number;
   /** Only on the steps a preview was made for; the live channel carries it, the database never does. */
   preview?: StepPreview;
+  /** A job with count > 1, on those steps: every candidate's preview in index order (`preview` is entry 0). */
+  previews?: StepPreview[];
 }
 
 /** One message on the channel: a step of a running job, or "this job is final now: read it from the database". */
@@ -118,6 +120,9 @@ function parseMessage(raw: string): JobEventMessage | null {
     if (!p || typeof p.step !== "number" || typeof p.totalSteps !== "number") return null;
     const progress: LiveProgress = { step: p.step, totalSteps: p.totalSteps };
     if (isStepPreview(p.preview)) progress.preview = p.preview;
+    if (progress.preview && Array.isArray(p.previews) && p.previews.length > 1 && p.previews.every(isStepPreview)) {
+      progress.previews = p.previews;
+    }
     return { jobId: m.jobId, progress };
   } catch {
     return null;

@@ -206,6 +206,15 @@ export interface GenerateJobRequest {
    * @maximum 150
    */
   previewEvery?: number;
+  /**
+   * Candidates to make (default 1), generated as one batch: candidate i uses seed + i, so it is the image a count 1 job
+   * with that seed gives (within 1/255 at full resolution: batched matrix products round differently). Each has its own
+   * PNG (GET /jobs/{id}/images/{n}); the job's cost for PIXELAI_MAX_PIXEL_STEPS is count times one candidate's.
+   * @isInt
+   * @minimum 1
+   * @maximum 8
+   */
+  count?: number;
 }
 
 export interface JobProgress {
@@ -258,10 +267,28 @@ export interface JobPixelReport {
   background?: JobPixelBackground;
 }
 
-export interface JobResult {
+/** One candidate of a completed job. */
+export interface JobImageView {
+  /** 0-based; candidate 0 is `result.imageUrl` too. */
+  index: number;
+  /** The job's seed + index: a count 1 job with this seed makes the same image. */
+  seed: number;
   width: number;
   height: number;
+  /** Of the stored PNG; absent once retention removed it. */
+  sha256?: string;
+  /** GET /jobs/{id}/images/{index}. */
   imageUrl: string;
+}
+
+export interface JobResult {
+  /** Candidate 0's size (every candidate's, unless pixel-art post-processing found different grids). */
+  width: number;
+  height: number;
+  /** Candidate 0. */
+  imageUrl: string;
+  /** Every candidate in index order (one entry for a count 1 job). */
+  images: JobImageView[];
   /** True once retention removed the image (the job's record stays); imageUrl then answers 404 NOT_FOUND. */
   pruned?: boolean;
   pixel?: JobPixelReport;
@@ -344,6 +371,8 @@ export interface ResolvedJob {
   initNoise: "torch" | "native" | null;
   /** Steps between step previews; null/absent: none (jobs queued before previews existed have no such field). */
   previewEvery?: number | null;
+  /** Candidates (seeds seed, seed + 1, …); absent: 1 (jobs queued before candidates existed have no such field). */
+  count?: number;
   /**
    * A pixelize job's input image (its bytes are in the job's row, not here, to keep queue entries small); absent for
    * a generation. Then prompt is "", model "", steps 0, seed 0 and width×height the input's size.

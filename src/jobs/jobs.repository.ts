@@ -2,7 +2,12 @@ import type { Db } from "../infra/prisma";
 import type { Job, Prisma } from "../generated/prisma/client";
 import type { EngineName, JobPixelReport, JobStatus, ResolvedJob } from "./jobs.dto";
 
-export type JobRecord = Job;
+/** Candidates 1.. of a job with count > 1, without their bytes (candidate 0 is on the row itself). */
+export type JobImageMeta = { index: number; sha256: string; width: number; height: number };
+export type JobRecord = Job & { images?: JobImageMeta[] };
+
+/** What reads of a job load besides its row: its extra candidates' descriptions, never bytes. */
+const WITH_IMAGES = { images: { select: { index: true, sha256: true, width: true, height: true }, orderBy: { index: "asc" } } } as const;
 
 export type FinalStatus = "completed" | "failed" | "cancelled";
 const TERMINAL: FinalStatus[] = ["completed", "failed", "cancelled"];
@@ -49,6 +54,8 @@ export interface CompletedResult {
   postprocessMs: number | null;
   /** The runner's PixelReport (the DTO's JobPixelReport); absent when the job had no pixel spec. */
   pixelReport?: JobPixelReport;
+  /** Candidates 1.. of a job with count > 1, in index order (the fields above are candidate 0). */
+  candidates?: Array<{ index: number; png: Buffer; sha256: string; width: number; height: number }>;
 }
 
 /** What a worker records when it takes a job. */
@@ -110,11 +117,15 @@ export class JobsRepository {
         ...(opts.inputPng ? { inputPng: new Uint8Array(opts.inputPng) } : {}),
       },
       omit: { resultPng: true, inputPng: true },
-    }) as Promise<JobRecord>;
+    }) as unknown as Promise<JobRecord>;
   }
 
   find(id: string): Promise<JobRecord | null> {
-    return this.db.job.findUnique({ where: { id }, omit: { resultPng: true, inputPng: true } }) as Promise<JobRecord | null>;
+    return this.db.job.findUnique({
+      where: { id },
+      omit: { resultPng: true, inputPng: true },
+      include: WITH_IMAGES,
+    }) as Promise<JobRecord | null>;
   }
 
   /** Keys are per client: another client's job under the same key is not found. */
@@ -136,7 +147,12 @@ export class JobsRepository {
     return row?.inputPng ? Buffer.from(row.inputPng) : null;
   }
 
-  async image(id: string): Promise<Buffer | null> {
+  /** Candidate `index` of a job (0: the row's own resultPng); null when there is none or retention removed it. */
+  async image(id: string, index = 0): Promise<Buffer | null> {
+    if (index > 0) {
+      const image = await this.db.jobImage.findUnique({ where: { jobId_index: { jobId: id, index } }, select: { png: true } });
+      return image?.png ? Buffer.from(image.png) : null;
+    }
     const row = await this.db.job.findUnique({ where: { id }, select: { resultPng: true } });
     return row?.resultPng ? Buffer.from(row.resultPng) : null;
   }
@@ -152,6 +168,7 @@ export class JobsRepository {
       orderBy: { id: "desc" },
       take: filter.limit,
       omit: { resultPng: true, inputPng: true },
+      include: WITH_IMAGES,
     }) as Promise<JobRecord[]>;
   }
 
@@ -172,9 +189,12 @@ export class JobsRepository {
     await this.db.job.updateMany({ where: { id, status: "active" }, data: { progressStep: step, progressTotal: totalSteps } });
   }
 
-  /** Idempotent: only a job not yet final takes the result, so a retried or duplicated write lands once. */
-  complete(id: string, r: CompletedResult): Promise<boolean> {
-    return this.transition(id, "completed", {
+  /**
+   * Idempotent: only a job not yet final takes the result, so a retried or duplicated write lands once. The extra
+   * candidates are written in the same transaction as the status, so a watcher told "completed" finds all of them.
+   */
+  async complete(id: string, r: CompletedResult): Promise<boolean> {
+    const data: Prisma.JobUpdateManyMutationInput = {
       device: r.device,
       resultPng: new Uint8Array(r.png),
       resultSha256: r.sha256,
@@ -187,7 +207,29 @@ export class JobsRepository {
       ...(r.pixelReport ? { pixelReport: r.pixelReport as unknown as Prisma.InputJsonObject } : {}),
       inputPng: null, // a final job is never run again: its input has served
       finishedAt: new Date(),
+    };
+    const candidates = r.candidates ?? [];
+    if (candidates.length === 0) return this.transition(id, "completed", data);
+    const landed = await this.db.$transaction(async (tx) => {
+      const res = await tx.job.updateMany({
+        where: { id, status: { in: fromStates("completed") } },
+        data: { ...data, status: "completed" },
+      });
+      if (res.count !== 1) return false;
+      await tx.jobImage.createMany({
+        data: candidates.map((c) => ({
+          jobId: id,
+          index: c.index,
+          png: new Uint8Array(c.png),
+          sha256: c.sha256,
+          width: c.width,
+          height: c.height,
+        })),
+      });
+      return true;
     });
+    if (landed) this.notifier?.finalized(id, "completed");
+    return landed;
   }
 
   finish(id: string, status: "failed" | "cancelled", code: string, message: string): Promise<boolean> {
@@ -226,10 +268,10 @@ export class JobsRepository {
    * cleared with it (it describes stored bytes, and there are none): a completed row without one is "pruned".
    */
   async pruneImagesFinishedBefore(before: Date): Promise<number> {
-    const res = await this.db.job.updateMany({
-      where: { status: "completed", resultSha256: { not: null }, finishedAt: { lt: before } },
-      data: { resultPng: null, resultSha256: null },
-    });
+    const where = { status: "completed", resultSha256: { not: null }, finishedAt: { lt: before } };
+    // the extra candidates first: a job whose resultSha256 is cleared is no longer found by `where`
+    await this.db.jobImage.updateMany({ where: { job: where, png: { not: null } }, data: { png: null } });
+    const res = await this.db.job.updateMany({ where, data: { resultPng: null, resultSha256: null } });
     return res.count;
   }
 
@@ -247,6 +289,7 @@ export class JobsRepository {
 
   async pruneImages(ids: string[]): Promise<number> {
     if (ids.length === 0) return 0;
+    await this.db.jobImage.updateMany({ where: { jobId: { in: ids }, job: { status: "completed" } }, data: { png: null } });
     const res = await this.db.job.updateMany({
       where: { id: { in: ids }, status: "completed" },
       data: { resultPng: null, resultSha256: null },

@@ -12,6 +12,7 @@ import type { JobQueue } from "./job-queue";
 import type {
   EngineName,
   GenerateJobRequest,
+  JobImageView,
   JobKind,
   JobPage,
   JobPixelReport,
@@ -178,7 +179,8 @@ export class JobsService {
       if (value % 8 !== 0) throw new AppError("INVALID_REQUEST", `${field} must be a multiple of 8 (got ${value})`, { field });
     }
     // After the preset and defaults (the job that would run), before anything is looked up or installed.
-    checkJobSize({ width, height, steps: req.steps ?? DEFAULTS.steps }, this.limits);
+    const count = req.count ?? 1;
+    checkJobSize({ width, height, steps: req.steps ?? DEFAULTS.steps, count }, this.limits);
     if (req.removeBackground === true) {
       throw new AppError("INVALID_REQUEST", 'removeBackground must be false, "color-key" or "birefnet"', { field: "removeBackground" });
     }
@@ -267,6 +269,7 @@ export class JobsService {
       priority: req.priority ?? null,
       initNoise: req.initNoise ?? null,
       previewEvery: previewEveryOf(req),
+      ...(count > 1 ? { count } : {}),
     };
   }
 
@@ -351,12 +354,17 @@ export class JobsService {
     return { items, nextCursor: rows.length > limit ? items[items.length - 1].id : null };
   }
 
-  async image(id: string): Promise<Buffer> {
+  /** Candidate `index` (0-based; 0 is the job's image) of a completed job; NOT_FOUND past its last candidate. */
+  async image(id: string, index = 0): Promise<Buffer> {
     const record = await this.findOr404(id);
     if (record.status !== "completed") {
       throw new AppError("NOT_FOUND", `job ${id} has no image (status ${record.status})`, { status: record.status });
     }
-    const png = await this.repo.image(id);
+    const count = 1 + (record.images?.length ?? 0);
+    if (!Number.isInteger(index) || index < 0 || index >= count) {
+      throw new AppError("NOT_FOUND", `job ${id} has no image ${index}: it made ${count} (indices 0..${count - 1})`, { count });
+    }
+    const png = await this.repo.image(id, index);
     if (!png) throw new AppError("NOT_FOUND", `the image of job ${id} was pruned`, { pruned: true });
     return png;
   }
@@ -417,6 +425,7 @@ const GENERATION_ONLY = [
   "initNoise",
   "preview",
   "previewEvery",
+  "count",
 ] as const satisfies readonly (keyof GenerateJobRequest)[];
 
 function pixelOf(pixel: NonNullable<GenerateJobRequest["pixel"]>): NonNullable<ResolvedJob["pixel"]> {
@@ -488,10 +497,26 @@ export function toView(r: JobRecord): JobView {
   };
   if (r.errorCode && (status === "failed" || status === "cancelled")) view.error = { code: r.errorCode, message: r.errorMessage ?? "" };
   if (status === "completed" && r.resultWidth && r.resultHeight) {
-    view.result = { width: r.resultWidth, height: r.resultHeight, imageUrl: `/jobs/${r.id}/image` };
+    const pruned = !r.resultSha256; // retention (retention.ts) clears the hash with the bytes
+    const first: JobImageView = {
+      index: 0,
+      seed: r.seed,
+      width: r.resultWidth,
+      height: r.resultHeight,
+      imageUrl: `/jobs/${r.id}/images/0`,
+    };
+    if (!pruned) first.sha256 = r.resultSha256!;
+    const others = (r.images ?? []).map((image): JobImageView => ({
+      index: image.index,
+      seed: r.seed + image.index,
+      width: image.width,
+      height: image.height,
+      ...(pruned ? {} : { sha256: image.sha256 }),
+      imageUrl: `/jobs/${r.id}/images/${image.index}`,
+    }));
+    view.result = { width: r.resultWidth, height: r.resultHeight, imageUrl: `/jobs/${r.id}/image`, images: [first, ...others] };
     if (r.pixelReport) view.result.pixel = r.pixelReport as unknown as JobPixelReport;
-    // retention (retention.ts) clears the hash with the bytes
-    if (!r.resultSha256) view.result.pruned = true;
+    if (pruned) view.result.pruned = true;
   }
   return view;
 }

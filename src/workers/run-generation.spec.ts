@@ -55,7 +55,7 @@ class FakeRepository implements GenerationRepository {
   }
 }
 
-type Behaviour = "succeed" | "die" | "obeyCancel" | "ignoreCancel" | "wrongHash";
+type Behaviour = "succeed" | "die" | "obeyCancel" | "ignoreCancel" | "wrongHash" | "candidateMissing" | "candidateWrongHash";
 
 /** Runs `steps` steps 5 ms apart, then behaves as told; cancel/kill end a waiting generation as the real supervisor does. */
 class FakeRunner implements GenerationRunner {
@@ -87,7 +87,31 @@ class FakeRunner implements GenerationRunner {
     fs.writeFileSync(imagePath, png);
     const sha256 = this.behaviour === "wrongHash" ? "0".repeat(64) : createHash("sha256").update(png).digest("hex");
     const timings = { loadMs: 1.4, generateMs: 20.6, postprocessMs: 0.2 };
-    return { imagePath, sha256, width: 32, height: 32, seed: params.seed, device: "cpu", engine: "torch", dtype: "float32", timings };
+    const result: GenerateResult = {
+      imagePath,
+      sha256,
+      width: 32,
+      height: 32,
+      seed: params.seed,
+      device: "cpu",
+      engine: "torch",
+      dtype: "float32",
+      timings,
+    };
+    const count = params.count ?? 1;
+    if (count > 1) {
+      const images: NonNullable<GenerateResult["images"]> = [{ index: 0, seed: params.seed, imagePath, sha256, width: 32, height: 32 }];
+      for (let index = 1; index < count; index++) {
+        const bytes = Buffer.from(`candidate ${index} of ${params.prompt}`);
+        const file = path.join(params.outputDir, `result-${index}.png`);
+        fs.writeFileSync(file, bytes);
+        const digest =
+          this.behaviour === "candidateWrongHash" && index === 2 ? "0".repeat(64) : createHash("sha256").update(bytes).digest("hex");
+        images.push({ index, seed: params.seed + index, imagePath: file, sha256: digest, width: 32, height: 16 });
+      }
+      result.images = (this.behaviour === "candidateMissing" ? images.slice(0, -1) : images) as GenerateResult["images"];
+    }
+    return result;
   }
 
   /** Echoes the input as the result, with a report. */
@@ -176,6 +200,29 @@ describe("runGeneration", () => {
     expect(repository.result!.png.toString()).toBe("png of a knight");
     expect(runner.calls[0]).toMatchObject({ jobId: payload.jobId, modelSource: "/models/tiny-sd", modelName: "tiny-sd", steps: 3 });
     expect(fs.existsSync(runner.calls[0].outputDir)).toBe(false);
+  });
+
+  it("asks the runner for count candidates and stores each verified PNG; a runner short of one or with a bad hash fails the job", async () => {
+    const many = { ...payload, job: { ...request, count: 3 } };
+    const { repository, runner, deps } = setUp("succeed");
+    expect(await runGeneration({ payload: many, attempt: 1, maxAttempts: 1 }, deps)).toEqual({ status: "completed" });
+    expect(runner.calls[0].count).toBe(3);
+    expect(repository.result!.png.toString()).toBe("png of a knight");
+    expect(repository.result!.candidates!.map((c) => [c.index, c.png.toString(), c.width, c.height])).toEqual([
+      [1, "candidate 1 of a knight", 32, 16],
+      [2, "candidate 2 of a knight", 32, 16],
+    ]);
+    // a count 1 job sends no count and stores no candidates
+    const single = setUp("succeed");
+    await runGeneration({ payload, attempt: 1, maxAttempts: 1 }, single.deps);
+    expect(single.runner.calls[0].count).toBeUndefined();
+    expect(single.repository.result!.candidates).toEqual([]);
+    for (const behaviour of ["candidateMissing", "candidateWrongHash"] as const) {
+      const bad = setUp(behaviour);
+      const outcome = await runGeneration({ payload: many, attempt: 1, maxAttempts: 1 }, bad.deps);
+      expect([behaviour, outcome.status, bad.repository.error?.code]).toEqual([behaviour, "failed", "ENGINE_INTERNAL"]);
+      expect(bad.repository.result).toBeNull();
+    }
   });
 
   it("leaves a job whose hub model is still installing queued, without starting it or calling the runner", async () => {

@@ -6,7 +6,7 @@ import type { GenerateParams, GenerateResult, PixelizeParams, PixelizeResult, Pr
 import type { Logger } from "../infra/logger";
 import type { LiveProgress } from "../jobs/job-events-channel";
 import type { GeneratePayload } from "../jobs/job-queue";
-import type { JobsRepository } from "../jobs/jobs.repository";
+import type { CompletedResult, JobsRepository } from "../jobs/jobs.repository";
 import type { ModelsService } from "../models/models.service";
 import { withDeadline } from "./job-deadline";
 import { outputDirPrefix } from "./output-dirs";
@@ -156,6 +156,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
         scheduler: request.scheduler,
         initNoise: request.initNoise,
         previewEvery: request.previewEvery ?? null,
+        ...(request.count && request.count > 1 ? { count: request.count } : {}),
         pixel: request.pixel,
         removeBackground: request.removeBackground,
         lora: lora ? { source: lora.source, strength: lora.strength, ...(lora.commit ? { commit: lora.commit } : {}) } : null,
@@ -201,9 +202,9 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
     // Every step's progress (and preview file) is published before the job can be seen completed: watchers close
     // their streams on the final state, and the output dir holding previews is removed right after.
     await relay?.drain();
-    const png = await fs.readFile(result.imagePath);
-    const sha256 = createHash("sha256").update(png).digest("hex");
-    if (sha256 !== result.sha256) throw new AppError("ENGINE_INTERNAL", "result PNG does not match the sha256 the runner reported");
+    const png = await readVerified(result.imagePath, result.sha256);
+    const sha256 = result.sha256;
+    const candidates = await readCandidates(result, request.count ?? 1, outputDir);
     const timings: Partial<Timings> = result.timings ?? {};
     await repository.complete(jobId, {
       device: result.device ?? device,
@@ -215,6 +216,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       generateMs: roundOrNull(timings.generateMs),
       postprocessMs: roundOrNull(timings.postprocessMs),
       pixelReport: result.pixel,
+      candidates,
     });
     const tag = request.input ? `[PIXELIZE][${request.engine}] job=${jobId} ${request.width}x${request.height}` : undefined;
     logger.info(
@@ -307,6 +309,40 @@ function stopError(signal: AbortSignal): AppError {
   return signal.reason === "handBack"
     ? new AppError("ENGINE_UNAVAILABLE", "its worker is shutting down")
     : new AppError("CANCELLED", "cancelled before it started");
+}
+
+async function readVerified(file: string, sha256: string): Promise<Buffer> {
+  const png = await fs.readFile(file);
+  if (createHash("sha256").update(png).digest("hex") !== sha256) {
+    throw new AppError("ENGINE_INTERNAL", "result PNG does not match the sha256 the runner reported");
+  }
+  return png;
+}
+
+/**
+ * Candidates 1.. of a job with count > 1, each PNG read and checked against its hash. The runner must return exactly
+ * `count` of them, in index order, in the job's own temp dir: a job that asked for 4 and got 3 failed, it did not
+ * "complete with fewer".
+ */
+async function readCandidates(
+  result: GenerateResult | PixelizeResult,
+  count: number,
+  outputDir: string | undefined,
+): Promise<NonNullable<CompletedResult["candidates"]>> {
+  if (count <= 1) return [];
+  const images = "images" in result ? (result.images ?? []) : [];
+  if (images.length !== count || images.some((image, i) => image.index !== i)) {
+    throw new AppError("ENGINE_INTERNAL", `the runner returned ${images.length} candidates for count ${count}`);
+  }
+  const out: NonNullable<CompletedResult["candidates"]> = [];
+  for (const image of images.slice(1)) {
+    if (!outputDir || path.dirname(path.resolve(image.imagePath)) !== path.resolve(outputDir)) {
+      throw new AppError("ENGINE_INTERNAL", `candidate ${image.index} is not in the job's output directory`);
+    }
+    const png = await readVerified(image.imagePath, image.sha256);
+    out.push({ index: image.index, png, sha256: image.sha256, width: image.width, height: image.height });
+  }
+  return out;
 }
 
 function roundOrNull(v: unknown): number | null {

@@ -3,6 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { PNG } from "pngjs";
+import type { LiveProgress } from "../jobs/job-events-channel";
 import { pngSize, ProgressRelay, readStepPreview } from "./step-preview";
 
 function tinyPng(width: number, height: number): Buffer {
@@ -46,6 +47,41 @@ describe("step previews from runner files", () => {
     const text = write("preview-0004.png", Buffer.from("not a png at all, just text"));
     expect(await readStepPreview(dir, { step: 4, totalSteps: 4, ...text })).toBeNull();
     expect(pngSize(tinyPng(3, 5))).toEqual({ width: 3, height: 5 });
+  });
+
+  it("relays every candidate's preview of a count > 1 step in index order, or none if one is unusable", async () => {
+    const published: LiveProgress[] = [];
+    const relay = new ProgressRelay(dir, async (p) => void published.push(p));
+    const first = write("preview-0002.png", tinyPng(8, 8));
+    const second = write("preview-0002-1.png", tinyPng(8, 4));
+    relay.push({
+      step: 2,
+      totalSteps: 4,
+      ...first,
+      previews: [
+        { path: first.previewPath, sha256: first.previewSha256, width: 8, height: 8 },
+        { path: second.previewPath, sha256: second.previewSha256, width: 8, height: 4 },
+      ],
+    });
+    const third = write("preview-0004.png", tinyPng(8, 8));
+    const broken = { ...write("preview-0004-1.png", tinyPng(8, 8)), previewSha256: "0".repeat(64) };
+    relay.push({
+      step: 4,
+      totalSteps: 4,
+      ...third,
+      previews: [
+        { path: third.previewPath, sha256: third.previewSha256 },
+        { path: broken.previewPath, sha256: broken.previewSha256 },
+      ],
+    });
+    await relay.drain();
+    expect(published[0].previews?.map((p) => [p.width, p.height])).toEqual([
+      [8, 8],
+      [8, 4],
+    ]);
+    expect(published[0].previews?.[0]).toEqual(published[0].preview);
+    expect(published[1].preview).toBeDefined();
+    expect(published[1].previews).toBeUndefined();
   });
 
   it("publishes in step order even when an earlier step waits on its preview file", async () => {

@@ -9,6 +9,8 @@ export interface ProgressLine {
   totalSteps: number;
   previewPath?: unknown;
   previewSha256?: unknown;
+  /** count > 1: every candidate's preview file ({path, sha256, width, height}), entry 0 the same as previewPath. */
+  previews?: unknown;
 }
 
 /**
@@ -43,6 +45,19 @@ export async function readStepPreview(outputDir: string, event: ProgressLine): P
   }
 }
 
+/**
+ * Candidates 1.. of a step's previews (entry 0 is the line's previewPath, already read). All or nothing: a list with
+ * a hole would shift every later candidate's picture onto the wrong index.
+ */
+async function readCandidatePreviews(outputDir: string, list: unknown): Promise<StepPreview[] | null> {
+  if (!Array.isArray(list) || list.length < 2) return null;
+  const rest = list.slice(1) as Array<{ path?: unknown; sha256?: unknown }>;
+  const read = await Promise.all(
+    rest.map((p) => readStepPreview(outputDir, { step: 0, totalSteps: 0, previewPath: p?.path, previewSha256: p?.sha256 })),
+  );
+  return read.every((p): p is StepPreview => p !== null) ? read : null;
+}
+
 /** Width and height from a PNG's IHDR chunk (bytes 16–23), without decoding the image. */
 export function pngSize(png: Buffer): { width: number; height: number } | null {
   const signature = "89504e470d0a1a0a";
@@ -69,6 +84,8 @@ export class ProgressRelay {
         const live: LiveProgress = { step: event.step, totalSteps: event.totalSteps };
         const preview = event.previewPath ? await readStepPreview(this.outputDir, event) : null;
         if (preview) live.preview = preview;
+        const previews = preview ? await readCandidatePreviews(this.outputDir, event.previews) : null;
+        if (previews) live.previews = [preview!, ...previews];
         await this.publish(live);
       })
       .catch(() => undefined); // live progress is best effort; the database keeps the durable state

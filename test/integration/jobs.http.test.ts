@@ -29,6 +29,9 @@ describe("submit → poll → PNG", () => {
       width: 32,
       height: 32,
       imageUrl: `/jobs/${id}/image`,
+      images: [
+        { index: 0, seed: 7, width: 32, height: 32, sha256: expect.stringMatching(/^[0-9a-f]{64}$/), imageUrl: `/jobs/${id}/images/0` },
+      ],
       pixel: expect.objectContaining({ grid: expect.anything() }),
     });
     for (const key of ["queueMs", "loadMs", "generateMs", "postprocessMs"]) expect(typeof job.timings[key]).toBe("number");

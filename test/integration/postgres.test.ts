@@ -58,6 +58,9 @@ describe("the stack on PostgreSQL", () => {
       width: 32,
       height: 32,
       imageUrl: `/jobs/${id}/image`,
+      images: [
+        { index: 0, seed: 7, width: 32, height: 32, sha256: expect.stringMatching(/^[0-9a-f]{64}$/), imageUrl: `/jobs/${id}/images/0` },
+      ],
       pixel: { grid: expect.objectContaining({ mode: "auto" }) },
     });
     for (const key of ["queueMs", "loadMs", "generateMs", "postprocessMs"]) expect(typeof job.timings[key]).toBe("number");
@@ -68,6 +71,22 @@ describe("the stack on PostgreSQL", () => {
     const again = await submit(knight);
     expect((await finished(again)).status).toBe("completed");
     expect((await imageOf(again)).equals(await imageOf(id))).toBe(true);
+  });
+
+  it("stores every candidate of a count 3 job (JobImage bytea rows, one transaction with the status) and deletes them with it", async () => {
+    const id = await submit({ ...knight, count: 3, seed: 20 });
+    const job = await finished(id);
+    expect(job.result.images.map((i: { index: number; seed: number }) => [i.index, i.seed])).toEqual([
+      [0, 20],
+      [1, 21],
+      [2, 22],
+    ]);
+    const second = await request(stack.url).get(`/jobs/${id}/images/2`).buffer(true);
+    expect([second.status, second.headers["content-type"]]).toEqual([200, "image/png"]);
+    expect((await request(stack.url).get(`/jobs/${id}/images/3`)).status).toBe(404);
+    expect(await stack.service.db.jobImage.count({ where: { jobId: id } })).toBe(2);
+    expect((await request(stack.url).delete(`/jobs/${id}`)).status).toBe(204);
+    expect(await stack.service.db.jobImage.count({ where: { jobId: id } })).toBe(0);
   });
 
   it("lists history newest first with cursor pages and filters", async () => {

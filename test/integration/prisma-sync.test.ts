@@ -64,7 +64,7 @@ describe("SQLite and PostgreSQL schemas and migrations stay in step", () => {
   it("both schemas declare the same models, fields, types and attributes", () => {
     const sqlite = models(SQLITE_SCHEMA);
     const postgres = models(PG_SCHEMA);
-    expect([...sqlite.keys()].sort()).toEqual(["Install", "Job", "MlxConversion", "MlxConversionFile", "Model"]);
+    expect([...sqlite.keys()].sort()).toEqual(["Install", "Job", "JobImage", "MlxConversion", "MlxConversionFile", "Model"]);
     expect([...postgres.keys()].sort()).toEqual([...sqlite.keys()].sort());
     for (const [name, body] of sqlite) expect(`${name}\n${postgres.get(name)}`).toBe(`${name}\n${body}`);
     expect(sqlite.get("Job")).toMatch(/^worker String\?$/m);

@@ -64,6 +64,7 @@ class GenerateRequest:
     init_image_path: str | None = None
     strength: float = 1.0
     mask_path: str | None = None
+    count: int = 1
 
     @classmethod
     def from_params(cls, p: dict) -> GenerateRequest:
@@ -89,7 +90,12 @@ class GenerateRequest:
             init_image_path=p.get("initImagePath"),
             strength=float(p["strength"]) if p.get("strength") is not None else 1.0,
             mask_path=p.get("maskPath"),
+            count=int(p.get("count") or 1),
         )
+
+    def candidate_seeds(self) -> list[int]:
+        """Candidate i's seed: the one rule (seed + i) both engines draw noise from."""
+        return [self.seed + index for index in range(self.count)]
 
 
 @dataclass
@@ -115,16 +121,22 @@ class PixelizeRequest:
 
 @dataclass
 class GenerateOutput:
-    image: Image.Image  # the decoded image at base resolution (RGB), before pixel-art post-processing
+    image: Image.Image  # the decoded image at base resolution (RGB), before pixel-art post-processing (candidate 0)
     device: str
     dtype: str
     load_ms: float = 0.0
     generate_ms: float = 0.0
     extra: dict = field(default_factory=dict)
+    # every candidate in index order when the request's count > 1 (images[0] is `image`); empty: `image` alone
+    images: list[Image.Image] = field(default_factory=list)
+
+    def candidates(self) -> list[Image.Image]:
+        return self.images or [self.image]
 
 
-# on_step(step, total_steps, preview_image=None) is called after every denoising step; a backend passes a small PIL
-# preview (preview.latents_to_rgb) on the steps `preview_every` asks for.
+# on_step(step, total_steps, preview_image=None, previews=None) is called after every denoising step; a backend passes
+# a small PIL preview (preview.latents_to_rgb) on the steps `preview_every` asks for, and with count > 1 also the list
+# of every candidate's preview (preview_image is its first).
 # check_cancel() raises RunnerError("CANCELLED").
 StepCallback = Callable[..., None]
 CancelCheck = Callable[[], None]

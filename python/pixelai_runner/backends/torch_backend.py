@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -13,7 +14,7 @@ import torch
 
 from .. import background, img2img, model_files, noise, preview
 from .. import device as devices
-from ..errors import RunnerError
+from ..errors import RunnerError, classify_exception
 from ..settings import RunnerSettings
 from ..versions import package_versions
 from .base import Backend, CancelCheck, GenerateOutput, GenerateRequest, StepCallback
@@ -157,56 +158,100 @@ class TorchBackend(Backend):
             check_cancel()
 
             shape = noise.latent_shape(pipe.unet.config.in_channels, req.height, req.width, scale)
-            plan = img2img.plan(req.steps, req.strength, bool(req.mask_path)) if req.init_image_path else None
-            total = req.steps if plan is None or plan.mode == "text" else plan.steps
-
-            def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
-                # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
-                now = callback_kwargs["latents"]
-                preview.emit_step(
-                    on_step,
-                    step_index + 1,
-                    total,
-                    req.preview_every,
-                    lambda: now.detach().float().cpu().numpy(),
-                    loaded.kind,
-                    "nchw",
-                )
-                check_cancel()  # raising here aborts the denoising loop between steps
-                return callback_kwargs
-
-            kwargs = dict(
-                prompt=req.prompt,
-                negative_prompt=req.negative_prompt or None,
-                width=req.width,
-                height=req.height,
-                num_inference_steps=req.steps,
-                guidance_scale=req.guidance_scale,
-                # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too.
-                generator=noise.step_generator(req.seed),
-                output_type="pil",
-                callback_on_step_end=on_step_end,
-            )
-            if req.scheduler == "ddim":
-                kwargs["eta"] = 0.0
             started = time.perf_counter()
-            with torch.inference_mode():
-                if plan is None or plan.mode == "text":
-                    latents = noise.initial_latents(req.seed, shape)
-                    kwargs["latents"] = latents.to(device=self.info.device, dtype=self.torch_dtype)
-                    runner = pipe
-                else:
-                    runner = self._img2img_pipe(loaded, req, kwargs)
-                image = runner(**kwargs).images[0]
+            images = self._candidates(loaded, req, shape, req.candidate_seeds(), on_step, check_cancel)
             generate_ms = (time.perf_counter() - started) * 1000.0
         return GenerateOutput(
-            image=image.convert("RGB"),
+            image=images[0],
+            images=images if len(images) > 1 else [],
             device=self.info.device,
             dtype=self.info.dtype,
             load_ms=load_ms,
             generate_ms=generate_ms,
             extra={"pipeline": loaded.kind, "scheduler": req.scheduler or DEFAULT_SCHEDULER},
         )
+
+    def _candidates(
+        self,
+        loaded: _Loaded,
+        req: GenerateRequest,
+        shape: tuple[int, ...],
+        seeds: list[int],
+        on_step: StepCallback,
+        check_cancel: CancelCheck,
+    ) -> list[Any]:
+        """The images of `seeds`, denoised as one batch: candidate i starts from (and, ancestral, steps with) the draws
+        of its seed, exactly what a count 1 job with that seed gets. A batch the device has no memory for is split in
+        two halves run one after the other (down to one candidate, whose OOM is the job's); each half reports its steps
+        again from 1, and only candidate 0's preview while split."""
+        pipe, kind = loaded.pipe, loaded.kind
+        whole = len(seeds) == req.count
+        plan = img2img.plan(req.steps, req.strength, bool(req.mask_path)) if req.init_image_path else None
+        total = req.steps if plan is None or plan.mode == "text" else plan.steps
+        report = on_step if whole else _first_preview_only(on_step, seeds[0] == req.seed)
+
+        def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
+            # the sampler's current latents, as the approximate latent→RGB map expects them (no VAE decode)
+            now = callback_kwargs["latents"]
+            preview.emit_step(
+                report,
+                step_index + 1,
+                total,
+                req.preview_every,
+                lambda: now.detach().float().cpu().numpy(),
+                kind,
+                "nchw",
+            )
+            check_cancel()  # raising here aborts the denoising loop between steps
+            return callback_kwargs
+
+        kwargs = dict(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt or None,
+            width=req.width,
+            height=req.height,
+            num_inference_steps=req.steps,
+            guidance_scale=req.guidance_scale,
+            num_images_per_prompt=len(seeds),
+            # Only ancestral samplers draw noise mid-run; a seeded CPU generator keeps them reproducible too. A list
+            # gives each sample of the batch its own generator (diffusers' randn_tensor draws per sample then).
+            generator=noise.step_generator(seeds[0]) if len(seeds) == 1 else [noise.step_generator(s) for s in seeds],
+            output_type="pil",
+            callback_on_step_end=on_step_end,
+        )
+        if req.scheduler == "ddim":
+            kwargs["eta"] = 0.0
+        try:
+            with torch.inference_mode():
+                if plan is None or plan.mode == "text":
+                    latents = torch.cat([noise.initial_latents(seed, shape) for seed in seeds])
+                    kwargs["latents"] = latents.to(device=self.info.device, dtype=self.torch_dtype)
+                    runner = pipe
+                else:
+                    # one init image for every candidate: the pipeline repeats its latents per image, and each
+                    # candidate's generator draws that candidate's noise (img2img.py)
+                    runner = self._img2img_pipe(loaded, req, kwargs)
+                # the VAE decodes one sample at a time (enable_slicing at load), as a count 1 job does
+                return [image.convert("RGB") for image in runner(**kwargs).images]
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one
+            if len(seeds) == 1 or classify_exception(exc, self.info.device).code not in ("CUDA_OOM", "MPS_OOM"):
+                raise
+        del kwargs
+        self._empty_cache()
+        half = len(seeds) // 2
+        print(
+            f"[TORCH] a batch of {len(seeds)} candidates ran out of memory; running {half} + {len(seeds) - half}",
+            file=sys.stderr,
+            flush=True,
+        )
+        first = self._candidates(loaded, req, shape, seeds[:half], on_step, check_cancel)
+        return first + self._candidates(loaded, req, shape, seeds[half:], on_step, check_cancel)
+
+    def _empty_cache(self) -> None:
+        if self.info.device == "cuda":
+            torch.cuda.empty_cache()
+        elif self.info.device == "mps" and hasattr(torch, "mps"):
+            torch.mps.empty_cache()
 
     # ---- img2img ------------------------------------------------------------------------------------------------
     def _img2img_pipe(self, loaded: _Loaded, req: GenerateRequest, kwargs: dict) -> Any:
@@ -308,10 +353,7 @@ class TorchBackend(Backend):
 
     def _release(self, loaded: _Loaded) -> None:
         loaded.pipe = None
-        if self.info.device == "cuda":
-            torch.cuda.empty_cache()
-        elif self.info.device == "mps" and hasattr(torch, "mps"):
-            torch.mps.empty_cache()
+        self._empty_cache()
 
     # ---- LoRA -----------------------------------------------------------------------------------------------
     def _set_lora(self, loaded: _Loaded, lora: dict | None) -> None:
@@ -363,6 +405,19 @@ class TorchBackend(Backend):
             loaded.pipe.delete_adapters(LORA_ADAPTER)
         except Exception:  # nothing was registered: the usual case
             pass
+
+
+def _first_preview_only(on_step: StepCallback, has_first: bool) -> StepCallback:
+    """A part of a split batch: its steps, and candidate 0's preview when the part holds it (a list of previews that
+    is not the job's whole set would put pictures under the wrong candidates)."""
+
+    def report(step: int, total: int, image: Any = None, _previews: Any = None) -> None:
+        if image is not None and has_first:
+            on_step(step, total, image)
+        else:
+            on_step(step, total)
+
+    return report
 
 
 def _check_pinned(source: str, commit: str | None, code: str) -> None:

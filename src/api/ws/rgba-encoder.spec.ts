@@ -1,5 +1,5 @@
 import { PNG } from "pngjs";
-import { frameWithBase64, RgbaEncoder } from "./rgba-encoder";
+import { base64Slot, frameWithBase64, frameWithBase64Parts, RgbaEncoder } from "./rgba-encoder";
 
 function png(width: number, height: number): { png: Buffer; rgba: Buffer } {
   const image = new PNG({ width, height });
@@ -33,5 +33,39 @@ describe("frameWithBase64", () => {
     const frame = { type: "completed", id: "j1", width: 1, height: 1, rgbaBase64: null, seed: 3, pixel: { note: 'a "q"' } };
     const out = frameWithBase64(frame, "rgbaBase64", base64).toString("utf8");
     expect(out).toBe(JSON.stringify({ ...frame, rgbaBase64: "AAEC/w==" }));
+  });
+});
+
+describe("frameWithBase64Parts", () => {
+  it("places each part at its slot, nested in arrays too, as JSON.stringify would", () => {
+    const [a, b] = [Buffer.from("AAAA", "latin1"), Buffer.from("/w==", "latin1")];
+    const frame = {
+      type: "completed",
+      rgbaBase64: base64Slot(0),
+      candidates: [
+        { index: 0, rgbaBase64: base64Slot(2) },
+        { index: 1, rgbaBase64: base64Slot(1) },
+      ],
+    };
+    const out = JSON.parse(frameWithBase64Parts(frame, [a, b, a]).toString("utf8"));
+    expect(out).toEqual({
+      type: "completed",
+      rgbaBase64: "AAAA",
+      candidates: [
+        { index: 0, rgbaBase64: "AAAA" },
+        { index: 1, rgbaBase64: "/w==" },
+      ],
+    });
+  });
+
+  it("refuses a template with a slot missing, repeated or unknown, and leaves look-alike text alone", () => {
+    expect(() => frameWithBase64Parts({ a: base64Slot(0) }, [Buffer.from("A"), Buffer.from("B")])).toThrow(/ambiguous/);
+    expect(() => frameWithBase64Parts({ a: base64Slot(0), b: base64Slot(0) }, [Buffer.from("A")])).toThrow(/ambiguous/);
+    expect(() => frameWithBase64Parts({ a: base64Slot(3) }, [Buffer.from("A")])).toThrow(/ambiguous/);
+    const text = "\\u0000base64:0\\u0000";
+    expect(JSON.parse(frameWithBase64Parts({ note: text, a: base64Slot(0) }, [Buffer.from("QQ==")]).toString())).toEqual({
+      note: text,
+      a: "QQ==",
+    });
   });
 });

@@ -93,8 +93,32 @@ export class RgbaEncoder {
  * Fields keep their order: `field` sits where it is in `frame`.
  */
 export function frameWithBase64(frame: Record<string, unknown>, field: string, base64: Buffer): Buffer {
-  const mark = "\u0000base64\u0000";
-  const [head, tail, ...rest] = JSON.stringify({ ...frame, [field]: mark }).split(JSON.stringify(mark));
-  if (tail === undefined || rest.length > 0) throw new Error("frame template is ambiguous");
-  return Buffer.concat([Buffer.from(head + '"'), base64, Buffer.from('"' + tail)]);
+  return frameWithBase64Parts({ ...frame, [field]: base64Slot(0) }, [base64]);
+}
+
+/** A placeholder for `parts[n]` of frameWithBase64Parts, to put anywhere in a frame (nested objects and arrays too). */
+export function base64Slot(n: number): string {
+  return `\u0000base64:${n}\u0000`;
+}
+
+/**
+ * A frame with several large base64 fields (a `completed` frame with candidates): each base64Slot(n) in `frame` is
+ * replaced by `parts[n]`'s bytes, every slot exactly once.
+ */
+export function frameWithBase64Parts(frame: unknown, parts: Buffer[]): Buffer {
+  const text = JSON.stringify(frame);
+  const out: Buffer[] = [];
+  let at = 0;
+  const found = new Set<number>();
+  const slot = /"\\u0000base64:(\d+)\\u0000"/g;
+  for (const match of text.matchAll(slot)) {
+    const n = Number(match[1]);
+    if (n >= parts.length || found.has(n)) throw new Error("frame template is ambiguous");
+    found.add(n);
+    out.push(Buffer.from(text.slice(at, match.index) + '"'), parts[n], Buffer.from('"'));
+    at = match.index + match[0].length;
+  }
+  if (found.size !== parts.length) throw new Error("frame template is ambiguous");
+  out.push(Buffer.from(text.slice(at)));
+  return Buffer.concat(out);
 }

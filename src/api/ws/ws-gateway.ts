@@ -17,7 +17,7 @@ import type { SubmitRateLimiter } from "../rate-limit";
 import { watchInstallProgress } from "../install-progress-watch";
 import type { WsLimits } from "../../config";
 import { FinalFrameCache } from "./final-frame-cache";
-import { frameWithBase64, RgbaEncoder } from "./rgba-encoder";
+import { base64Slot, EncodedRgba, frameWithBase64, frameWithBase64Parts, RgbaEncoder } from "./rgba-encoder";
 import { ClientConnections, CLOSE_GRACE_MS, SEND_STALL_MS, tooManyWatchesMessage, WS_CLOSE } from "./ws-limits";
 import type { Submitter } from "../../jobs/fair-use";
 import { apiKeyHeader, submitterOf } from "../submitter";
@@ -177,7 +177,15 @@ class Connection {
       (installs) => this.sendLive({ type: "install", id: jobId, installs }),
     );
     const stopEvents = this.gateway.deps.events.watch(jobId, {
-      progress: (p) => this.sendLive({ type: "progress", id: jobId, step: p.step, totalSteps: p.totalSteps, ...previewField(p.preview) }),
+      progress: (p) =>
+        this.sendLive({
+          type: "progress",
+          id: jobId,
+          step: p.step,
+          totalSteps: p.totalSteps,
+          ...previewField(p.preview),
+          ...previewsField(p.previews),
+        }),
       final: (view) => {
         stopInstalls();
         this.watches.delete(jobId);
@@ -364,10 +372,30 @@ export class WsGateway {
    * encoder's thread; the main thread only places the bytes.
    */
   private async encodeCompleted(view: JobView): Promise<Buffer> {
-    const { width, height, base64 } = await this.rgba.encode(await this.deps.jobs.image(view.id));
+    const images = view.result?.images ?? [];
+    if (images.length <= 1) {
+      const { width, height, base64 } = await this.rgba.encode(await this.deps.jobs.image(view.id));
+      const pixel = view.result?.pixel;
+      const frame = { type: "completed", id: view.id, width, height, rgbaBase64: null, seed: view.seed };
+      return frameWithBase64(pixel ? { ...frame, pixel } : frame, "rgbaBase64", base64);
+    }
+    // count > 1: candidate 0 at the top level as before, and every candidate (0 included) in `candidates`; one
+    // encoding per image, the top level and candidates[0] share its bytes
+    const encoded: EncodedRgba[] = [];
+    for (const image of images) encoded.push(await this.rgba.encode(await this.deps.jobs.image(view.id, image.index)));
+    const candidates = images.map((image, i) => ({
+      index: image.index,
+      seed: image.seed,
+      width: encoded[i].width,
+      height: encoded[i].height,
+      rgbaBase64: base64Slot(i),
+    }));
+    const first = encoded[0];
     const pixel = view.result?.pixel;
-    const frame = { type: "completed", id: view.id, width, height, rgbaBase64: null, seed: view.seed };
-    return frameWithBase64(pixel ? { ...frame, pixel } : frame, "rgbaBase64", base64);
+    const frame = { type: "completed", id: view.id, width: first.width, height: first.height, rgbaBase64: base64Slot(0), seed: view.seed };
+    const parts = [...encoded.map((e) => e.base64), first.base64];
+    candidates[0].rgbaBase64 = base64Slot(encoded.length);
+    return frameWithBase64Parts({ ...frame, ...(pixel ? { pixel } : {}), candidates }, parts);
   }
 
   logFailure(err: unknown): void {
@@ -435,6 +463,13 @@ function previewField(preview: StepPreview | undefined): { preview?: Record<stri
   }
   previewFields.set(preview, field);
   return field;
+}
+
+/** A job with count > 1: every candidate's preview, each as previewField makes it; none if any cannot be decoded. */
+function previewsField(previews: StepPreview[] | undefined): { previews?: Array<Record<string, unknown>> } {
+  if (!previews || previews.length < 2) return {};
+  const fields = previews.map((p) => previewField(p).preview);
+  return fields.every((f) => f !== undefined) ? { previews: fields as Array<Record<string, unknown>> } : {};
 }
 
 function isFinal(view: JobView): boolean {

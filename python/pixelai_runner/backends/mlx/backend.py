@@ -85,6 +85,36 @@ def native_noise(seed: int, shape_nhwc: tuple) -> tuple[Any, Callable[[tuple], A
     return draw(shape_nhwc), draw
 
 
+def candidate_noise(
+    init_noise: str | None, seeds: list[int], shape_hwc: tuple, make=noise.text_noise
+) -> tuple[Any, Callable[[tuple], Any]]:
+    """The batch's noise: candidate i draws exactly what a count 1 job with seeds[i] draws (initial latents and, for
+    euler_a, every step's noise), so batching never changes which noise a candidate gets. Returns (initial NHWC latents
+    of batch len(seeds), a draw function for batched NHWC shapes). `make`: torch_noise's, for initNoise "torch"."""
+    import mlx.core as mx
+
+    from .pipeline import nchw_to_nhwc
+
+    h, w, c = shape_hwc
+    initials, draws = [], []
+    for seed in seeds:
+        if init_noise == "torch":
+            initial, draw = torch_noise(seed, (1, c, h, w), make)
+            initial = nchw_to_nhwc(initial)
+        else:
+            initial, draw = native_noise(seed, (1, h, w, c))
+        initials.append(initial)
+        draws.append(draw)
+    if len(seeds) == 1:
+        return initials[0], draws[0]
+
+    def draw_batch(shape_nhwc: tuple):
+        one = (1, *shape_nhwc[1:])
+        return mx.concatenate([draw(one) for draw in draws])
+
+    return mx.concatenate(initials), draw_batch
+
+
 class MLXBackend(Backend):
     engine = "mlx"
 
@@ -257,21 +287,15 @@ class MLXBackend(Backend):
             mask = mx.array(img2img.latent_mask(pixels, model.vae_scale_factor)[None, :, :, None])
         return Init(latents=latents, start=plan.start, mask=mask)
 
-    def _run(self, model, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck):
-        from .pipeline import nchw_to_nhwc
-
+    def _run(self, model, req: GenerateRequest, on_step: StepCallback, check_cancel: CancelCheck) -> list:
         h, w, c = req.height // model.vae_scale_factor, req.width // model.vae_scale_factor, model.latent_channels
         init = self._init(model, req)
-        if req.init_noise == "torch":
-            # img2img continues the initial draw's generator for ancestral steps, as diffusers' img2img pipelines do
-            make = noise.img2img_noise if init is not None else noise.text_noise
-            initial, draw = torch_noise(req.seed, (1, c, h, w), make)
-            initial = nchw_to_nhwc(initial)
-        else:
-            initial, draw = native_noise(req.seed, (1, h, w, c))
+        # img2img continues the initial draw's generator for ancestral steps, as diffusers' img2img pipelines do
+        make = noise.img2img_noise if init is not None else noise.text_noise
+        initial, draw = candidate_noise(req.init_noise, req.candidate_seeds(), (h, w, c), make)
         # "" and None mean the same to the torch engine (it passes `negative_prompt or None`); for SDXL that is the
         # zeroed unconditional embedding, so normalise the same way to keep the engines' images equal.
-        return model.generate(
+        return model.generate_batch(
             req.prompt,
             req.negative_prompt or None,
             req.width,
@@ -300,7 +324,7 @@ class MLXBackend(Backend):
         loaded = time.perf_counter()
         dtype_name = self._dtype_for(folder)
         try:
-            image = self._run(model, req, on_step, check_cancel)
+            images = self._run(model, req, on_step, check_cancel)
         except NonFiniteError as exc:
             if dtype_name == "float32":
                 raise
@@ -309,10 +333,11 @@ class MLXBackend(Backend):
             self.unload(req.model_source)
             model = self._model_for(req, "float32")
             dtype_name = "float32"
-            image = self._run(model, req, on_step, check_cancel)
+            images = self._run(model, req, on_step, check_cancel)
         finished = time.perf_counter()
         return GenerateOutput(
-            image=image,
+            image=images[0],
+            images=images if len(images) > 1 else [],
             device=device_kind(),
             dtype=dtype_name,
             load_ms=(loaded - started) * 1000.0,

@@ -77,6 +77,17 @@ class Conditioning:
     text_embeds: mx.array | None = None  # SDXL pooled embeddings
     time_ids: mx.array | None = None  # SDXL micro-conditioning
 
+    def repeated(self, count: int) -> Conditioning:
+        """For a batch of `count` latents: each row repeated count times in place ([neg…, pos…] with guidance), the
+        order the UNet input [latents, latents] has."""
+        if count == 1:
+            return self
+
+        def rep(x: mx.array | None) -> mx.array | None:
+            return None if x is None else mx.repeat(x, count, axis=0)
+
+        return Conditioning(rep(self.context), rep(self.text_embeds), rep(self.time_ids))
+
 
 class StableDiffusion:
     """A loaded SD 1.x/2.x or SDXL model in MLX."""
@@ -250,13 +261,13 @@ class StableDiffusion:
         (clean after the last), as diffusers' inpaint pipelines do with a 4-channel UNet."""
         sampler = make_sampler(scheduler, self.scheduler_config, steps, noise_fn)
         guided = cond.context.shape[0] == 2
+        cond = cond.repeated(latents.shape[0])
         noise = latents.astype(mx.float32)
         start = 0 if init is None else init.start
-        if init is None:
-            latents = noise * sampler.init_noise_sigma
-        elif start == 0:
-            latents = noise * sampler.init_noise_sigma  # strength 1 with a mask: pure noise, as diffusers
+        if init is None or start == 0:
+            latents = noise * sampler.init_noise_sigma  # strength 1 with a mask: pure noise too, as diffusers
         else:
+            # one init image for every candidate: its (1, …) latents broadcast against the batch's noise
             latents = sampler.add_noise(init.latents, noise, start)
         run = steps - start
         for index in range(start, steps):
@@ -296,7 +307,7 @@ class StableDiffusion:
         return scale_latents(mean.astype(mx.float32), self.vae_config)
 
     def decode(self, latents: mx.array) -> np.ndarray:
-        """Final latents → (H, W, 3) uint8, rounding like diffusers' numpy_to_pil."""
+        """Final latents of one sample → (H, W, 3) uint8, rounding like diffusers' numpy_to_pil."""
         images = self.vae.decode(unscale_latents(latents.astype(self.vae_dtype), self.vae_config))
         images = mx.clip(images.astype(mx.float32) / 2 + 0.5, 0.0, 1.0)
         mx.eval(images)
@@ -321,11 +332,45 @@ class StableDiffusion:
         init: Init | None = None,
     ) -> Image.Image:
         """initial_noise: standard-normal latents, NHWC (1, H/f, W/f, C)."""
+        return self.generate_batch(
+            prompt,
+            negative_prompt,
+            width,
+            height,
+            steps,
+            guidance_scale,
+            scheduler,
+            initial_noise,
+            noise_fn,
+            on_step,
+            check_cancel,
+            preview_every,
+            init,
+        )[0]
+
+    def generate_batch(
+        self,
+        prompt: str,
+        negative_prompt: str | None,
+        width: int,
+        height: int,
+        steps: int,
+        guidance_scale: float,
+        scheduler: str | None,
+        initial_noise: mx.array,
+        noise_fn: Callable[[tuple], mx.array] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        check_cancel: Callable[[], None] | None = None,
+        preview_every: int | None = None,
+        init: Init | None = None,
+    ) -> list[Image.Image]:
+        """initial_noise: NHWC (N, H/f, W/f, C), one sample per candidate, denoised as one batch through the UNet;
+        each is decoded on its own (the VAE's activations at full resolution are the large ones)."""
         cond = self.encode(prompt, negative_prompt, guidance_scale > 1.0, height, width)
         latents = self.denoise(
             initial_noise, cond, steps, guidance_scale, scheduler, noise_fn, on_step, check_cancel, preview_every, init
         )
-        return Image.fromarray(self.decode(latents))
+        return [Image.fromarray(self.decode(latents[index : index + 1])) for index in range(latents.shape[0])]
 
 
 def _require_vae_encoder(weights: Path) -> None:
