@@ -137,3 +137,40 @@ def test_a_batch_the_device_cannot_hold_is_split_in_halves(tiny_sd):
     with pytest.raises(RuntimeError, match="out of memory"):
         _generate(backend, _request(tiny_sd, count=2))
     assert one.batches == [2, 1]
+
+
+@pytest.mark.parametrize("engine", ["torch", "mlx"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_img2img_candidates_share_the_init_image_and_match_their_count_1_twins(
+    engine, masked, tiny_sd, converted_sd, torch_backend, tmp_path
+):
+    from PIL import Image
+
+    from pixelai_runner.runner import Runner
+
+    rng = np.random.default_rng(8)
+    init_path, mask_path = tmp_path / "init.png", tmp_path / "mask.png"
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "RGB").save(init_path)
+    mask = np.zeros((16, 16, 4), np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask, "RGBA").save(mask_path)
+    backend, source = (torch_backend, tiny_sd) if engine == "torch" else (MLXBackend(), converted_sd)
+    extra = dict(
+        initImagePath=str(init_path), strength=0.6, steps=5, **({"maskPath": str(mask_path)} if masked else {})
+    )
+
+    # the runner's own img2img wrapping (the mask's paste-back is per candidate), around the real backend
+    runner = Runner.__new__(Runner)
+    runner.backend = backend
+    batch = runner._generate_image(_request(source, count=3, **extra), lambda *a: None, lambda: None)
+    images = [np.array(image).astype(int) for image in batch.candidates()]
+    assert len(images) == 3 and len({a.tobytes() for a in images}) == 3
+    for index, candidate in enumerate(images):
+        single = runner._generate_image(_request(source, seed=40 + index, **extra), lambda *a: None, lambda: None)
+        assert np.abs(candidate - np.array(single.image).astype(int)).max() <= 1, f"candidate {index}"
+    if masked:
+        init = np.array(Image.open(init_path).convert("RGB").resize((64, 64), Image.Resampling.NEAREST)).astype(int)
+        outside = np.ones((64, 64), bool)
+        outside[16:48, 16:48] = False
+        for candidate in images:
+            assert np.array_equal(candidate[outside], init[outside])

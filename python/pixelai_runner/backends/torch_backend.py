@@ -279,6 +279,8 @@ class TorchBackend(Backend):
         derived.scheduler = make_scheduler(req.scheduler, loaded.base_scheduler_config)
         derived.set_progress_bar_config(disable=True)
         latents = self.encode_init(pipe, img2img.load_init(req.init_image_path, req.width, req.height))
+        # one copy per candidate: diffusers would repeat a single image itself, but only with a deprecation warning
+        latents = latents.repeat(int(kwargs.get("num_images_per_prompt") or 1), 1, 1, 1)
         kwargs.update(image=latents, strength=req.strength)
         if masked:
             mask = img2img.load_mask(req.mask_path, req.width, req.height)
