@@ -145,7 +145,6 @@ def test_img2img_candidates_share_the_init_image_and_match_their_count_1_twins(
     engine, masked, tiny_sd, converted_sd, torch_backend, tmp_path
 ):
     from PIL import Image
-
     from pixelai_runner.runner import Runner
 
     rng = np.random.default_rng(8)
