@@ -98,4 +98,41 @@ describe("the extension's requests through the real stack", () => {
     expect(used.size).toBeGreaterThan(0);
     for (const c of used) expect(palette).toContain(c);
   });
+
+  it("Candidates: count 4 from the dialog gives 4 different images the extension's parser takes, seeds seed..seed+3", async () => {
+    const done = await runFromDialog({ ...tiny, prompt: "a knight", pixelPreset: "32x32", count: 4 }, "candidates-4");
+    expect(done).toMatchObject({ type: "completed", width: 32, height: 32, seed: 17 });
+    expect(done.candidates).toHaveLength(4);
+    expect(new Set(done.candidates.map((c: Frame) => c.rgbaBase64)).size).toBe(4);
+    expect(done.candidates[0].rgbaBase64).toBe(done.rgbaBase64);
+    expect(lua("decode_frame.lua", done)).toBe(`ok completed 32 32 ${32 * 32 * 4} candidates 4 17,18,19,20`);
+  });
+
+  it("From canvas with a selection mask and 2 candidates keeps the unselected pixels in both", async () => {
+    const rgba = sprite(16, 16);
+    const mask = Buffer.alloc(16 * 16 * 4);
+    for (let y = 4; y < 12; y++) for (let x = 4; x < 12; x++) mask.set([255, 255, 255, 255], (y * 16 + x) * 4);
+    const source = { width: 16, height: 16, rgbaBase64: rgba.toString("base64"), maskBase64: mask.toString("base64") };
+    const done = await runFromDialog({ ...tiny, prompt: "a knight", source, strength: 80, count: 2 }, "canvas-mask");
+    expect(done).toMatchObject({ type: "completed", width: 16, height: 16 });
+    expect(done.candidates).toHaveLength(2);
+    let changedInside = 0;
+    for (const candidate of done.candidates) {
+      const out = Buffer.from(candidate.rgbaBase64, "base64");
+      for (let y = 4; y < 12; y++) {
+        for (let x = 4; x < 12; x++) {
+          const i = (y * 16 + x) * 4;
+          if (!out.subarray(i, i + 4).equals(rgba.subarray(i, i + 4))) changedInside++;
+        }
+      }
+      for (let y = 0; y < 16; y++) {
+        for (let x = 0; x < 16; x++) {
+          if (x >= 4 && x < 12 && y >= 4 && y < 12) continue;
+          const i = (y * 16 + x) * 4;
+          expect([...out.subarray(i, i + 4)]).toEqual([...rgba.subarray(i, i + 4)]);
+        }
+      }
+    }
+    expect(changedInside).toBeGreaterThan(0); // the selection itself was repainted
+  });
 });
