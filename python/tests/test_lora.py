@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import load_script
 from pixelai_runner.backends.base import GenerateRequest
 from pixelai_runner.backends.torch_backend import TorchBackend
@@ -119,19 +120,48 @@ def test_each_format_changes_the_image_and_strength_zero_does_not(backend, tiny_
     assert half not in (plain, images["tiny-sd-lora"])
 
 
+def _weights(backend, model: Path) -> dict:
+    pipe = backend.ensure_loaded(str(model)).pipe
+    modules = {
+        "unet": pipe.unet,
+        "text_encoder": pipe.text_encoder,
+        "text_encoder_2": getattr(pipe, "text_encoder_2", None),
+    }
+    return {
+        f"{name}.{key}": value.detach().clone()
+        for name, module in modules.items()
+        if module is not None
+        for key, value in module.state_dict().items()
+    }
+
+
+def _same_weights(before: dict, after: dict) -> bool:
+    return before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_a_job_without_lora_after_one_with_it_is_unchanged(backend, tiny_sd, tiny_sdxl, loras):
+    # The weights must come back bit for bit. The image is compared within 1/255: once MLX tests have run in the same
+    # process, a plain job after a LoRA differed from the one before it in 2 bytes by 1 (never when this module runs
+    # alone), with equal weights. The likely path is the system OpenBLAS cpu_blas.py loads RTLD_GLOBAL for MLX, then
+    # also serving torch's sgemm, whose kernels may round a reallocated buffer differently; a runner never has both.
     plain = _image(backend, tiny_sd, seed=21)
+    weights = _weights(backend, tiny_sd)
     assert _image(backend, tiny_sd, {"source": str(loras["tiny-sd-lora-kohya"]), "strength": 1.0}, seed=21) != plain
-    assert _image(backend, tiny_sd, seed=21) == plain
+    again = _image(backend, tiny_sd, seed=21)
+    assert _same_weights(weights, _weights(backend, tiny_sd))
+    assert max(abs(x - y) for x, y in zip(again, plain, strict=True)) <= 1
 
     plain_xl = _image(backend, tiny_sdxl, seed=21)
+    weights_xl = _weights(backend, tiny_sdxl)
     assert (
         _mean_abs_diff(
             _image(backend, tiny_sdxl, {"source": str(loras["tiny-sdxl-lora"]), "strength": 1.0}, seed=21), plain_xl
         )
         > 3.0
     )
-    assert _image(backend, tiny_sdxl, seed=21) == plain_xl
+    again_xl = _image(backend, tiny_sdxl, seed=21)
+    assert _same_weights(weights_xl, _weights(backend, tiny_sdxl))
+    assert max(abs(x - y) for x, y in zip(again_xl, plain_xl, strict=True)) <= 1
 
 
 def test_a_lora_for_another_model_is_refused_and_leaves_the_pipeline_usable(backend, tiny_sd, tiny_sdxl, loras):
