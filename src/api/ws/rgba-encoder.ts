@@ -96,7 +96,7 @@ export function frameWithBase64(frame: Record<string, unknown>, field: string, b
   return frameWithBase64Parts({ ...frame, [field]: base64Slot(0) }, [base64]);
 }
 
-/** A placeholder for `parts[n]` of frameWithBase64Parts, to put anywhere in a frame (nested objects and arrays too). */
+/** A marker standing for `parts[n]` of frameWithBase64Parts, to put anywhere in a frame (nested objects and arrays too). */
 export function base64Slot(n: number): string {
   return `\u0000base64:${n}\u0000`;
 }
