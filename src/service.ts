@@ -12,7 +12,7 @@ import type { Config } from "./config";
 import { Logger } from "./infra/logger";
 import { startManagedRedis, ManagedRedis } from "./infra/managed-redis";
 import { applyMigrations } from "./infra/migrate";
-import { Db, openDatabase } from "./infra/prisma";
+import { closeDatabase, Db, openDatabase } from "./infra/prisma";
 import { producerConnection } from "./infra/redis";
 import { JobEventsChannel } from "./jobs/job-events-channel";
 import { JobQueue } from "./jobs/job-queue";
@@ -108,7 +108,7 @@ async function composeService(config: Config, opts: ServiceOptions, logger: Logg
 
   await applyMigrations(config.repoRoot, config.databaseUrl);
   const db = await openDatabase(config.databaseUrl);
-  closers.push(() => db.$disconnect());
+  closers.push(() => closeDatabase(db));
 
   const redis: IORedis = producerConnection(redisUrl);
   closers.push(() => redis.quit().catch(() => undefined));

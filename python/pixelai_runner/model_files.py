@@ -63,20 +63,33 @@ def assert_inside_roots(target: str | Path, roots: list[str]) -> None:
     def inside(real: str) -> bool:
         return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in real_roots)
 
+    real_target = os.path.realpath(target)
+    if not inside(real_target):
+        raise OutsideRoots(f"{target} resolves outside the model roots ({real_target})")
+    # Only links need resolving: an entry that is no link, in a folder already resolved, is where its path says. This
+    # runs before every job, so it costs one directory read per folder plus one realpath per link (hub snapshots link
+    # every file into the blob store), not a realpath per entry.
+    pending = [real_target] if os.path.isdir(real_target) else []
     seen: set[str] = set()
-    pending = [str(target)]
+    entries = 0
     while pending:
-        entry = pending.pop()
-        real = os.path.realpath(entry)
-        if not inside(real):
-            raise OutsideRoots(f"{entry} resolves outside the model roots ({real})")
-        if real in seen or not os.path.isdir(real):
+        folder = pending.pop()
+        if folder in seen:
             continue
-        seen.add(real)
-        names = os.listdir(real)
-        if len(seen) + len(pending) + len(names) > _MAX_TREE_ENTRIES:
-            raise OutsideRoots(f"{target} holds more than {_MAX_TREE_ENTRIES} entries")
-        pending.extend(os.path.join(real, n) for n in names)
+        seen.add(folder)
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                entries += 1
+                if entries > _MAX_TREE_ENTRIES:
+                    raise OutsideRoots(f"{target} holds more than {_MAX_TREE_ENTRIES} entries")
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if not inside(real):
+                        raise OutsideRoots(f"{entry.path} resolves outside the model roots ({real})")
+                    if os.path.isdir(real):
+                        pending.append(real)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
 
 
 class NotAModel(ValueError):

@@ -128,3 +128,43 @@ def test_a_hub_snapshot_with_only_fp16_weights_loads_them_safetensors_only(tiny_
     loaded = backend._load(str(snapshot))
     assert loaded.kind == "sd"
     assert next(loaded.pipe.unet.parameters()).dtype == backend.torch_dtype  # fp16 files, loaded at the device's dtype
+
+
+def test_a_kept_scheduler_gives_what_a_fresh_one_gives(tiny_sd):
+    """Schedulers are kept per pipeline and kind (_Loaded.scheduler): a job after other jobs, on other schedulers and
+    seeds, must come out exactly as the same job on a backend that never ran anything."""
+    import numpy as np
+    from pixelai_runner.backends.base import GenerateRequest
+
+    def request(scheduler: str, seed: int) -> GenerateRequest:
+        return GenerateRequest.from_params(
+            dict(
+                jobId=f"{scheduler}-{seed}",
+                modelSource=str(tiny_sd),
+                prompt="a knight",
+                width=64,
+                height=64,
+                steps=3,
+                guidanceScale=7.5,
+                seed=seed,
+                outputDir="/tmp",
+                scheduler=scheduler,
+                initNoise="torch",
+            )
+        )
+
+    def pixels(backend: TorchBackend, req: GenerateRequest) -> np.ndarray:
+        return np.asarray(backend.generate(req, lambda *args: None, lambda: None).image)
+
+    warm = TorchBackend(device_info=CPU)
+    names = ["euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"]
+    for name in names:  # every kind used once, so each is kept with its state from a run
+        pixels(warm, request(name, 3))
+    loaded = warm.ensure_loaded(str(tiny_sd))
+    kept = dict(loaded.schedulers)
+    assert sorted(kept) == sorted(names)
+    for name in names:
+        again = pixels(warm, request(name, 11))
+        assert loaded.schedulers[name] is kept[name]  # the same object served the second job
+        fresh = pixels(TorchBackend(device_info=CPU), request(name, 11))
+        assert np.array_equal(again, fresh), name

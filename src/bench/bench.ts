@@ -15,7 +15,6 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { startBenchStack } from "./bench-stack";
-import { GENERATE_QUEUE } from "../jobs/job-queue";
 import { runHttpPhaseInClient } from "./client-process";
 import { CompletionTracker } from "./completions";
 import { DirectSession } from "./direct-path";
@@ -79,12 +78,12 @@ async function main(): Promise<void> {
     const session = await DirectSession.start({ python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, timeoutMs: 240_000 });
     Object.assign(versions, session.versions);
 
-    const tracker = new CompletionTracker({ queueName: GENERATE_QUEUE, redisUrl: stack.service.redisUrl, prefix: config.queuePrefix });
+    const tracker = new CompletionTracker({ kind: "jobEvents", redisUrl: stack.service.redisUrl, prefix: config.queuePrefix });
     await tracker.ready();
     try {
       log("(a) warm-up: 3 jobs over HTTP (loads the pipeline in the runner)…");
       await runHttpPhase({ url: stack.url, tracker, jobs: 3, concurrency: 1, seedBase: 0, jobTimeoutMs: 180_000 });
-      const clientTask = { url: stack.url, redisUrl: stack.service.redisUrl, queueName: GENERATE_QUEUE, prefix: config.queuePrefix, jobTimeoutMs: 120_000 };
+      const clientTask = { url: stack.url, redisUrl: stack.service.redisUrl, prefix: config.queuePrefix, jobTimeoutMs: 120_000 };
       const blocks = Math.ceil(jobs / BLOCK_JOBS);
       log(`(a) 1 client and (b) direct: ${jobs} jobs each, in ${blocks} alternating blocks…`);
       const oneClient: HttpPhaseResult[] = [];
@@ -135,7 +134,7 @@ async function main(): Promise<void> {
           depthClients,
           depthWindow,
           profileJobs,
-          completionSignal: "BullMQ QueueEvents 'completed' (no polling)",
+          completionSignal: "the service's final-state job event, as its WebSocket and SSE watchers get it (no polling)",
           mlxMode,
         },
         http,

@@ -6,7 +6,6 @@ import { runHttpPhase, HttpPhaseResult } from "./http-path";
 export interface ClientTask {
   url: string;
   redisUrl: string;
-  queueName: string;
   prefix: string;
   jobs: number;
   concurrency: number;
@@ -16,7 +15,7 @@ export interface ClientTask {
 
 /**
  * Runs one (a) row from a client in its own Node process, as a real client (Aseprite, curl) is: its HTTP calls and its
- * completion tracking (BullMQ QueueEvents) then do not share the service's event loop. It still shares the machine's
+ * completion tracking (the service's job events) then do not share the service's event loop. It still shares the machine's
  * cores, as a local client does.
  */
 export function runHttpPhaseInClient(task: ClientTask, timeoutMs: number): Promise<HttpPhaseResult> {
@@ -42,7 +41,7 @@ export function runHttpPhaseInClient(task: ClientTask, timeoutMs: number): Promi
 }
 
 async function clientMain(task: ClientTask): Promise<HttpPhaseResult> {
-  const tracker = new CompletionTracker({ queueName: task.queueName, redisUrl: task.redisUrl, prefix: task.prefix });
+  const tracker = new CompletionTracker({ kind: "jobEvents", redisUrl: task.redisUrl, prefix: task.prefix });
   await tracker.ready();
   try {
     return await runHttpPhase({ ...task, tracker });

@@ -99,12 +99,13 @@ export async function runProfilePhase(opts: {
       const answered = performance.now();
       const done = await opts.tracker.wait(id, opts.jobTimeoutMs);
       if (!done.ok) throw new Error(`job ${id} failed: ${done.detail}`);
-      // The completed event can reach us before the worker's own BullMQ calls have returned.
-      await probe.settled();
-      const spans = probe.within(started, done.at);
-      // MONITOR lines trail the commands a little; the next job is not submitted before this one is counted.
+      // The client is told once the row is final, before the worker's own BullMQ calls for the job have returned (or,
+      // some, begun); MONITOR lines trail the commands a little. The next job is not submitted before this one is counted.
       await new Promise((r) => setTimeout(r, 20));
-      const commands = monitor.countsWithin(started, performance.now());
+      await probe.settled();
+      const counted = performance.now();
+      const spans = probe.within(started, counted);
+      const commands = monitor.countsWithin(started, counted);
       redis.push({ ...commands, total: Object.values(commands).reduce((a, n) => a + n, 0) });
       const first = (label: string) => spans.find((s) => s.label === label);
       const last = (label: string) => [...spans].reverse().find((s) => s.label === label);
@@ -116,6 +117,7 @@ export async function runProfilePhase(opts: {
       const picked = first("bullmq.processJob");
       const gen = first("runner.generate");
       const moved = last("bullmq.moveToCompleted");
+      const completed = first("db.complete");
       const t = (gen?.value as RunnerResult | undefined)?.timings ?? {};
       const compute = (t.loadMs ?? 0) + (t.generateMs ?? 0) + (t.postprocessMs ?? 0);
       const total = done.at - started;
@@ -137,10 +139,10 @@ export async function runProfilePhase(opts: {
         "    generate": t.generateMs ?? Number.NaN,
         "    post-process (PNG write, sha256 included)": t.postprocessMs ?? Number.NaN,
         "  stdio, runner threads, per-job set-up (request − compute)": duration(gen) - compute,
-        "worker after runner (result → BullMQ finish called)": gap(gen?.end, moved?.start),
-        "  db: complete (PNG + timings)": duration(first("db.complete")),
-        "BullMQ moveToCompleted": duration(moved),
-        "completion event (moveToCompleted returned → client sees it)": gap(moved?.end, done.at),
+        "worker after runner (result → final state written)": gap(gen?.end, completed?.end),
+        "  db: complete (PNG + timings)": duration(completed),
+        "completion event (final state written → client sees it)": gap(completed?.end, done.at),
+        "BullMQ moveToCompleted (after the client is told: off its path)": duration(moved),
         "BullMQ progress updates, summed": spans.filter((s) => s.label === "bullmq.updateProgress").reduce((a, s) => a + s.end - s.start, 0),
       });
     }

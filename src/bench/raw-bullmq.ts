@@ -21,7 +21,7 @@ export interface RawPhaseResult {
 
 /**
  * (c): no-op jobs through BullMQ on the service's Redis, under their own prefix so they never meet the generate queue.
- * Completion is observed the same way as in the HTTP phase (QueueEvents), so the two floors are comparable.
+ * Completion is observed through BullMQ's own events (QueueEvents): these jobs have no row and no job events.
  */
 export async function runRawPhase(opts: { redisUrl: string; prefix: string; jobs: number; concurrency: number; sequentialJobs: number }): Promise<RawPhaseResult> {
   const name = "noop";
@@ -31,7 +31,7 @@ export async function runRawPhase(opts: { redisUrl: string; prefix: string; jobs
   // A larger events stream than the 10 000 default, so no completed event is trimmed before QueueEvents reads it.
   const queue = new Queue(name, { connection: conn, prefix: opts.prefix, streams: { events: { maxLen: 100_000 } } });
   const worker = new Worker(name, async () => null, { connection: workerConn, prefix: opts.prefix, concurrency: opts.concurrency });
-  const tracker = new CompletionTracker({ queueName: name, redisUrl: opts.redisUrl, prefix: opts.prefix });
+  const tracker = new CompletionTracker({ kind: "queueEvents", queueName: name, redisUrl: opts.redisUrl, prefix: opts.prefix });
   try {
     await Promise.all([queue.waitUntilReady(), worker.waitUntilReady(), tracker.ready()]);
     // Warm-up: first commands load BullMQ's Lua scripts into Redis.

@@ -1,5 +1,9 @@
-import type { Db } from "../infra/prisma";
-import type { Job, Prisma } from "../generated/prisma/client";
+import { databaseKindOf, Db, sqlExecutorOf } from "../infra/prisma";
+import type { SqlExecutor } from "../infra/sql-executor";
+import type { DatabaseKind } from "../infra/database-kind";
+import { Prisma } from "../generated/prisma/client";
+import type { Job } from "../generated/prisma/client";
+import { columnIs, insertJob, isUniqueViolation, JobColumns, setList, statusIn } from "./job-sql";
 import type { EngineName, JobPixelReport, JobStatus, ResolvedJob } from "./jobs.dto";
 
 /** Candidates 1.. of a job with count > 1, without their bytes (candidate 0 is on the row itself). */
@@ -68,56 +72,97 @@ export interface AttemptStart {
   device: string | null;
 }
 
-/** All job persistence. Status changes go through `transition` (JOB_TRANSITIONS); the other writes never touch status. */
+/** A second job under a client's idempotency key: the unique index refused the insert. */
+export class DuplicateIdempotencyKey extends Error {}
+
+/**
+ * All job persistence. Status changes go through `transition` (JOB_TRANSITIONS); the other writes never touch status.
+ * The writes every job makes are raw statements (job-sql.ts, for their cost); reads and rare writes use Prisma's API.
+ */
 export class JobsRepository {
+  private readonly kind: DatabaseKind;
+  private readonly sql: SqlExecutor;
+
   constructor(
     private readonly db: Db,
     private readonly notifier?: FinalStateNotifier,
-  ) {}
+  ) {
+    this.kind = databaseKindOf(db);
+    this.sql = sqlExecutorOf(db);
+  }
 
   /** Moves a row to `to` if it is in one of its from-states (and matches `guard`); true when the write landed. */
   private async transition(
     id: string,
     to: JobStatus,
-    data: Prisma.JobUpdateManyMutationInput,
-    guard: Prisma.JobWhereInput = {},
+    data: JobColumns,
+    guard: { status: string; startedAt: Date | null } | null = null,
   ): Promise<boolean> {
-    const res = await this.db.job.updateMany({
-      where: { AND: [{ id, status: { in: fromStates(to) } }, guard] },
-      data: { ...data, status: to },
-    });
-    const landed = res.count === 1;
+    const count = await this.sql.run(this.transitionSql(id, to, data, guard));
+    const landed = count === 1;
     if (landed && (TERMINAL as JobStatus[]).includes(to)) this.notifier?.finalized(id, to as FinalStatus);
     return landed;
   }
 
+  private transitionSql(id: string, to: JobStatus, data: JobColumns, guard: { status: string; startedAt: Date | null } | null) {
+    const where = guard
+      ? Prisma.sql`"id" = ${id} AND ${statusIn(fromStates(to))} AND ${columnIs("status", guard.status)} AND ${columnIs("startedAt", guard.startedAt)}`
+      : Prisma.sql`"id" = ${id} AND ${statusIn(fromStates(to))}`;
+    return Prisma.sql`UPDATE "Job" SET ${setList(this.kind, { ...data, status: to })} WHERE ${where}`;
+  }
+
   /** `inputPng`: a pixelize job's input image, kept on the row until the job is final (the worker reads it from here). */
-  create(
+  /** Throws DuplicateIdempotencyKey when the client already has a job under `idempotencyKey`. */
+  async create(
     id: string,
     job: ResolvedJob,
     opts: { idempotencyKey?: string; client?: string; requestHash?: string; source: string; inputPng?: Buffer },
   ): Promise<JobRecord> {
-    return this.db.job.create({
-      data: {
-        id,
-        status: "queued",
-        engine: job.engine,
-        model: job.model,
-        request: JSON.stringify(job),
-        prompt: job.prompt,
-        width: job.width,
-        height: job.height,
-        steps: job.steps,
-        seed: job.seed,
-        progressTotal: job.steps,
-        idempotencyKey: opts.idempotencyKey ?? null,
-        client: opts.client ?? null,
-        requestHash: opts.requestHash ?? null,
-        source: opts.source,
-        ...(opts.inputPng ? { inputPng: new Uint8Array(opts.inputPng) } : {}),
-      },
-      omit: { resultPng: true, inputPng: true },
-    }) as unknown as Promise<JobRecord>;
+    // The row as a read would return it (binary columns left out, as reads leave them out).
+    const row: Omit<Job, "resultPng" | "inputPng"> = {
+      id,
+      status: "queued",
+      engine: job.engine,
+      model: job.model,
+      request: JSON.stringify(job),
+      prompt: job.prompt,
+      width: job.width,
+      height: job.height,
+      steps: job.steps,
+      seed: job.seed,
+      device: null,
+      worker: null,
+      progressStep: 0,
+      progressTotal: job.steps,
+      attempts: 0,
+      queueMs: null,
+      loadMs: null,
+      generateMs: null,
+      postprocessMs: null,
+      errorCode: null,
+      errorMessage: null,
+      resultWidth: null,
+      resultHeight: null,
+      resultSha256: null,
+      pixelReport: null,
+      client: opts.client ?? null,
+      idempotencyKey: opts.idempotencyKey ?? null,
+      requestHash: opts.requestHash ?? null,
+      source: opts.source,
+      // millisecond precision, as both databases keep it
+      createdAt: new Date(Date.now()),
+      startedAt: null,
+      finishedAt: null,
+    };
+    const { pixelReport: _none, ...columns } = row;
+    try {
+      await this.sql.run(insertJob(this.kind, { ...columns, ...(opts.inputPng ? { inputPng: new Uint8Array(opts.inputPng) } : {}) }));
+    } catch (err) {
+      if (opts.idempotencyKey && isUniqueViolation(err))
+        throw new DuplicateIdempotencyKey(`idempotency key ${opts.idempotencyKey} is taken`);
+      throw err;
+    }
+    return row as unknown as JobRecord; // as find() returns it: the binary columns are never read back
   }
 
   find(id: string): Promise<JobRecord | null> {
@@ -137,8 +182,11 @@ export class JobsRepository {
   }
 
   /** Jobs of one client not yet final (queued or active): what the per-client queued cap counts. */
-  countUnfinished(client: string): Promise<number> {
-    return this.db.job.count({ where: { client, status: { in: ["queued", "active"] } } });
+  async countUnfinished(client: string): Promise<number> {
+    const rows = await this.sql.all<{ n: number | bigint }>(
+      Prisma.sql`SELECT COUNT(*) AS n FROM "Job" WHERE "client" = ${client} AND ${statusIn(["queued", "active"])}`,
+    );
+    return Number(rows[0]?.n ?? 0);
   }
 
   /** A pixelize job's input PNG; null once the job is final (or for a generation). */
@@ -186,7 +234,9 @@ export class JobsRepository {
   }
 
   async saveProgress(id: string, step: number, totalSteps: number): Promise<void> {
-    await this.db.job.updateMany({ where: { id, status: "active" }, data: { progressStep: step, progressTotal: totalSteps } });
+    await this.sql.run(
+      Prisma.sql`UPDATE "Job" SET ${setList(this.kind, { progressStep: step, progressTotal: totalSteps })} WHERE "id" = ${id} AND ${statusIn(["active"])}`,
+    );
   }
 
   /**
@@ -194,7 +244,7 @@ export class JobsRepository {
    * candidates are written in the same transaction as the status, so a watcher told "completed" finds all of them.
    */
   async complete(id: string, r: CompletedResult): Promise<boolean> {
-    const data: Prisma.JobUpdateManyMutationInput = {
+    const data: JobColumns = {
       device: r.device,
       resultPng: new Uint8Array(r.png),
       resultSha256: r.sha256,
@@ -203,19 +253,15 @@ export class JobsRepository {
       loadMs: r.loadMs,
       generateMs: r.generateMs,
       postprocessMs: r.postprocessMs,
-      // the column stays null without a report (Prisma.DbNull would tie this to one of the two generated clients)
-      ...(r.pixelReport ? { pixelReport: r.pixelReport as unknown as Prisma.InputJsonObject } : {}),
+      // the column stays null without a report
+      ...(r.pixelReport ? { pixelReport: r.pixelReport as unknown as Record<string, unknown> } : {}),
       inputPng: null, // a final job is never run again: its input has served
       finishedAt: new Date(),
     };
     const candidates = r.candidates ?? [];
     if (candidates.length === 0) return this.transition(id, "completed", data);
     const landed = await this.db.$transaction(async (tx) => {
-      const res = await tx.job.updateMany({
-        where: { id, status: { in: fromStates("completed") } },
-        data: { ...data, status: "completed" },
-      });
-      if (res.count !== 1) return false;
+      if ((await tx.$executeRaw(this.transitionSql(id, "completed", data, null))) !== 1) return false;
       await tx.jobImage.createMany({
         data: candidates.map((c) => ({
           jobId: id,
@@ -310,6 +356,6 @@ export class JobsRepository {
 }
 
 /** Back in the queue: the attempt's error stays on the record (GET shows why it is waiting again). */
-function requeued(code: string, message: string): Prisma.JobUpdateManyMutationInput {
+function requeued(code: string, message: string): JobColumns {
   return { errorCode: code, errorMessage: message.slice(0, 2000), progressStep: 0 };
 }

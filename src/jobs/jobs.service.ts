@@ -21,7 +21,7 @@ import type {
   ResolvedJob,
   SubmittedJob,
 } from "./jobs.dto";
-import { JobRecord, JobsRepository } from "./jobs.repository";
+import { DuplicateIdempotencyKey, JobRecord, JobsRepository } from "./jobs.repository";
 import { JOB_ID_PATTERN, newJobId } from "./ids";
 import { applyPreset } from "../presets/presets";
 import { HubModels, HubNeed, hubNeedsOf, normalisedHubReference } from "../installs/hub-models";
@@ -89,15 +89,22 @@ export class JobsService {
       if (existing) await this.repo.releaseIdempotencyKey(existing.id);
     }
     checkPriority(req.priority, submitter);
-    checkQueuedCount(await this.repo.countUnfinished(client), this.limits);
-    const { job, inputPng } = await this.resolveAny(req);
+    // The cap's count and the request's own checks read different things, so they run together. The cap is still
+    // decided first: its 429 wins over the request's errors, and no install starts for a capped client (resolve
+    // starts installs last, after `allowed`).
+    const allowed = this.repo.countUnfinished(client).then((n) => checkQueuedCount(n, this.limits));
+    allowed.catch(() => undefined);
+    const resolving = this.resolveAny(req, allowed);
+    resolving.catch(() => undefined);
+    await allowed;
+    const { job, inputPng } = await resolving;
     const id = newJobId();
     let record: JobRecord;
     try {
       record = await this.repo.create(id, job, { idempotencyKey: req.idempotencyKey, client, requestHash: hash, source, inputPng });
     } catch (err) {
       // two concurrent submits with one key: the loser answers with the winner's job (or the conflict, if it differs)
-      if (req.idempotencyKey && /Unique constraint/i.test(String(err))) {
+      if (req.idempotencyKey && err instanceof DuplicateIdempotencyKey) {
         const winner = await this.repo.findByIdempotencyKey(client, req.idempotencyKey);
         if (winner) return sameRequest(winner, hash!);
       }
@@ -116,7 +123,7 @@ export class JobsService {
   }
 
   /** The job a request asks for, by kind (text-to-image, img2img, pixelize), with the image bytes its row keeps. */
-  private async resolveAny(req: GenerateJobRequest): Promise<{ job: ResolvedJob; inputPng?: Buffer }> {
+  private async resolveAny(req: GenerateJobRequest, allowed?: Promise<void>): Promise<{ job: ResolvedJob; inputPng?: Buffer }> {
     const img2imgOnly = IMG2IMG_ONLY.filter((field) => req[field] !== undefined);
     if (img2imgOnly.length && (req.inputImage === undefined || req.prompt === undefined)) {
       throw new AppError("INVALID_REQUEST", `${img2imgOnly.join(" and ")} need an image-to-image job (inputImage and prompt together)`, {
@@ -124,16 +131,16 @@ export class JobsService {
         fields: img2imgOnly,
       });
     }
-    if (req.inputImage === undefined) return { job: await this.resolve(req) };
+    if (req.inputImage === undefined) return { job: await this.resolve(req, allowed) };
     if (req.prompt === undefined) return this.resolvePixelize(req);
-    return this.resolveImg2img(req);
+    return this.resolveImg2img(req, allowed);
   }
 
   /**
    * An image and a prompt: a generation (every text-to-image rule applies) that starts from the image. Both images are
    * checked here and kept on the row (init PNG then mask PNG); the runner scales them (python/pixelai_runner/img2img.py).
    */
-  async resolveImg2img(req: GenerateJobRequest): Promise<{ job: ResolvedJob; inputPng: Buffer }> {
+  async resolveImg2img(req: GenerateJobRequest, allowed?: Promise<void>): Promise<{ job: ResolvedJob; inputPng: Buffer }> {
     const init = await readImageInput(req.inputImage!, "inputImage");
     const mask = req.mask === undefined ? null : await readImageInput(req.mask, "mask");
     if (mask && (mask.width !== init.width || mask.height !== init.height)) {
@@ -144,7 +151,7 @@ export class JobsService {
       );
     }
     const { inputImage: _image, mask: _mask, strength, ...rest } = req;
-    const job = await this.resolve(rest);
+    const job = await this.resolve(rest, allowed);
     const probe = await this.engines.read(job.engine).catch(() => null);
     if (probe && probe.features?.img2img === false) {
       throw new AppError("IMG2IMG_UNSUPPORTED", `engine ${job.engine} reports that it cannot run image-to-image jobs`, {
@@ -168,7 +175,8 @@ export class JobsService {
     return { job, inputPng: mask ? Buffer.concat([init.png, mask.png]) : init.png };
   }
 
-  async resolve(request: GenerateJobRequest): Promise<ResolvedJob> {
+  /** `allowed`: settled before any install starts (the submitter's cap, decided while the request is checked). */
+  async resolve(request: GenerateJobRequest, allowed?: Promise<void>): Promise<ResolvedJob> {
     const req = applyPreset(request);
     const width = req.width ?? DEFAULTS.width;
     const height = req.height ?? DEFAULTS.height;
@@ -192,6 +200,9 @@ export class JobsService {
     }
     if (!prompt.trim()) throw new AppError("INVALID_REQUEST", "prompt must not be blank", { field: "prompt" });
     const engine = req.engine ?? (await this.engines.defaultEngine());
+    // No probe means no worker has published yet: queue anyway (a worker may come); a probe that says no is final. Read
+    // now, beside the model lookups; looked at below, after them.
+    const probeRead = this.engines.read(engine).catch(() => null);
     // Hub ids are checked (400) and normalised before anything else; the job keeps them as references, resolved to the
     // installed snapshot by the worker.
     const model = normalisedHubReference(req.model ?? (await this.engines.defaultModel()), "model");
@@ -212,8 +223,7 @@ export class JobsService {
         },
       );
     }
-    // No probe means no worker has published yet: queue anyway (a worker may come); a probe that says no is final.
-    const probe = await this.engines.read(engine).catch(() => null);
+    const probe = await probeRead;
     if (probe && !probe.available) {
       throw new AppError("ENGINE_UNAVAILABLE", `engine ${engine} is not available: ${probe.reason ?? "unknown reason"}`, { engine });
     }
@@ -250,7 +260,10 @@ export class JobsService {
       );
     }
     // Last: an install is started only for a request that passed every other check.
-    if (pending.length) await this.hub!.prepare(pending);
+    if (pending.length) {
+      await allowed;
+      await this.hub!.prepare(pending);
+    }
     const seed = req.seed === undefined || req.seed === -1 ? randomInt(0, 2 ** 31 - 1) : req.seed;
     return {
       prompt,

@@ -1,4 +1,6 @@
-import type { Db } from "../infra/prisma";
+import { Db, sqlExecutorOf } from "../infra/prisma";
+import { dateOf, SqlExecutor } from "../infra/sql-executor";
+import { Prisma } from "../generated/prisma/client";
 import type { Model } from "../generated/prisma/client";
 
 export type ModelRecord = Model;
@@ -15,10 +17,19 @@ export interface ModelInput {
 }
 
 export class ModelsRepository {
-  constructor(private readonly db: Db) {}
+  private readonly sql: SqlExecutor;
 
-  findByName(name: string): Promise<ModelRecord | null> {
-    return this.db.model.findUnique({ where: { name } });
+  constructor(private readonly db: Db) {
+    this.sql = sqlExecutorOf(db);
+  }
+
+  /**
+   * Every job looks its model up twice (API and worker), so this read is a raw statement: Prisma's model API compiles a
+   * plan on every call (src/infra/sql-executor.ts says what that costs). It returns what findUnique would.
+   */
+  async findByName(name: string): Promise<ModelRecord | null> {
+    const rows = await this.sql.all<Record<string, unknown>>(Prisma.sql`SELECT * FROM "Model" WHERE "name" = ${name}`);
+    return rows[0] ? modelRow(rows[0]) : null;
   }
 
   /**
@@ -49,4 +60,15 @@ export class ModelsRepository {
     };
     return this.db.model.upsert({ where: { name: input.name }, create: { name: input.name, ...data }, update: data });
   }
+}
+
+/** A Model row as the SQL executor returns it, typed as Prisma's client types it (dates, the BigInt size). */
+function modelRow(row: Record<string, unknown>): ModelRecord {
+  const sizeBytes = row.sizeBytes;
+  return {
+    ...(row as unknown as ModelRecord),
+    sizeBytes: sizeBytes === null || sizeBytes === undefined ? null : BigInt(sizeBytes as number | bigint | string),
+    createdAt: dateOf(row.createdAt),
+    updatedAt: dateOf(row.updatedAt),
+  };
 }

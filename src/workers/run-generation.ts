@@ -112,6 +112,10 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
     if (!readiness.ready) return { status: "waiting", installs: readiness.installs.map((i) => i.id) };
   }
   const device = runner?.device() ?? null;
+  // The model and LoRA are looked up while the row is marked active: two reads of their own, and the job needs both.
+  // A lookup that fails is that job's failure once it is active, as if made after (its rejection is awaited below).
+  const resolving = request.input ? undefined : resolveWeights(request, deps.models);
+  resolving?.catch(() => undefined);
   const started = await repository.start(jobId, { attempt: a.attempt, queueMs: Date.now() - submittedAt, worker: deps.workerName, device });
   if (!started) return { status: "skipped" };
 
@@ -136,8 +140,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       };
       call = () => runner.pixelize(params, { id: requestId });
     } else {
-      const model = await deps.models.resolve(request.model, request.engine);
-      const lora = request.lora ? await deps.models.resolveLora(request.lora, request.model) : null;
+      const { model, lora } = await resolving!;
       outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
       const dir = outputDir;
       const img2img = request.img2img ? await writeImg2imgInputs(jobId, request.img2img, dir, repository) : {};
@@ -230,6 +233,14 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   } finally {
     if (outputDir) await fs.rm(outputDir, { recursive: true, force: true });
   }
+}
+
+/** The job's model and LoRA, looked up together; a missing model is reported before a missing LoRA. */
+async function resolveWeights(request: GeneratePayload["job"], models: ModelResolver) {
+  const loraLookup = request.lora ? models.resolveLora(request.lora, request.model) : Promise.resolve(null);
+  loraLookup.catch(() => undefined);
+  const model = await models.resolve(request.model, request.engine);
+  return { model, lora: await loraLookup };
 }
 
 /**
