@@ -111,8 +111,10 @@ export class JobsRepository {
     return Prisma.sql`UPDATE "Job" SET ${setList(this.kind, { ...data, status: to })} WHERE ${where}`;
   }
 
-  /** `inputPng`: a pixelize job's input image, kept on the row until the job is final (the worker reads it from here). */
-  /** Throws DuplicateIdempotencyKey when the client already has a job under `idempotencyKey`. */
+  /**
+   * `inputPng`: a pixelize job's input image, kept on the row until the job is final (the worker reads it from here).
+   * Throws DuplicateIdempotencyKey when the client already has a job under `idempotencyKey`.
+   */
   async create(
     id: string,
     job: ResolvedJob,
@@ -149,8 +151,7 @@ export class JobsRepository {
       idempotencyKey: opts.idempotencyKey ?? null,
       requestHash: opts.requestHash ?? null,
       source: opts.source,
-      // millisecond precision, as both databases keep it
-      createdAt: new Date(Date.now()),
+      createdAt: new Date(),
       startedAt: null,
       finishedAt: null,
     };
