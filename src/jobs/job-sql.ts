@@ -18,42 +18,7 @@ export type JobColumns = Partial<{ [K in keyof Job]: ColumnValue }>;
 /** The columns holding JSON: bound as text, cast where the database has a JSON type. */
 const JSON_COLUMNS: ReadonlySet<string> = new Set<keyof Job>(["pixelReport"]);
 /** Every column of Job a raw write may name (the names are spliced into the statement, so only these pass). */
-const JOB_COLUMNS: ReadonlySet<string> = new Set<keyof Job>([
-  "id",
-  "status",
-  "engine",
-  "model",
-  "request",
-  "prompt",
-  "width",
-  "height",
-  "steps",
-  "seed",
-  "device",
-  "worker",
-  "progressStep",
-  "progressTotal",
-  "attempts",
-  "queueMs",
-  "loadMs",
-  "generateMs",
-  "postprocessMs",
-  "errorCode",
-  "errorMessage",
-  "resultWidth",
-  "resultHeight",
-  "resultPng",
-  "resultSha256",
-  "pixelReport",
-  "inputPng",
-  "client",
-  "idempotencyKey",
-  "requestHash",
-  "source",
-  "createdAt",
-  "startedAt",
-  "finishedAt",
-]);
+const JOB_COLUMNS: ReadonlySet<string> = new Set(Object.values(Prisma.JobScalarFieldEnum));
 
 function column(name: string): Prisma.Sql {
   if (!JOB_COLUMNS.has(name)) throw new Error(`not a Job column: ${name}`);
