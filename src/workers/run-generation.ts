@@ -94,7 +94,13 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   const { runner, repository, logger, signal } = deps;
   // Shut down before it started: the row is still queued, nothing to undo.
   if (signal?.aborted && signal.reason === "handBack") return { status: "handedBack" };
-  if (signal?.aborted || (await deps.cancelRequested(jobId))) {
+  // The cancel check is a Redis round trip; a job on installed weights looks them up meanwhile (two reads, which the
+  // job needs unless it was cancelled). One that names a hub reference looks them up once its installs are ready.
+  const cancelled = signal?.aborted ? Promise.resolve(true) : deps.cancelRequested(jobId);
+  const needs = hubNeedsOf(request);
+  let resolving = request.input || (deps.hub && needs.length) ? undefined : resolveWeights(request, deps.models);
+  resolving?.catch(() => undefined);
+  if (await cancelled) {
     await repository.finish(jobId, "cancelled", "CANCELLED", "cancelled before it started");
     return { status: "cancelled" };
   }
@@ -102,7 +108,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   if (deps.hub) {
     let readiness;
     try {
-      readiness = await deps.hub.readiness(hubNeedsOf(request));
+      readiness = await deps.hub.readiness(needs);
     } catch (err) {
       const failure = failureOf(err);
       logger.error(`[GEN][${request.engine}] job=${jobId} failed before it started code=${failure.code} ${failure.message}`);
@@ -112,10 +118,11 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
     if (!readiness.ready) return { status: "waiting", installs: readiness.installs.map((i) => i.id) };
   }
   const device = runner?.device() ?? null;
-  // The model and LoRA are looked up while the row is marked active: two reads of their own, and the job needs both.
   // A lookup that fails is that job's failure once it is active, as if made after (its rejection is awaited below).
-  const resolving = request.input ? undefined : resolveWeights(request, deps.models);
-  resolving?.catch(() => undefined);
+  if (!request.input && !resolving) {
+    resolving = resolveWeights(request, deps.models);
+    resolving.catch(() => undefined);
+  }
   const started = await repository.start(jobId, { attempt: a.attempt, queueMs: Date.now() - submittedAt, worker: deps.workerName, device });
   if (!started) return { status: "skipped" };
 
