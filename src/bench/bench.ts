@@ -75,8 +75,12 @@ async function main(): Promise<void> {
     // (b) and (a) with one client side by side: blocks of each in turn, so load that comes and goes on a shared machine
     // weighs on both paths alike. Each idles while the other runs (the runner waits on stdin, and so does bench_direct).
     log("(b) direct in-process: loading the pipeline and warming up…");
-    const session = await DirectSession.start({ python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, timeoutMs: 240_000 });
+    const directOpts = { python: config.python, repoRoot: config.repoRoot, modelsRoot: config.modelsRoot, timeoutMs: 240_000 };
+    const session = await DirectSession.start(directOpts);
     Object.assign(versions, session.versions);
+    // A second, identical direct process in the same blocks: how far two Python processes running the same jobs drift
+    // apart is the noise floor of comparing (a) with (b), which are two processes as well.
+    const twin = await DirectSession.start(directOpts);
 
     const tracker = new CompletionTracker({ kind: "jobEvents", redisUrl: stack.service.redisUrl, prefix: config.queuePrefix });
     await tracker.ready();
@@ -92,11 +96,13 @@ async function main(): Promise<void> {
         const n = Math.min(BLOCK_JOBS, jobs - b * BLOCK_JOBS);
         const blockTimeoutMs = 60_000 + n * 10_000;
         await session.run(n, blockTimeoutMs);
+        await twin.run(n, blockTimeoutMs);
         oneClient.push(await runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: 1, seedBase: 1000 + b * BLOCK_JOBS }, blockTimeoutMs));
         // Runs before 2026-12 had the client inside the service's process; this row keeps them comparable.
         sharedProcess.push(await runHttpPhase({ url: stack.url, tracker, jobs: n, concurrency: 1, seedBase: 500_000 + b * BLOCK_JOBS, jobTimeoutMs: 120_000 }));
       }
       const direct = await session.finish();
+      const directTwin = await twin.finish();
       const http = [mergeHttpPhases(oneClient)];
       const httpSharedProcess = withoutRaw(mergeHttpPhases(sharedProcess));
       for (const c of concurrencies.filter((c) => c !== 1)) {
@@ -139,9 +145,10 @@ async function main(): Promise<void> {
         },
         http,
         direct,
+        directTwin: { jobs: directTwin.jobs, latencyMs: directTwin.latencyMs, generateMs: directTwin.generateMs },
         rawBullmq,
         httpSharedProcess,
-        comparison: compare(http, direct, httpSharedProcess),
+        comparison: compare(http, direct, httpSharedProcess, directTwin),
         profile,
         mlx: { ran: false, reason: "not run yet" },
         queueDepth,

@@ -26,11 +26,17 @@ export interface HttpPhaseResult {
   submitMs: Summary;
   /** What the service recorded on each job (GET /jobs/{id} after the phase), ms. */
   serviceTimings: { queueMs: Summary; generateMs: Summary; postprocessMs: Summary };
+  /**
+   * Per job: its latency less the runner's own compute for it (load + generate + post-process, as the runner timed
+   * them), ms. Unlike (a) − (b) it compares a job with itself, so how fast one Python process happens to run the model
+   * against another (bench.ts measures that spread with a second direct process) does not enter it.
+   */
+  beyondComputeMs: Summary;
   /** The per-job samples behind the summaries, for merging rows run in blocks (mergeHttpPhases); not written out. */
   raw?: Record<RawKey, number[]>;
 }
 
-type RawKey = "latencyMs" | "submitMs" | "queueMs" | "generateMs" | "postprocessMs";
+type RawKey = "latencyMs" | "submitMs" | "queueMs" | "generateMs" | "postprocessMs" | "beyondComputeMs";
 
 /** The row as written to the results file: summaries only. */
 export function withoutRaw(row: HttpPhaseResult): HttpPhaseResult {
@@ -55,6 +61,7 @@ export function mergeHttpPhases(rows: HttpPhaseResult[]): HttpPhaseResult {
       generateMs: summarize(pool("generateMs"), 1),
       postprocessMs: summarize(pool("postprocessMs"), 1),
     },
+    beyondComputeMs: summarize(pool("beyondComputeMs"), 2),
   };
 }
 
@@ -135,6 +142,7 @@ export async function runHttpPhase(opts: {
 }): Promise<HttpPhaseResult> {
   const { url, tracker, jobs, concurrency } = opts;
   const latencies: number[] = [];
+  const latencyOf = new Map<string, number>();
   const submits: number[] = [];
   const ids: string[] = [];
   let next = 0;
@@ -147,6 +155,7 @@ export async function runHttpPhase(opts: {
       const done = await tracker.wait(id, opts.jobTimeoutMs);
       if (!done.ok) throw new Error(`job ${id} failed: ${done.detail}`);
       latencies.push(done.at - started);
+      latencyOf.set(id, done.at - started);
     }
   };
   const started = performance.now();
@@ -161,6 +170,7 @@ export async function runHttpPhase(opts: {
   await checkImage(url, ids[0], TINY_JOB.pixel);
   const samples = (key: keyof JobViewLite["timings"]) => views.map((v) => v.timings[key] ?? Number.NaN).filter(Number.isFinite);
   const timing = (key: keyof JobViewLite["timings"]) => summarize(samples(key), 1);
+  const beyondCompute = views.map((v) => latencyOf.get(v.id)! - ((v.timings.loadMs ?? 0) + (v.timings.generateMs ?? 0) + (v.timings.postprocessMs ?? 0)));
   return {
     concurrency,
     jobs,
@@ -169,12 +179,14 @@ export async function runHttpPhase(opts: {
     latencyMs: summarize(latencies, 1),
     submitMs: summarize(submits, 2),
     serviceTimings: { queueMs: timing("queueMs"), generateMs: timing("generateMs"), postprocessMs: timing("postprocessMs") },
+    beyondComputeMs: summarize(beyondCompute, 2),
     raw: {
       latencyMs: latencies,
       submitMs: submits,
       queueMs: samples("queueMs"),
       generateMs: samples("generateMs"),
       postprocessMs: samples("postprocessMs"),
+      beyondComputeMs: beyondCompute,
     },
   };
 }

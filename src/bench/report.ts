@@ -18,6 +18,8 @@ export interface BenchResults {
   /** (a) at C=1 with the client inside the service's process (how runs before 2026-12 measured it); absent in those. */
   httpSharedProcess?: HttpPhaseResult;
   direct: DirectPhaseResult;
+  /** A second direct process run in the same blocks as (b); absent in results written before it existed. */
+  directTwin?: Pick<DirectPhaseResult, "jobs" | "latencyMs" | "generateMs">;
   rawBullmq: RawPhaseResult;
   comparison: Comparison;
   /** (f) the per-job breakdown; absent when skipped (BENCH_PROFILE_JOBS=0) and in results written before it existed. */
@@ -35,15 +37,26 @@ export interface Comparison {
   serviceOverheadMsP50SharedProcess?: number;
   /** (a)/(b) p50 at C=1 for that row. */
   sharedProcessP50Ratio?: number;
+  /** p50 over the C=1 jobs of (a) of each job's latency less the runner's own compute for it (HttpPhaseResult). */
+  serviceBeyondComputeMsP50?: number;
+  /** The twin direct process's p50 − (b)'s: what (a) − (b) can be off by when the service adds nothing. */
+  directTwinMsP50?: number;
   /** Per concurrency: (a)/(b) for p50 and p99 latency, and (b)'s jobs/s ÷ (a)'s. */
   ratios: Array<{ concurrency: number; p50: number; p99: number; throughput: number }>;
 }
 
-export function compare(http: HttpPhaseResult[], direct: DirectPhaseResult, shared?: HttpPhaseResult): Comparison {
+export function compare(
+  http: HttpPhaseResult[],
+  direct: DirectPhaseResult,
+  shared?: HttpPhaseResult,
+  twin?: Pick<DirectPhaseResult, "latencyMs">,
+): Comparison {
   const one = http.find((h) => h.concurrency === 1) ?? http[0];
   const directJobsPerSecond = 1000 / direct.latencyMs.mean;
   return {
     serviceOverheadMsP50: round(one.latencyMs.p50 - direct.latencyMs.p50, 1),
+    ...(one.beyondComputeMs ? { serviceBeyondComputeMsP50: round(one.beyondComputeMs.p50, 1) } : {}),
+    ...(twin ? { directTwinMsP50: round(twin.latencyMs.p50 - direct.latencyMs.p50, 1) } : {}),
     ...(shared
       ? {
           serviceOverheadMsP50SharedProcess: round(shared.latencyMs.p50 - direct.latencyMs.p50, 1),
@@ -90,6 +103,12 @@ export function formatTable(r: BenchResults): string {
       (r.comparison.serviceOverheadMsP50SharedProcess !== undefined
         ? `; with the client in the service's process ${r.comparison.serviceOverheadMsP50SharedProcess} ms (×${r.comparison.sharedProcessP50Ratio})`
         : ""),
+    ...(r.comparison.serviceBeyondComputeMsP50 !== undefined
+      ? [`service time per job beyond the runner's own compute for it, p50 (C=1): ${r.comparison.serviceBeyondComputeMsP50} ms`]
+      : []),
+    ...(r.comparison.directTwinMsP50 !== undefined
+      ? [`a second direct process in the same blocks, p50 − b's: ${r.comparison.directTwinMsP50} ms (the spread between two processes)`]
+      : []),
     ...r.comparison.ratios.map((x) => `a/b at C=${x.concurrency}: p50 ×${x.p50}, p99 ×${x.p99}, throughput b/a ×${x.throughput}`),
     ...r.http.map(
       (h) =>
