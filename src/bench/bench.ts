@@ -2,7 +2,7 @@
  * `npm run bench`: what the service costs on top of the model. Runs, in one process and one sitting:
  *   (a) the full HTTP path on the tiny model at C=1, 8 and 64 clients (in a client process of their own, and C=1 once
  *   more from inside the service's process, as earlier runs did), (b) the same job called directly in Python, in blocks
- *   of 10 jobs alternating with (a)'s C=1 blocks,
+ *   of 10 jobs alternating with (a)'s C=1 blocks, and a twin of (b) in a second Python process in the same blocks,
  *   (c) raw BullMQ no-op jobs on the same Redis, (e) the API with 10 000 jobs queued (memory and latency as the queue
  *   grows, in a separate API-only process), (d) optionally the MLX-vs-Torch engine bench;
  * writes bench/results.json and prints tables. Env: BENCH_JOBS (100; a row runs at least 3 jobs per client),
