@@ -104,13 +104,11 @@ export class SubmitRateLimiter {
 
   /** One TAKE in Redis; its answer becomes what this process knows of the bucket. */
   private async spend(key: string, later: boolean): Promise<RateDecision> {
-    let known = this.known.get(key);
-    if (known)
-      this.known.delete(key); // re-inserted below: the map's order is least recently used first
-    else known = { tokens: 0, inFlight: 0, deferred: 0 };
-    this.known.set(key, known);
+    const bucket = this.known.get(key) ?? { tokens: 0, inFlight: 0, deferred: 0 };
+    // Re-inserted last: the map's order is least recently used first.
+    this.known.delete(key);
+    this.known.set(key, bucket);
     if (this.known.size > MAX_KNOWN_CLIENTS) this.known.delete(this.known.keys().next().value!);
-    const bucket = known;
     bucket.inFlight += 1;
     bucket.tokens -= 1;
     try {
