@@ -98,8 +98,12 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   // job needs unless it was cancelled). One that names a hub reference looks them up once its installs are ready.
   const cancelled = signal?.aborted ? Promise.resolve(true) : deps.cancelRequested(jobId);
   const needs = hubNeedsOf(request);
-  let resolving = request.input || (deps.hub && needs.length) ? undefined : resolveWeights(request, deps.models);
-  resolving?.catch(() => undefined);
+  const lookUpWeights = () => {
+    const lookup = resolveWeights(request, deps.models);
+    lookup.catch(() => undefined); // awaited below, once the row is active
+    return lookup;
+  };
+  let resolving = request.input || (deps.hub && needs.length) ? undefined : lookUpWeights();
   if (await cancelled) {
     await repository.finish(jobId, "cancelled", "CANCELLED", "cancelled before it started");
     return { status: "cancelled" };
@@ -119,10 +123,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   }
   const device = runner?.device() ?? null;
   // A lookup that fails is that job's failure once it is active, as if made after (its rejection is awaited below).
-  if (!request.input && !resolving) {
-    resolving = resolveWeights(request, deps.models);
-    resolving.catch(() => undefined);
-  }
+  if (!request.input) resolving ??= lookUpWeights();
   const started = await repository.start(jobId, { attempt: a.attempt, queueMs: Date.now() - submittedAt, worker: deps.workerName, device });
   if (!started) return { status: "skipped" };
 
