@@ -200,3 +200,26 @@ def test_a_missing_lora_file_is_lora_not_found(backend, tiny_sd, tmp_path):
     with pytest.raises(RunnerError) as info:
         _image(backend, tiny_sd, {"source": str(tmp_path / "absent.safetensors"), "strength": 1.0})
     assert info.value.code == "LORA_NOT_FOUND"
+
+
+def test_a_lora_switched_in_or_out_counts_as_loading_and_a_kept_one_does_not(backend, tiny_sd, loras):
+    def timings(lora=None, strength: float = 1.0) -> float:
+        req = GenerateRequest(
+            job_id="lora-timing",
+            model_source=str(tiny_sd),
+            prompt="a pixel art knight",
+            width=64,
+            height=64,
+            steps=2,
+            guidance_scale=5.0,
+            seed=3,
+            output_dir="/nonexistent",
+            lora=None if lora is None else {"source": str(lora), "strength": strength},
+        )
+        return backend.generate(req, lambda step, total: None, lambda: None).load_ms
+
+    timings()  # the pipeline warm and without a LoRA
+    assert timings() == 0.0
+    assert timings(loras["tiny-sd-lora"]) > 0.0  # loaded into the warm pipeline
+    assert timings(loras["tiny-sd-lora"], strength=0.5) == 0.0  # same file: only its strength changes
+    assert timings() > 0.0  # unloaded again

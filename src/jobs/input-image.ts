@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { PNG } from "pngjs";
 import { AppError } from "../backends/error-codes";
+import { pngSize } from "../infra/png-size";
 import type { RawRgbaImage } from "./jobs.dto";
 
 /**
@@ -26,7 +27,6 @@ export const MAX_JOB_BODY_BYTES = IMAGE_FIELDS.length * Math.ceil(MAX_INPUT_IMAG
 /** What a job's image field holds: a base64 PNG or raw RGBA. */
 export type ImageInput = string | RawRgbaImage;
 
-const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 const DATA_URL = /^data:image\/png;base64,/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -126,12 +126,9 @@ export async function readInputImage(encoded: string, field: ImageField = "input
   const size = decodedSize(text);
   if (size > MAX_INPUT_IMAGE_BYTES) throw tooLarge(size, field);
   const png = Buffer.from(text, "base64");
-  // signature (8), IHDR length (4) and type (4), then width and height
-  if (png.length < 24 || !png.subarray(0, 8).equals(PNG_SIGNATURE) || png.toString("latin1", 12, 16) !== "IHDR") {
-    throw invalid(`${field} is not a PNG (only PNG input is supported)`, field);
-  }
-  const width = png.readUInt32BE(16);
-  const height = png.readUInt32BE(20);
+  const header = pngSize(png);
+  if (!header) throw invalid(`${field} is not a PNG (only PNG input is supported)`, field);
+  const { width, height } = header;
   if (width < 1 || height < 1 || width > MAX_INPUT_IMAGE_SIDE || height > MAX_INPUT_IMAGE_SIDE) {
     throw invalid(`${field} is ${width}x${height}; each side must be 1..${MAX_INPUT_IMAGE_SIDE}`, field);
   }

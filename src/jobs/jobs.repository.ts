@@ -1,5 +1,5 @@
 import { databaseKindOf, Db, sqlExecutorOf } from "../infra/prisma";
-import type { SqlExecutor } from "../infra/sql-executor";
+import { dateOf, SqlExecutor } from "../infra/sql-executor";
 import type { DatabaseKind } from "../infra/database-kind";
 import { Prisma } from "../generated/prisma/client";
 import type { Job } from "../generated/prisma/client";
@@ -12,6 +12,28 @@ export type JobRecord = Job & { images?: JobImageMeta[] };
 
 /** What reads of a job load besides its row: its extra candidates' descriptions, never bytes. */
 const WITH_IMAGES = { images: { select: { index: true, sha256: true, width: true, height: true }, orderBy: { index: "asc" } } } as const;
+
+/** Every Job column but the binary ones, which reads never return with the row. */
+const READ_COLUMNS = Prisma.raw(
+  Object.values(Prisma.JobScalarFieldEnum)
+    .filter((name) => name !== "resultPng" && name !== "inputPng")
+    .map((name) => `"${name}"`)
+    .join(", "),
+);
+
+/** A raw Job row as Prisma's model API returns it: dates as Dates, the JSON column parsed (SQLite keeps it as text). */
+function jobRow(row: Record<string, unknown>, images: JobImageMeta[]): JobRecord {
+  const optionalDate = (v: unknown) => (v === null || v === undefined ? null : dateOf(v));
+  const report = row.pixelReport;
+  return {
+    ...(row as unknown as Job),
+    pixelReport: typeof report === "string" ? (JSON.parse(report) as Prisma.JsonValue) : ((report ?? null) as Prisma.JsonValue),
+    createdAt: dateOf(row.createdAt),
+    startedAt: optionalDate(row.startedAt),
+    finishedAt: optionalDate(row.finishedAt),
+    images: images.map((i) => ({ index: Number(i.index), sha256: i.sha256, width: Number(i.width), height: Number(i.height) })),
+  };
+}
 
 export type FinalStatus = "completed" | "failed" | "cancelled";
 const TERMINAL: FinalStatus[] = ["completed", "failed", "cancelled"];
@@ -166,20 +188,27 @@ export class JobsRepository {
     return row as unknown as JobRecord; // as find() returns it: the binary columns are never read back
   }
 
+  /**
+   * One job as Prisma's findUnique (binary columns omitted, candidates' descriptions included) returns it, read raw:
+   * every watcher's final read, GET /jobs/{id}, each image read and each submit with an idempotency key (the
+   * extension's all are) come here, and job-sql.ts says what Prisma's model API would cost them.
+   */
   find(id: string): Promise<JobRecord | null> {
-    return this.db.job.findUnique({
-      where: { id },
-      omit: { resultPng: true, inputPng: true },
-      include: WITH_IMAGES,
-    }) as Promise<JobRecord | null>;
+    return this.readOne(Prisma.sql`"id" = ${id}`);
   }
 
   /** Keys are per client: another client's job under the same key is not found. */
   findByIdempotencyKey(client: string, key: string): Promise<JobRecord | null> {
-    return this.db.job.findUnique({
-      where: { client_idempotencyKey: { client, idempotencyKey: key } },
-      omit: { resultPng: true, inputPng: true },
-    }) as Promise<JobRecord | null>;
+    return this.readOne(Prisma.sql`"client" = ${client} AND "idempotencyKey" = ${key}`);
+  }
+
+  private async readOne(where: Prisma.Sql): Promise<JobRecord | null> {
+    const rows = await this.sql.all<Record<string, unknown>>(Prisma.sql`SELECT ${READ_COLUMNS} FROM "Job" WHERE ${where}`);
+    if (!rows[0]) return null;
+    const images = await this.sql.all<JobImageMeta>(
+      Prisma.sql`SELECT "index", "sha256", "width", "height" FROM "JobImage" WHERE "jobId" = ${rows[0].id} ORDER BY "index" ASC`,
+    );
+    return jobRow(rows[0], images);
   }
 
   /** Jobs of one client not yet final (queued or active): what the per-client queued cap counts. */
@@ -198,12 +227,14 @@ export class JobsRepository {
 
   /** Candidate `index` of a job (0: the row's own resultPng); null when there is none or retention removed it. */
   async image(id: string, index = 0): Promise<Buffer | null> {
-    if (index > 0) {
-      const image = await this.db.jobImage.findUnique({ where: { jobId_index: { jobId: id, index } }, select: { png: true } });
-      return image?.png ? Buffer.from(image.png) : null;
-    }
-    const row = await this.db.job.findUnique({ where: { id }, select: { resultPng: true } });
-    return row?.resultPng ? Buffer.from(row.resultPng) : null;
+    const rows = await this.sql.all<{ png: Uint8Array | null }>(
+      index > 0
+        ? Prisma.sql`SELECT "png" FROM "JobImage" WHERE "jobId" = ${id} AND "index" = ${index}`
+        : Prisma.sql`SELECT "resultPng" AS "png" FROM "Job" WHERE "id" = ${id}`,
+    );
+    const png = rows[0]?.png;
+    if (!png) return null;
+    return Buffer.isBuffer(png) ? png : Buffer.from(png.buffer, png.byteOffset, png.byteLength);
   }
 
   /** Newest first; the cursor is the last id of the previous page (ids sort by creation, see ids.ts). */

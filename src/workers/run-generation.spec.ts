@@ -245,6 +245,17 @@ describe("runGeneration", () => {
     expect(runner.calls).toEqual([]);
   });
 
+  it("ends a job waiting for its install cancelled when the cancel check says so, instead of waiting again", async () => {
+    const hubPayload = { ...payload, job: { ...request, model: "stabilityai/stable-diffusion-xl-base-1.0" } };
+    const { repository, runner, deps } = setUp("succeed", {
+      cancelRequested: () => new Promise<boolean>((r) => setTimeout(() => r(true), 20)),
+      hub: { readiness: async () => ({ ready: false, installs: [{ id: "01installinstallinstallins" } as never] }) },
+    });
+    expect(await runGeneration({ payload: hubPayload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "cancelled" });
+    expect(repository.history).toEqual(["queued", "cancelled"]);
+    expect(runner.calls).toEqual([]);
+  });
+
   it("fails a job with the code of the install it waited on, before it ever started", async () => {
     const { repository, runner, deps } = setUp("succeed", {
       hub: {
@@ -365,11 +376,47 @@ describe("runGeneration", () => {
     expect(runner.kills).toBe(0);
   });
 
-  it("cancels a job cancelled before it started without running or activating it", async () => {
-    const { repository, runner, deps } = setUp("succeed", { cancelRequested: async () => true });
+  it("cancels a job whose cancel was heard before the attempt, without running or activating it", async () => {
+    const control = new AbortController();
+    control.abort("cancel");
+    const { repository, runner, deps } = setUp("succeed", { signal: control.signal, cancelRequested: async () => false });
     expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "cancelled" });
     expect(runner.calls).toHaveLength(0);
     expect(repository.history).toEqual(["queued", "cancelled"]);
+    expect(repository.error).toEqual({ code: "CANCELLED", message: "cancelled before it started" });
+  });
+
+  it("does not wait for the cancel check; a yes that lands before the runner call stops the job there", async () => {
+    let answer: (yes: boolean) => void = () => undefined;
+    const { repository, runner, deps } = setUp("succeed", { cancelRequested: () => new Promise<boolean>((r) => (answer = r)) });
+    const originalStart = repository.start.bind(repository);
+    repository.start = async (id, a) => {
+      const landed = await originalStart(id, a);
+      answer(true); // the row turned active before the answer came: the attempt did not wait for it
+      return landed;
+    };
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "cancelled" });
+    expect(runner.calls).toHaveLength(0);
+    expect(repository.history).toEqual(["queued", "active", "cancelled"]);
+    expect(repository.error).toEqual({ code: "CANCELLED", message: "cancelled before it started" });
+  });
+
+  it("stops the runner when the cancel check says yes after the generation started", async () => {
+    let answer: (yes: boolean) => void = () => undefined;
+    const { repository, runner, deps } = setUp("obeyCancel", { cancelRequested: () => new Promise<boolean>((r) => (answer = r)) });
+    const run = runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps);
+    await sleep(30); // three 5 ms steps ran: the runner holds the job
+    expect(runner.calls).toHaveLength(1);
+    answer(true);
+    expect(await run).toEqual({ status: "cancelled" });
+    expect(runner.cancels).toEqual([`gen-${payload.jobId}-1`]);
+    expect(repository.history).toEqual(["queued", "active", "cancelled"]);
+  });
+
+  it("runs the job when the cancel check itself fails (a later cancel still arrives through the signal)", async () => {
+    const { repository, deps } = setUp("succeed", { cancelRequested: async () => Promise.reject(new Error("redis away")) });
+    expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "completed" });
+    expect(repository.history).toEqual(["queued", "active", "completed"]);
   });
 
   it("skips a job whose row is already final", async () => {

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import fsSync from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { AppError, ErrorCode, Failure, failureOf } from "../backends/error-codes";
@@ -91,23 +92,30 @@ export type GenerationOutcome =
  */
 export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps): Promise<GenerationOutcome> {
   const { jobId, job: request, submittedAt } = a.payload;
-  const { runner, repository, logger, signal } = deps;
+  const { runner, repository, logger } = deps;
   // Shut down before it started: the row is still queued, nothing to undo.
-  if (signal?.aborted && signal.reason === "handBack") return { status: "handedBack" };
-  // The cancel check is a Redis round trip; a job on installed weights looks them up meanwhile (two reads, which the
-  // job needs unless it was cancelled). One that names a hub reference looks them up once its installs are ready.
-  const cancelled = signal?.aborted ? Promise.resolve(true) : deps.cancelRequested(jobId);
+  if (deps.signal?.aborted && deps.signal.reason === "handBack") return { status: "handedBack" };
+  // The cancel check (was it cancelled before the caller listened?) is a Redis round trip, and the job does not wait
+  // for it: a yes stops the attempt through the same signal as a cancel heard later, before or after the runner
+  // started. Only a job going back to wait for an install waits for the answer (it is not starting anyway).
+  const stop = new AbortController();
+  const signal = stop.signal;
+  followAbort(deps.signal, stop);
+  const checked = signal.aborted ? Promise.resolve() : cancelCheck(jobId, deps, stop);
   const needs = hubNeedsOf(request);
+  // A job on installed weights looks them up now (two reads, which the job needs unless it was cancelled); one that
+  // names a hub reference looks them up once its installs are ready.
   const lookUpWeights = () => {
     const lookup = resolveWeights(request, deps.models);
     lookup.catch(() => undefined); // awaited below, once the row is active
     return lookup;
   };
   let resolving = request.input || (deps.hub && needs.length) ? undefined : lookUpWeights();
-  if (await cancelled) {
+  const cancelledNow = async (): Promise<GenerationOutcome | undefined> => {
+    if (!(signal.aborted && signal.reason === "cancel")) return undefined;
     await repository.finish(jobId, "cancelled", "CANCELLED", "cancelled before it started");
     return { status: "cancelled" };
-  }
+  };
   // Before the row turns active: a job waiting for an install stays queued and its time budget has not started.
   if (deps.hub) {
     let readiness;
@@ -119,8 +127,13 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       await repository.finish(jobId, "failed", failure.code, failure.message);
       return { status: "failed", failure };
     }
-    if (!readiness.ready) return { status: "waiting", installs: readiness.installs.map((i) => i.id) };
+    if (!readiness.ready) {
+      await checked;
+      return (await cancelledNow()) ?? { status: "waiting", installs: readiness.installs.map((i) => i.id) };
+    }
   }
+  const early = await cancelledNow();
+  if (early) return early;
   const device = runner?.device() ?? null;
   // A lookup that fails is that job's failure once it is active, as if made after (its rejection is awaited below).
   if (!request.input) resolving ??= lookUpWeights();
@@ -136,7 +149,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
     if (request.input) {
       const input = await repository.inputImage(jobId);
       if (!input) throw new AppError("INVALID_REQUEST", `the input image of job ${jobId} is no longer stored`);
-      outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
+      outputDir = makeOutputDir(jobId);
       const inputPath = path.join(outputDir, "input.png");
       await fs.writeFile(inputPath, input);
       const params: PixelizeParams = {
@@ -149,7 +162,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       call = () => runner.pixelize(params, { id: requestId });
     } else {
       const { model, lora } = await resolving!;
-      outputDir = await fs.mkdtemp(outputDirPrefix(jobId));
+      outputDir = makeOutputDir(jobId);
       const dir = outputDir;
       const img2img = request.img2img ? await writeImg2imgInputs(jobId, request.img2img, dir, repository) : {};
       const params: GenerateParams = {
@@ -190,11 +203,11 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       call = () => runner.generate(params, { id: requestId, onProgress });
     }
 
-    if (signal?.aborted) throw stopError(signal);
+    if (signal.aborted) throw stopError(signal);
     let running = true;
     const generation = call().finally(() => (running = false));
-    const stopOnAbort = () => stopRunner(runner, requestId, signal?.reason as StopReason, () => running, deps);
-    signal?.addEventListener("abort", stopOnAbort, { once: true });
+    const stopOnAbort = () => stopRunner(runner, requestId, signal.reason as StopReason, () => running, deps);
+    signal.addEventListener("abort", stopOnAbort, { once: true });
     // Past the budget: ask the runner to stop between steps; if it does not within the grace, kill it (the supervisor
     // restarts it) so the next job gets a working runner. The job ends TIMEOUT, never retried.
     const result = await withDeadline(generation, {
@@ -208,12 +221,12 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
         logger.error({ job: jobId }, "runner did not stop after the cancel; killing it");
         runner.kill();
       },
-    }).finally(() => signal?.removeEventListener("abort", stopOnAbort));
+    }).finally(() => signal.removeEventListener("abort", stopOnAbort));
 
     // Every step's progress (and preview file) is published before the job can be seen completed: watchers close
     // their streams on the final state, and the output dir holding previews is removed right after.
     await relay?.drain();
-    const png = await readVerified(result.imagePath, result.sha256);
+    const png = readVerified(result.imagePath, result.sha256);
     const sha256 = result.sha256;
     const candidates = await readCandidates(result, request.count ?? 1, outputDir);
     const timings: Partial<Timings> = result.timings ?? {};
@@ -237,10 +250,30 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
     );
     return { status: "completed" };
   } catch (err) {
-    return settleFailure(a, deps, failureOf(err));
+    return settleFailure(a, { ...deps, signal }, failureOf(err));
   } finally {
     if (outputDir) await fs.rm(outputDir, { recursive: true, force: true });
   }
+}
+
+/** Aborts `into` whenever `from` aborts, with the same reason. */
+function followAbort(from: AbortSignal | undefined, into: AbortController): void {
+  if (!from) return;
+  if (from.aborted) into.abort(from.reason);
+  else from.addEventListener("abort", () => into.abort(from.reason), { once: true });
+}
+
+/**
+ * Asks whether the job was cancelled before this worker listened, and stops the attempt if so. A failed check is
+ * logged, not fatal: cancels sent from now on still arrive on the channel.
+ */
+function cancelCheck(jobId: string, deps: GenerationDeps, stop: AbortController): Promise<void> {
+  return deps.cancelRequested(jobId).then(
+    (yes) => {
+      if (yes && !stop.signal.aborted) stop.abort("cancel" satisfies StopReason);
+    },
+    (err: Error) => deps.logger.warn({ job: jobId, err: err.message }, "cancel check failed; the job runs"),
+  );
 }
 
 /** The job's model and LoRA, looked up together; a missing model is reported before a missing LoRA. */
@@ -330,8 +363,18 @@ function stopError(signal: AbortSignal): AppError {
     : new AppError("CANCELLED", "cancelled before it started");
 }
 
-async function readVerified(file: string, sha256: string): Promise<Buffer> {
-  const png = await fs.readFile(file);
+/**
+ * The attempt's output dir. Synchronous, like readVerified below: both sit on the job's path (before the runner starts,
+ * after it answers), where one call of a few microseconds beats the thread-pool hand-offs of the promise API, each of
+ * which costs a wake-up of an idle core (docs/environment.md, "Measuring the service overhead").
+ */
+function makeOutputDir(jobId: string): string {
+  return fsSync.mkdtempSync(outputDirPrefix(jobId));
+}
+
+/** The result PNG (a few KiB to a few MiB), read in one synchronous call: see makeOutputDir. */
+function readVerified(file: string, sha256: string): Buffer {
+  const png = fsSync.readFileSync(file);
   if (createHash("sha256").update(png).digest("hex") !== sha256) {
     throw new AppError("ENGINE_INTERNAL", "result PNG does not match the sha256 the runner reported");
   }
@@ -358,7 +401,7 @@ async function readCandidates(
     if (!outputDir || path.dirname(path.resolve(image.imagePath)) !== path.resolve(outputDir)) {
       throw new AppError("ENGINE_INTERNAL", `candidate ${image.index} is not in the job's output directory`);
     }
-    const png = await readVerified(image.imagePath, image.sha256);
+    const png = readVerified(image.imagePath, image.sha256);
     out.push({ index: image.index, png, sha256: image.sha256, width: image.width, height: image.height });
   }
   return out;

@@ -4,7 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { PNG } from "pngjs";
 import type { LiveProgress } from "../jobs/job-events-channel";
-import { pngSize, ProgressRelay, readStepPreview } from "./step-preview";
+import { pngSize } from "../infra/png-size";
+import { ProgressRelay, readStepPreview } from "./step-preview";
 
 function tinyPng(width: number, height: number): Buffer {
   const png = new PNG({ width, height });

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { LiveProgress, StepPreview } from "../jobs/job-events-channel";
+import { pngSize } from "../infra/png-size";
 
 /** A runner's progress line (docs/runner-protocol.md); the preview fields are unchecked: they come from a child process. */
 export interface ProgressLine {
@@ -56,14 +57,6 @@ async function readCandidatePreviews(outputDir: string, list: unknown): Promise<
     rest.map((p) => readStepPreview(outputDir, { step: 0, totalSteps: 0, previewPath: p?.path, previewSha256: p?.sha256 })),
   );
   return read.every((p): p is StepPreview => p !== null) ? read : null;
-}
-
-/** Width and height from a PNG's IHDR chunk (bytes 16–23), without decoding the image. */
-export function pngSize(png: Buffer): { width: number; height: number } | null {
-  const signature = "89504e470d0a1a0a";
-  if (png.length < 24 || png.subarray(0, 8).toString("hex") !== signature || png.subarray(12, 16).toString("latin1") !== "IHDR")
-    return null;
-  return { width: png.readUInt32BE(16), height: png.readUInt32BE(20) };
 }
 
 /**

@@ -95,6 +95,33 @@ describe.each(["sqlite", "postgresql"])("job rows written by raw statements, on 
     expect(await repo().countUnfinished("c3")).toBe(0);
   });
 
+  it("reads a job back raw exactly as Prisma's findUnique does, candidates and images included", async () => {
+    const id = `${kind}-read`;
+    await repo().create(id, JOB, { source: "ws", client: "c4", idempotencyKey: "k-read", requestHash: "h" });
+    await repo().start(id, { attempt: 1, queueMs: 5, worker: "host:2", device: "cpu" });
+    const png = (text: string) => Buffer.from(text);
+    const report = { grid: { mode: "auto", pitch: [2, 2] }, colors: 8, palette: ["#102030", "#ffeedd"] };
+    const candidates = [2, 1].map((index) => ({ index, png: png(`candidate ${index}`), sha256: `s${index}`, width: 16, height: 8 }));
+    const result = { device: "cpu", png: png("image 0"), sha256: "s0", width: 32, height: 32, loadMs: 0, generateMs: 9, postprocessMs: 1 };
+    expect(await repo().complete(id, { ...result, pixelReport: report as never, candidates })).toBe(true);
+    const expected = await db().job.findUnique({
+      where: { id },
+      omit: { resultPng: true, inputPng: true },
+      include: { images: { select: { index: true, sha256: true, width: true, height: true }, orderBy: { index: "asc" } } },
+    });
+    const found = await repo().find(id);
+    expect(found).toEqual(expected);
+    expect(found!.images!.map((i) => i.index)).toEqual([1, 2]);
+    expect(found!.finishedAt).toBeInstanceOf(Date);
+    expect(await repo().image(id)).toEqual(png("image 0"));
+    expect(await repo().image(id, 2)).toEqual(png("candidate 2"));
+    expect(await repo().image(id, 3)).toBeNull();
+    expect(await repo().image("no-such-job")).toBeNull();
+    expect(await repo().find("no-such-job")).toBeNull();
+    expect(await repo().findByIdempotencyKey("c4", "k-read")).toEqual(expected);
+    expect(await repo().findByIdempotencyKey("another client", "k-read")).toBeNull();
+  });
+
   it("requeues only the attempt that was looked at (status and startedAt, a null startedAt included)", async () => {
     await repo().create(`${kind}-rq`, JOB, { source: "rest" });
     await repo().start(`${kind}-rq`, { attempt: 1, queueMs: 1, worker: null, device: null });

@@ -1,5 +1,5 @@
 import { PNG } from "pngjs";
-import { base64Slot, frameWithBase64, frameWithBase64Parts, RgbaEncoder } from "./rgba-encoder";
+import { base64Slot, frameWithBase64, frameWithBase64Parts, INLINE_MAX_PIXELS, RgbaEncoder } from "./rgba-encoder";
 
 function png(width: number, height: number): { png: Buffer; rgba: Buffer } {
   const image = new PNG({ width, height });
@@ -10,20 +10,40 @@ function png(width: number, height: number): { png: Buffer; rgba: Buffer } {
 describe("RgbaEncoder", () => {
   const encoder = new RgbaEncoder();
   afterAll(() => encoder.close());
+  const threadOf = (e: RgbaEncoder) => (e as unknown as { thread?: unknown }).thread;
 
-  it("decodes on its thread into the base64 of the raw RGBA, for requests in flight together", async () => {
+  it("decodes a small picture where it is asked, into the base64 of the raw RGBA, without starting its thread", async () => {
+    const fresh = new RgbaEncoder();
     const a = png(7, 5);
-    const b = png(16, 3);
-    const [ea, eb] = await Promise.all([encoder.encode(a.png), encoder.encode(b.png)]);
+    const b = png(128, 128); // INLINE_MAX_PIXELS exactly
+    const [ea, eb] = await Promise.all([fresh.encode(a.png), fresh.encode(b.png)]);
     expect(ea).toMatchObject({ width: 7, height: 5 });
-    expect(eb).toMatchObject({ width: 16, height: 3 });
+    expect(eb).toMatchObject({ width: 128, height: 128 });
+    expect(ea.base64.toString("latin1")).toBe(a.rgba.toString("base64"));
+    expect(eb.base64.toString("latin1")).toBe(b.rgba.toString("base64"));
+    expect(threadOf(fresh)).toBeUndefined();
+    await fresh.close();
+  });
+
+  it("decodes larger pictures on its thread, for requests in flight together", async () => {
+    expect(129 * 128).toBeGreaterThan(INLINE_MAX_PIXELS);
+    const a = png(129, 128);
+    const b = png(300, 60);
+    const [ea, eb] = await Promise.all([encoder.encode(a.png), encoder.encode(b.png)]);
+    expect(threadOf(encoder)).toBeDefined();
+    expect(ea).toMatchObject({ width: 129, height: 128 });
+    expect(eb).toMatchObject({ width: 300, height: 60 });
     expect(ea.base64.toString("latin1")).toBe(a.rgba.toString("base64"));
     expect(eb.base64.toString("latin1")).toBe(b.rgba.toString("base64"));
   });
 
-  it("rejects what is not a PNG, and keeps working", async () => {
+  it("rejects what is not a PNG, or a small PNG whose data is broken, and keeps working", async () => {
     await expect(encoder.encode(Buffer.from("not a png"))).rejects.toThrow(/could not be decoded/);
+    const broken = Buffer.from(png(4, 4).png);
+    broken.fill(0, 40, broken.length - 12); // header intact, compressed data gone
+    await expect(encoder.encode(broken)).rejects.toThrow(/could not be decoded/);
     expect((await encoder.encode(png(2, 2).png)).width).toBe(2);
+    expect((await encoder.encode(png(200, 100).png)).width).toBe(200);
   });
 });
 
