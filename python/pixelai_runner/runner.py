@@ -143,6 +143,10 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _error_line(rid: Any, err: RunnerError) -> dict:
+    return {"id": rid, "event": "error", "code": err.code, "message": err.message}
+
+
 def _ms(value: float) -> float:
     return round(value, 1)
 
@@ -338,12 +342,15 @@ class Runner:
             if kind == "unload":
                 self._run_unload(rid, payload)
             else:
-                final = self._run_generate(rid, payload) if kind == "generate" else self._run_pixelize(rid, payload)
+                run = self._run_generate if kind == "generate" else self._run_pixelize
+                final, note = run(rid, payload)
                 # Forget the job before answering, so a `cancel` sent after the answer is already a no-op.
                 with self._state_lock:
                     self._pending.discard(rid)
                     self._cancelled.discard(rid)
                 self.out.send(final)
+                # Logged after the answer: a line before it would wake the supervisor once more on the job's path.
+                log(note)
 
     def _run_unload(self, rid: Any, model: str | None) -> None:
         try:
@@ -353,8 +360,8 @@ class Runner:
             err = classify_exception(exc, "cpu")
             self.out.error(rid, err.code, err.message)
 
-    def _run_generate(self, rid: Any, req: GenerateRequest) -> dict:
-        """Run one job to its final line (result or error), which the caller sends."""
+    def _run_generate(self, rid: Any, req: GenerateRequest) -> tuple[dict, str]:
+        """Run one job to its final line (result or error), which the caller sends, and the line it logs."""
 
         def check_cancel() -> None:
             if rid in self._cancelled:
@@ -412,9 +419,8 @@ class Runner:
             post_ms = (time.perf_counter() - started) * 1000.0
         except Exception as exc:  # every failure must become exactly one error line
             err = classify_exception(exc, self._device())
-            log(f"{tag} failed code={err.code}: {err.message}")
-            return {"id": rid, "event": "error", "code": err.code, "message": err.message}
-        log(
+            return _error_line(rid, err), f"{tag} failed code={err.code}: {err.message}"
+        note = (
             f"{tag} load={output.load_ms:.0f}ms gen={output.generate_ms:.0f}ms post={post_ms:.0f}ms"
             f" -> {done['width']}x{done['height']}"
         )
@@ -432,7 +438,7 @@ class Runner:
                 "generateMs": _ms(output.generate_ms),
                 "postprocessMs": _ms(post_ms),
             },
-        }
+        }, note
 
     def _generate_image(self, req: GenerateRequest, on_step: Any, check_cancel: Any) -> GenerateOutput:
         """The backend's image, with img2img.py's engine-neutral rules around it: no step left → the scaled init
@@ -465,7 +471,7 @@ class Runner:
             except model_files.OutsideRoots as exc:
                 raise RunnerError("INVALID_REQUEST", f"refusing to load the {what}: {exc}") from exc
 
-    def _run_pixelize(self, rid: Any, req: PixelizeRequest) -> dict:
+    def _run_pixelize(self, rid: Any, req: PixelizeRequest) -> tuple[dict, str]:
         """Post-processing alone, on the input PNG Node wrote: the same step a generation ends with."""
         tag = f"[PIXELIZE][{self.engine}] job={req.job_id}"
         started = time.perf_counter()
@@ -477,9 +483,8 @@ class Runner:
             post_ms = (time.perf_counter() - started) * 1000.0
         except Exception as exc:
             err = classify_exception(exc, "cpu")
-            log(f"{tag} failed code={err.code}: {err.message}")
-            return {"id": rid, "event": "error", "code": err.code, "message": err.message}
-        log(f"{tag} {image.width}x{image.height} post={post_ms:.0f}ms -> {done['width']}x{done['height']}")
+            return _error_line(rid, err), f"{tag} failed code={err.code}: {err.message}"
+        note = f"{tag} {image.width}x{image.height} post={post_ms:.0f}ms -> {done['width']}x{done['height']}"
         device = self._device() if req.remove_background == "birefnet" else "cpu"
         return {
             "id": rid,
@@ -488,7 +493,7 @@ class Runner:
             "device": device,
             "engine": self.engine,
             "timings": {"postprocessMs": _ms(post_ms)},
-        }
+        }, note
 
     @staticmethod
     def _candidate_preview(image: Any, output_dir: str, step: int, index: int) -> dict:

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import type IORedis from "ioredis";
-import type { EngineStatusStore } from "../backends/engine-status";
+import { EngineStatusStore, RecentProbes } from "../backends/engine-status";
 import type { Config } from "../config";
 import type { ConversionQueue } from "../conversions/conversion-queue";
 import type { ConversionsRepository } from "../conversions/conversions.repository";
@@ -72,10 +72,11 @@ export async function startApiRole(deps: ApiRoleDeps): Promise<ApiRole> {
 async function composeApi(deps: ApiRoleDeps, closers: Array<() => Promise<unknown>>): Promise<ApiRole> {
   const { config, logger, redis, queue, conversionQueue, jobEvents, engineStatus, settings, jobsRepo, modelsService, conversionsRepo } =
     deps;
+  const probes = new RecentProbes(engineStatus);
   const engineDirectory = {
     defaultEngine: () => settings.defaultEngine(),
     defaultModel: () => settings.defaultModel(),
-    read: (e: EngineName) => engineStatus.read(e),
+    read: (e: EngineName) => probes.read(e),
   };
   const jobs = new JobsService(
     jobsRepo,

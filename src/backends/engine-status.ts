@@ -45,3 +45,32 @@ export class EngineStatusStore {
     return raw ? (JSON.parse(raw) as EngineProbe) : null;
   }
 }
+
+/**
+ * How long a submit trusts a probe it read: a probe changes when a runner starts, fails or restarts (and is refreshed
+ * every 20 s besides), so a second's delay in seeing that costs nothing a user would notice, where a Redis round trip
+ * on every job is the longest wait of a submit (docs/environment.md, "Measuring the service overhead"). A job accepted
+ * on a probe a second old whose engine has just gone away fails at its worker with ENGINE_UNAVAILABLE, as any job
+ * queued before the engine went away does.
+ */
+export const PROBE_MAX_AGE_MS = 1_000;
+
+/** Submits' view of the probes (JobsService): read once per PROBE_MAX_AGE_MS and engine at most, failed reads never kept. */
+export class RecentProbes {
+  private readonly seen = new Map<EngineName, { probe: EngineProbe | null; at: number }>();
+
+  constructor(
+    private readonly store: Pick<EngineStatusStore, "read">,
+    private readonly maxAgeMs = PROBE_MAX_AGE_MS,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  async read(engine: EngineName): Promise<EngineProbe | null> {
+    const kept = this.seen.get(engine);
+    if (kept && this.now() - kept.at < this.maxAgeMs) return kept.probe;
+    const at = this.now();
+    const probe = await this.store.read(engine);
+    this.seen.set(engine, { probe, at });
+    return probe;
+  }
+}

@@ -1,6 +1,6 @@
 import IORedis from "ioredis";
 import request from "supertest";
-import { EngineStatusStore } from "../../src/backends/engine-status";
+import { EngineStatusStore, PROBE_MAX_AGE_MS } from "../../src/backends/engine-status";
 import { startTestStack, TestStack } from "../support/stack";
 
 let stack: TestStack;
@@ -11,6 +11,7 @@ afterAll(async () => {
   await stack?.close();
 });
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const ok = { prompt: "a knight", width: 64, height: 64, steps: 4 };
 
 /** [name, body, expected status, expected code] — every one must be refused before anything is queued. */
@@ -142,6 +143,8 @@ describe("engine capabilities are checked at submit, not after queueing", () => 
         features: { lora: false },
         schedulers: ["euler"],
       });
+      // what the API process read before (earlier submits) it trusts for PROBE_MAX_AGE_MS (engine-status.ts)
+      await sleep(PROBE_MAX_AGE_MS + 50);
       const scheduler = await request(stack.url)
         .post("/jobs")
         .send({ ...ok, scheduler: "dpmpp_2m" });
@@ -159,6 +162,7 @@ describe("engine capabilities are checked at submit, not after queueing", () => 
     } finally {
       await redis.del(`${stack.config.queuePrefix}:engine:torch`);
       redis.disconnect();
+      await sleep(PROBE_MAX_AGE_MS + 50); // the next tests' submits must not see this probe any more
     }
   });
 });
