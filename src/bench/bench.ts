@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: what the service costs on top of the model. Runs, in one process and one sitting:
  *   (a) the full HTTP path on the tiny model at C=1, 8 and 64 clients (in a client process of their own, and C=1 once
- *   more from inside the service's process, as earlier runs did), (b) the same job called directly in Python, in blocks
+ *   more from inside the service's process, as earlier runs did), (g) the Aseprite extension's WebSocket path at C=1 in
+ *   the same blocks (ws-path.ts), (b) the same job called directly in Python, in blocks
  *   of 10 jobs alternating with (a)'s C=1 blocks, and a twin of (b) in a second Python process in the same blocks,
  *   (c) raw BullMQ no-op jobs on the same Redis, (e) the API with 10 000 jobs queued (memory and latency as the queue
  *   grows, in a separate API-only process), (d) optionally the MLX-vs-Torch engine bench;
@@ -89,9 +90,10 @@ async function main(): Promise<void> {
       await runHttpPhase({ url: stack.url, tracker, jobs: 3, concurrency: 1, seedBase: 0, jobTimeoutMs: 180_000 });
       const clientTask = { url: stack.url, redisUrl: stack.service.redisUrl, prefix: config.queuePrefix, jobTimeoutMs: 120_000 };
       const blocks = Math.ceil(jobs / BLOCK_JOBS);
-      log(`(a) 1 client and (b) direct: ${jobs} jobs each, in ${blocks} alternating blocks…`);
+      log(`(a) 1 client, (g) the extension's path and (b) direct: ${jobs} jobs each, in ${blocks} alternating blocks…`);
       const oneClient: HttpPhaseResult[] = [];
       const sharedProcess: HttpPhaseResult[] = [];
+      const extension: HttpPhaseResult[] = [];
       for (let b = 0; b < blocks; b++) {
         const n = Math.min(BLOCK_JOBS, jobs - b * BLOCK_JOBS);
         const blockTimeoutMs = 60_000 + n * 10_000;
@@ -100,11 +102,13 @@ async function main(): Promise<void> {
         oneClient.push(await runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: 1, seedBase: 1000 + b * BLOCK_JOBS }, blockTimeoutMs));
         // Runs before 2026-12 had the client inside the service's process; this row keeps them comparable.
         sharedProcess.push(await runHttpPhase({ url: stack.url, tracker, jobs: n, concurrency: 1, seedBase: 500_000 + b * BLOCK_JOBS, jobTimeoutMs: 120_000 }));
+        extension.push(await runHttpPhaseInClient({ ...clientTask, path: "ws", jobs: n, concurrency: 1, seedBase: 700_000 + b * BLOCK_JOBS }, blockTimeoutMs));
       }
       const direct = await session.finish();
       const directTwin = await twin.finish();
       const http = [mergeHttpPhases(oneClient)];
       const httpSharedProcess = withoutRaw(mergeHttpPhases(sharedProcess));
+      const ws = withoutRaw(mergeHttpPhases(extension));
       for (const c of concurrencies.filter((c) => c !== 1)) {
         const n = jobsFor(c, jobs);
         log(`(a) HTTP: ${n} jobs, ${c} concurrent clients (a client process of their own)…`);
@@ -148,7 +152,8 @@ async function main(): Promise<void> {
         directTwin: { jobs: directTwin.jobs, latencyMs: directTwin.latencyMs, generateMs: directTwin.generateMs },
         rawBullmq,
         httpSharedProcess,
-        comparison: compare(http, direct, httpSharedProcess, directTwin),
+        ws,
+        comparison: compare(http, direct, httpSharedProcess, directTwin, ws),
         profile,
         mlx: { ran: false, reason: "not run yet" },
         queueDepth,

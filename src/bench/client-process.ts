@@ -1,6 +1,7 @@
 import { fork } from "node:child_process";
 import { CompletionTracker } from "./completions";
 import { runHttpPhase, HttpPhaseResult } from "./http-path";
+import { runWsPhase } from "./ws-path";
 
 /** What the bench asks a client process to run: one (a) row against a running service. */
 export interface ClientTask {
@@ -11,10 +12,12 @@ export interface ClientTask {
   concurrency: number;
   seedBase: number;
   jobTimeoutMs: number;
+  /** (a) over HTTP (the default), or (g) the extension's WebSocket path (ws-path.ts). */
+  path?: "http" | "ws";
 }
 
 /**
- * Runs one (a) row from a client in its own Node process, as a real client (Aseprite, curl) is: its HTTP calls and its
+ * Runs one (a) or (g) row from a client in its own Node process, as a real client (Aseprite, curl) is: its HTTP calls and its
  * completion tracking (the service's job events) then do not share the service's event loop. It still shares the machine's
  * cores, as a local client does.
  */
@@ -41,6 +44,7 @@ export function runHttpPhaseInClient(task: ClientTask, timeoutMs: number): Promi
 }
 
 async function clientMain(task: ClientTask): Promise<HttpPhaseResult> {
+  if (task.path === "ws") return runWsPhase(task);
   const tracker = new CompletionTracker({ kind: "jobEvents", redisUrl: task.redisUrl, prefix: task.prefix });
   await tracker.ready();
   try {

@@ -17,6 +17,8 @@ export interface BenchResults {
   http: HttpPhaseResult[];
   /** (a) at C=1 with the client inside the service's process (how runs before 2026-12 measured it); absent in those. */
   httpSharedProcess?: HttpPhaseResult;
+  /** (g) the extension's WebSocket path at C=1 (ws-path.ts), in the same blocks as (a) and (b); absent in earlier results. */
+  ws?: HttpPhaseResult;
   direct: DirectPhaseResult;
   /** A second direct process run in the same blocks as (b); absent in results written before it existed. */
   directTwin?: Pick<DirectPhaseResult, "jobs" | "latencyMs" | "generateMs">;
@@ -41,6 +43,10 @@ export interface Comparison {
   serviceBeyondComputeMsP50?: number;
   /** The twin direct process's p50 − (b)'s: what (a) − (b) can be off by when the service adds nothing. */
   directTwinMsP50?: number;
+  /** As serviceBeyondComputeMsP50, on the extension's path (g): submit frame → `completed` frame with the RGBA. */
+  wsBeyondComputeMsP50?: number;
+  /** (g) p50 − (b) p50. */
+  wsOverheadMsP50?: number;
   /** Per concurrency: (a)/(b) for p50 and p99 latency, and (b)'s jobs/s ÷ (a)'s. */
   ratios: Array<{ concurrency: number; p50: number; p99: number; throughput: number }>;
 }
@@ -50,6 +56,7 @@ export function compare(
   direct: DirectPhaseResult,
   shared?: HttpPhaseResult,
   twin?: Pick<DirectPhaseResult, "latencyMs">,
+  ws?: HttpPhaseResult,
 ): Comparison {
   const one = http.find((h) => h.concurrency === 1) ?? http[0];
   const directJobsPerSecond = 1000 / direct.latencyMs.mean;
@@ -57,6 +64,9 @@ export function compare(
     serviceOverheadMsP50: round(one.latencyMs.p50 - direct.latencyMs.p50, 1),
     ...(one.beyondComputeMs ? { serviceBeyondComputeMsP50: round(one.beyondComputeMs.p50, 1) } : {}),
     ...(twin ? { directTwinMsP50: round(twin.latencyMs.p50 - direct.latencyMs.p50, 1) } : {}),
+    ...(ws
+      ? { wsBeyondComputeMsP50: round(ws.beyondComputeMs.p50, 1), wsOverheadMsP50: round(ws.latencyMs.p50 - direct.latencyMs.p50, 1) }
+      : {}),
     ...(shared
       ? {
           serviceOverheadMsP50SharedProcess: round(shared.latencyMs.p50 - direct.latencyMs.p50, 1),
@@ -81,6 +91,7 @@ export function formatTable(r: BenchResults): string {
     ...(r.httpSharedProcess
       ? [["(a) same, C=1, client in the service's process", r.httpSharedProcess.jobsPerSecond, r.httpSharedProcess.latencyMs.p50, r.httpSharedProcess.latencyMs.p99] as [string, number, number, number]]
       : []),
+    ...(r.ws ? [["(g) extension: WS submit→completed frame, C=1", r.ws.jobsPerSecond, r.ws.latencyMs.p50, r.ws.latencyMs.p99] as [string, number, number, number]] : []),
     ["(b) direct in-process (no service)", r.direct.jobsPerSecond ?? round(1000 / r.direct.latencyMs.mean, 2), r.direct.latencyMs.p50, r.direct.latencyMs.p99],
     [`(c) raw BullMQ no-op, ${r.rawBullmq.loaded.inFlight} in flight`, r.rawBullmq.loaded.jobsPerSecond, r.rawBullmq.loaded.roundTripMs.p50, r.rawBullmq.loaded.roundTripMs.p99],
     ["(c) raw BullMQ no-op, 1 in flight", r.rawBullmq.sequential.jobsPerSecond, r.rawBullmq.sequential.roundTripMs.p50, r.rawBullmq.sequential.roundTripMs.p99],
@@ -105,6 +116,11 @@ export function formatTable(r: BenchResults): string {
         : ""),
     ...(r.comparison.serviceBeyondComputeMsP50 !== undefined
       ? [`service time per job beyond the runner's own compute for it, p50 (C=1): ${r.comparison.serviceBeyondComputeMsP50} ms`]
+      : []),
+    ...(r.comparison.wsBeyondComputeMsP50 !== undefined
+      ? [
+          `the same on the extension's path (g), to the completed frame with its RGBA: ${r.comparison.wsBeyondComputeMsP50} ms (g − b: ${r.comparison.wsOverheadMsP50} ms; accepted frame p50 ${r.ws?.submitMs.p50} ms)`,
+        ]
       : []),
     ...(r.comparison.directTwinMsP50 !== undefined
       ? [`a second direct process in the same blocks, p50 − b's: ${r.comparison.directTwinMsP50} ms (the spread between two processes)`]
