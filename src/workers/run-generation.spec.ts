@@ -386,19 +386,18 @@ describe("runGeneration", () => {
     expect(repository.error).toEqual({ code: "CANCELLED", message: "cancelled before it started" });
   });
 
-  it("does not wait for the cancel check; a yes that lands before the runner call stops the job there", async () => {
-    let answer: (yes: boolean) => void = () => undefined;
-    const { repository, runner, deps } = setUp("succeed", { cancelRequested: () => new Promise<boolean>((r) => (answer = r)) });
-    const originalStart = repository.start.bind(repository);
-    repository.start = async (id, a) => {
-      const landed = await originalStart(id, a);
-      answer(true); // the row turned active before the answer came: the attempt did not wait for it
-      return landed;
-    };
+  it("asks whether the job was cancelled only once the runner has it, and a yes stops the runner", async () => {
+    const order: string[] = [];
+    const { repository, runner, deps } = setUp("obeyCancel", {
+      cancelRequested: async () => {
+        order.push(`check after ${runner.calls.length} runner call(s)`);
+        return true;
+      },
+    });
     expect(await runGeneration({ payload, attempt: 1, maxAttempts: 2 }, deps)).toEqual({ status: "cancelled" });
-    expect(runner.calls).toHaveLength(0);
+    expect(order).toEqual(["check after 1 runner call(s)"]);
+    expect(runner.cancels).toEqual([`gen-${payload.jobId}-1`]);
     expect(repository.history).toEqual(["queued", "active", "cancelled"]);
-    expect(repository.error).toEqual({ code: "CANCELLED", message: "cancelled before it started" });
   });
 
   it("stops the runner when the cancel check says yes after the generation started", async () => {

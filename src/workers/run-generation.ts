@@ -95,13 +95,14 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   const { runner, repository, logger } = deps;
   // Shut down before it started: the row is still queued, nothing to undo.
   if (deps.signal?.aborted && deps.signal.reason === "handBack") return { status: "handedBack" };
-  // The cancel check (was it cancelled before the caller listened?) is a Redis round trip, and the job does not wait
-  // for it: a yes stops the attempt through the same signal as a cancel heard later, before or after the runner
-  // started. Only a job going back to wait for an install waits for the answer (it is not starting anyway).
+  // The cancel check (was it cancelled before the caller listened?) is a Redis round trip, whose write alone costs a
+  // wake-up of Redis: it goes out once the runner has the job, and a yes stops the attempt through the same signal as
+  // a cancel heard later. Only a job going back to wait for an install asks first (it is not starting anyway).
   const stop = new AbortController();
   const signal = stop.signal;
   followAbort(deps.signal, stop);
-  const checked = signal.aborted ? Promise.resolve() : cancelCheck(jobId, deps, stop);
+  let checked: Promise<void> | undefined;
+  const checkCancel = () => (checked ??= signal.aborted ? Promise.resolve() : cancelCheck(jobId, deps, stop));
   const needs = hubNeedsOf(request);
   // A job on installed weights looks them up now (two reads, which the job needs unless it was cancelled); one that
   // names a hub reference looks them up once its installs are ready.
@@ -128,7 +129,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       return { status: "failed", failure };
     }
     if (!readiness.ready) {
-      await checked;
+      await checkCancel();
       return (await cancelledNow()) ?? { status: "waiting", installs: readiness.installs.map((i) => i.id) };
     }
   }
@@ -208,6 +209,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
     const generation = call().finally(() => (running = false));
     const stopOnAbort = () => stopRunner(runner, requestId, signal.reason as StopReason, () => running, deps);
     signal.addEventListener("abort", stopOnAbort, { once: true });
+    void checkCancel();
     // Past the budget: ask the runner to stop between steps; if it does not within the grace, kill it (the supervisor
     // restarts it) so the next job gets a working runner. The job ends TIMEOUT, never retried.
     const result = await withDeadline(generation, {
