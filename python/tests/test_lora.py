@@ -36,20 +36,24 @@ def backend():
     return TorchBackend(device_info=DeviceInfo("cpu", "test cpu", "float32"))
 
 
-def _image(backend, model: Path, lora=None, seed: int = 7) -> bytes:
+def _generate(backend, model: Path, lora=None, seed: int = 7, steps: int = 4):
     req = GenerateRequest(
         job_id="lora-test",
         model_source=str(model),
         prompt="a pixel art knight",
         width=64,
         height=64,
-        steps=4,
+        steps=steps,
         guidance_scale=5.0,
         seed=seed,
         output_dir="/nonexistent",
         lora=lora,
     )
-    return backend.generate(req, lambda step, total: None, lambda: None).image.tobytes()
+    return backend.generate(req, lambda step, total: None, lambda: None)
+
+
+def _image(backend, model: Path, lora=None, seed: int = 7) -> bytes:
+    return _generate(backend, model, lora, seed).image.tobytes()
 
 
 def _mean_abs_diff(a: bytes, b: bytes) -> float:
@@ -203,23 +207,12 @@ def test_a_missing_lora_file_is_lora_not_found(backend, tiny_sd, tmp_path):
 
 
 def test_a_lora_switched_in_or_out_counts_as_loading_and_a_kept_one_does_not(backend, tiny_sd, loras):
-    def timings(lora=None, strength: float = 1.0) -> float:
-        req = GenerateRequest(
-            job_id="lora-timing",
-            model_source=str(tiny_sd),
-            prompt="a pixel art knight",
-            width=64,
-            height=64,
-            steps=2,
-            guidance_scale=5.0,
-            seed=3,
-            output_dir="/nonexistent",
-            lora=None if lora is None else {"source": str(lora), "strength": strength},
-        )
-        return backend.generate(req, lambda step, total: None, lambda: None).load_ms
+    def load_ms(lora=None, strength: float = 1.0) -> float:
+        spec = None if lora is None else {"source": str(lora), "strength": strength}
+        return _generate(backend, tiny_sd, spec, seed=3, steps=2).load_ms
 
-    timings()  # the pipeline warm and without a LoRA
-    assert timings() == 0.0
-    assert timings(loras["tiny-sd-lora"]) > 0.0  # loaded into the warm pipeline
-    assert timings(loras["tiny-sd-lora"], strength=0.5) == 0.0  # same file: only its strength changes
-    assert timings() > 0.0  # unloaded again
+    load_ms()  # the pipeline warm and without a LoRA
+    assert load_ms() == 0.0
+    assert load_ms(loras["tiny-sd-lora"]) > 0.0  # loaded into the warm pipeline
+    assert load_ms(loras["tiny-sd-lora"], strength=0.5) == 0.0  # same file: only its strength changes
+    assert load_ms() > 0.0  # unloaded again

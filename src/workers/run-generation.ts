@@ -99,8 +99,7 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   // wake-up of Redis: it goes out once the runner has the job, and a yes stops the attempt through the same signal as
   // a cancel heard later. Only a job going back to wait for an install asks first (it is not starting anyway).
   const stop = new AbortController();
-  const signal = stop.signal;
-  followAbort(deps.signal, stop);
+  const signal = deps.signal ? AbortSignal.any([deps.signal, stop.signal]) : stop.signal;
   let checked: Promise<void> | undefined;
   const checkCancel = () => (checked ??= signal.aborted ? Promise.resolve() : cancelCheck(jobId, deps, stop));
   const needs = hubNeedsOf(request);
@@ -258,13 +257,6 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   }
 }
 
-/** Aborts `into` whenever `from` aborts, with the same reason. */
-function followAbort(from: AbortSignal | undefined, into: AbortController): void {
-  if (!from) return;
-  if (from.aborted) into.abort(from.reason);
-  else from.addEventListener("abort", () => into.abort(from.reason), { once: true });
-}
-
 /**
  * Asks whether the job was cancelled before this worker listened, and stops the attempt if so. A failed check is
  * logged, not fatal: cancels sent from now on still arrive on the channel.
@@ -272,7 +264,7 @@ function followAbort(from: AbortSignal | undefined, into: AbortController): void
 function cancelCheck(jobId: string, deps: GenerationDeps, stop: AbortController): Promise<void> {
   return deps.cancelRequested(jobId).then(
     (yes) => {
-      if (yes && !stop.signal.aborted) stop.abort("cancel" satisfies StopReason);
+      if (yes) stop.abort("cancel" satisfies StopReason);
     },
     (err: Error) => deps.logger.warn({ job: jobId, err: err.message }, "cancel check failed; the job runs"),
   );
