@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 from .protocol import ProtocolWriter, reserve_stdout_for_protocol
 
@@ -31,9 +32,23 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    exit_code = main()
-    # Skip interpreter teardown: after torch/diffusers imports it took 5-9 s on a loaded 2-core machine, and a runner
-    # whose supervisor is gone (stdin EOF) must not linger. Everything it owes is written; flush what is buffered.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(exit_code)
+    # Skip interpreter teardown, whatever main() ends with: after torch/diffusers imports it took 5-9 s on a loaded
+    # 2-core machine, and it can hang for good (a finalizer waiting on a lock a daemon thread held when it was stopped,
+    # seen after a write to a supervisor that had been killed). A runner whose supervisor is gone must not linger.
+    exit_code = 1
+    try:
+        exit_code = main()
+    except SystemExit as exc:  # argparse's usage errors: it has printed why
+        exit_code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:
+                pass  # the supervisor is gone: nobody is left to read it
+        os._exit(exit_code)

@@ -58,7 +58,10 @@ class ProtocolWriter:
 
     def close(self) -> None:
         with self._lock:
-            self._stream.close()
+            try:
+                self._stream.close()
+            except OSError:
+                pass  # a line the supervisor can no longer read (it is gone) is not worth failing the exit over
 
 
 def parse_request(line: str) -> dict:

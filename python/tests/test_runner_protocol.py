@@ -418,3 +418,37 @@ def test_pixel_grid_defaults_to_auto_and_is_carried_as_given():
     assert GenerateRequest.from_params({**base, "pixel": {"width": 8, "height": 8}}).pixel.grid == "auto"
     fixed = GenerateRequest.from_params({**base, "pixel": {"width": 8, "height": 8, "grid": "fixed"}})
     assert fixed.pixel.grid == "fixed"
+
+
+def test_a_runner_whose_supervisor_is_killed_mid_job_exits(make_params, tmp_path):
+    # A SIGKILLed worker leaves its runner with stdin at end of file and a protocol stream nobody reads: the runner
+    # stops the job and must exit by itself, although the answer it then owes can no longer be written.
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(tmp_path / "stderr.log", "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixelai_runner", "--engine", "torch", "--device", DEVICE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+        try:
+            assert json.loads(proc.stdout.readline())["event"] == "ready"
+            request = {"id": "orphan-1", "op": "generate", "params": make_params(steps=60, previewEvery=None)}
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            proc.stdin.flush()
+            assert json.loads(proc.stdout.readline())["event"] == "progress"  # the job is running
+            proc.stdout.close()  # nobody reads the protocol stream any more...
+            proc.stdin.close()  # ...and stdin ends, as when the worker is killed
+            started = time.monotonic()
+            code = proc.wait(timeout=60)
+            assert time.monotonic() - started < 30, "the runner lingered after its supervisor was gone"
+            assert code == 0, f"exit code {code}: the runner did not leave through its own exit path"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
