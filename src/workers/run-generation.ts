@@ -103,14 +103,6 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   let checked: Promise<void> | undefined;
   const checkCancel = () => (checked ??= signal.aborted ? Promise.resolve() : cancelCheck(jobId, deps, stop));
   const needs = hubNeedsOf(request);
-  // A job on installed weights looks them up now (two reads, which the job needs unless it was cancelled); one that
-  // names a hub reference looks them up once its installs are ready.
-  const lookUpWeights = () => {
-    const lookup = resolveWeights(request, deps.models);
-    lookup.catch(() => undefined); // awaited below, once the row is active
-    return lookup;
-  };
-  let resolving = request.input || (deps.hub && needs.length) ? undefined : lookUpWeights();
   const cancelledNow = async (): Promise<GenerationOutcome | undefined> => {
     if (!(signal.aborted && signal.reason === "cancel")) return undefined;
     await repository.finish(jobId, "cancelled", "CANCELLED", "cancelled before it started");
@@ -135,8 +127,6 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
   const early = await cancelledNow();
   if (early) return early;
   const device = runner?.device() ?? null;
-  // A lookup that fails is that job's failure once it is active, as if made after (its rejection is awaited below).
-  if (!request.input) resolving ??= lookUpWeights();
   const started = await repository.start(jobId, { attempt: a.attempt, queueMs: Date.now() - submittedAt, worker: deps.workerName, device });
   if (!started) return { status: "skipped" };
 
@@ -161,7 +151,8 @@ export async function runGeneration(a: GenerationAttempt, deps: GenerationDeps):
       };
       call = () => runner.pixelize(params, { id: requestId });
     } else {
-      const { model, lora } = await resolving!;
+      // Looked up once the row is active (any hub install is done by now): a failed lookup is the job's failure.
+      const { model, lora } = await resolveWeights(request, deps.models);
       outputDir = makeOutputDir(jobId);
       const dir = outputDir;
       const img2img = request.img2img ? await writeImg2imgInputs(jobId, request.img2img, dir, repository) : {};
