@@ -26,6 +26,7 @@ import { runProfilePhase } from "./overhead-profile";
 import { runQueueDepthPhase } from "./queue-depth";
 import { runRawPhase } from "./raw-bullmq";
 import { BenchResults, compare, formatTable } from "./report";
+import { SchedTally } from "./sched-stats";
 import { round } from "./stats";
 
 function envInt(name: string, fallback: number, min = 1): number {
@@ -91,19 +92,35 @@ async function main(): Promise<void> {
       const clientTask = { url: stack.url, redisUrl: stack.service.redisUrl, prefix: config.queuePrefix, jobTimeoutMs: 120_000 };
       const blocks = Math.ceil(jobs / BLOCK_JOBS);
       log(`(a) 1 client, (g) the extension's path and (b) direct: ${jobs} jobs each, in ${blocks} alternating blocks…`);
+      // The Python process behind each row: its CPU per job and how long it sat runnable without a CPU (sched-stats.ts).
+      const runnerPid = () => stack.service.runners.get("torch")?.pid;
+      const sched = { direct: new SchedTally(), directTwin: new SchedTally(), http: new SchedTally(), httpSharedProcess: new SchedTally(), ws: new SchedTally() };
       const oneClient: HttpPhaseResult[] = [];
       const sharedProcess: HttpPhaseResult[] = [];
       const extension: HttpPhaseResult[] = [];
       for (let b = 0; b < blocks; b++) {
         const n = Math.min(BLOCK_JOBS, jobs - b * BLOCK_JOBS);
         const blockTimeoutMs = 60_000 + n * 10_000;
-        await session.run(n, blockTimeoutMs);
-        await twin.run(n, blockTimeoutMs);
-        oneClient.push(await runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: 1, seedBase: 1000 + b * BLOCK_JOBS }, blockTimeoutMs));
+        await sched.direct.measure(() => session.pid, n, () => session.run(n, blockTimeoutMs));
+        await sched.directTwin.measure(() => twin.pid, n, () => twin.run(n, blockTimeoutMs));
+        oneClient.push(
+          await sched.http.measure(runnerPid, n, () =>
+            runHttpPhaseInClient({ ...clientTask, jobs: n, concurrency: 1, seedBase: 1000 + b * BLOCK_JOBS }, blockTimeoutMs),
+          ),
+        );
         // Runs before 2026-12 had the client inside the service's process; this row keeps them comparable.
-        sharedProcess.push(await runHttpPhase({ url: stack.url, tracker, jobs: n, concurrency: 1, seedBase: 500_000 + b * BLOCK_JOBS, jobTimeoutMs: 120_000 }));
-        extension.push(await runHttpPhaseInClient({ ...clientTask, path: "ws", jobs: n, concurrency: 1, seedBase: 700_000 + b * BLOCK_JOBS }, blockTimeoutMs));
+        sharedProcess.push(
+          await sched.httpSharedProcess.measure(runnerPid, n, () =>
+            runHttpPhase({ url: stack.url, tracker, jobs: n, concurrency: 1, seedBase: 500_000 + b * BLOCK_JOBS, jobTimeoutMs: 120_000 }),
+          ),
+        );
+        extension.push(
+          await sched.ws.measure(runnerPid, n, () =>
+            runHttpPhaseInClient({ ...clientTask, path: "ws", jobs: n, concurrency: 1, seedBase: 700_000 + b * BLOCK_JOBS }, blockTimeoutMs),
+          ),
+        );
       }
+      const runnerScheduling = Object.fromEntries(Object.entries(sched).flatMap(([k, t]) => (t.summary() ? [[k, t.summary()!]] : [])));
       const direct = await session.finish();
       const directTwin = await twin.finish();
       const http = [mergeHttpPhases(oneClient)];
@@ -117,7 +134,7 @@ async function main(): Promise<void> {
 
       log(profileJobs ? `(f) per-job breakdown: ${profileJobs} instrumented jobs, 1 client…` : "(f) breakdown skipped (BENCH_PROFILE_JOBS=0)");
       const profile = profileJobs
-        ? await runProfilePhase({ url: stack.url, redisUrl: stack.service.redisUrl, runnerPid: () => stack.service.runners.get("torch")?.pid, tracker, jobs: profileJobs, seedBase: 900_000, jobTimeoutMs: 120_000 })
+        ? await runProfilePhase({ url: stack.url, redisUrl: stack.service.redisUrl, runnerPid, tracker, jobs: profileJobs, seedBase: 900_000, jobTimeoutMs: 120_000 })
         : undefined;
 
       log(`(c) raw BullMQ: ${rawJobs} no-op jobs, concurrency ${rawConcurrency}…`);
@@ -153,7 +170,8 @@ async function main(): Promise<void> {
         rawBullmq,
         httpSharedProcess,
         ws,
-        comparison: compare(http, direct, httpSharedProcess, directTwin, ws),
+        comparison: compare(http, direct, httpSharedProcess, directTwin, ws, runnerScheduling),
+        ...(Object.keys(runnerScheduling).length ? { runnerScheduling } : {}),
         profile,
         mlx: { ran: false, reason: "not run yet" },
         queueDepth,

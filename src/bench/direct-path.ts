@@ -82,6 +82,11 @@ export class DirectSession {
     return new DirectSession(child, ready, lines);
   }
 
+  /** The Python process's id (its scheduling figures, sched-stats.ts). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   get versions(): Record<string, string> {
     return this.ready.versions;
   }

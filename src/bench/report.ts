@@ -6,6 +6,7 @@ import { formatProfile, ProfileResult } from "./overhead-profile";
 import type { DepthResult } from "./queue-depth";
 import type { RawPhaseResult } from "./raw-bullmq";
 import { formatDepthTable, formatLoadTable } from "./report-load";
+import type { SchedSummary } from "./sched-stats";
 import { round } from "./stats";
 
 export interface BenchResults {
@@ -24,6 +25,12 @@ export interface BenchResults {
   directTwin?: Pick<DirectPhaseResult, "jobs" | "latencyMs" | "generateMs">;
   rawBullmq: RawPhaseResult;
   comparison: Comparison;
+  /**
+   * The Python process behind each 1-client row ((b), (b′), and the service's runner during (a), its shared-process
+   * variant and (g)): CPU per job and time runnable without a CPU per job (sched-stats.ts); absent off Linux and in
+   * results written before it existed.
+   */
+  runnerScheduling?: Partial<Record<"direct" | "directTwin" | "http" | "httpSharedProcess" | "ws", SchedSummary>>;
   /** (f) the per-job breakdown; absent when skipped (BENCH_PROFILE_JOBS=0) and in results written before it existed. */
   profile?: ProfileResult;
   mlx: MlxPhaseResult;
@@ -47,6 +54,11 @@ export interface Comparison {
   wsBeyondComputeMsP50?: number;
   /** (g) p50 − (b) p50. */
   wsOverheadMsP50?: number;
+  /**
+   * Per 1-client row: how much longer per job the service's runner sat runnable without a CPU than (b)'s process did,
+   * ms (runnerScheduling). It is inside the runner's reported compute, so the beyond-compute figures leave it out.
+   */
+  runnerWaitOverDirectMsPerJob?: Partial<Record<"http" | "httpSharedProcess" | "ws", number>>;
   /** Per concurrency: (a)/(b) for p50 and p99 latency, and (b)'s jobs/s ÷ (a)'s. */
   ratios: Array<{ concurrency: number; p50: number; p99: number; throughput: number }>;
 }
@@ -57,10 +69,19 @@ export function compare(
   shared?: HttpPhaseResult,
   twin?: Pick<DirectPhaseResult, "latencyMs">,
   ws?: HttpPhaseResult,
+  scheduling?: BenchResults["runnerScheduling"],
 ): Comparison {
   const one = http.find((h) => h.concurrency === 1) ?? http[0];
   const directJobsPerSecond = 1000 / direct.latencyMs.mean;
+  const directWait = scheduling?.direct?.runqueueWaitMsPerJob;
+  const waits = Object.fromEntries(
+    (["http", "httpSharedProcess", "ws"] as const).flatMap((row) => {
+      const wait = scheduling?.[row]?.runqueueWaitMsPerJob;
+      return wait === undefined || directWait === undefined ? [] : [[row, round(wait - directWait, 2)]];
+    }),
+  );
   return {
+    ...(Object.keys(waits).length ? { runnerWaitOverDirectMsPerJob: waits } : {}),
     serviceOverheadMsP50: round(one.latencyMs.p50 - direct.latencyMs.p50, 1),
     ...(one.beyondComputeMs ? { serviceBeyondComputeMsP50: round(one.beyondComputeMs.p50, 1) } : {}),
     ...(twin ? { directTwinMsP50: round(twin.latencyMs.p50 - direct.latencyMs.p50, 1) } : {}),
@@ -131,6 +152,13 @@ export function formatTable(r: BenchResults): string {
         `  C=${h.concurrency} as the service recorded it (p50): queue ${h.serviceTimings.queueMs.p50} ms, runner generate ${h.serviceTimings.generateMs.p50} ms, post-process ${h.serviceTimings.postprocessMs.p50} ms; POST /jobs ${h.submitMs.p50} ms`,
     ),
     `  direct: generate p50 ${r.direct.generateMs.p50} ms (torch threads ${r.direct.torchThreads}, device ${r.direct.device}; cold first job ${r.direct.coldFirstJobSeconds} s)`,
+    ...Object.entries(r.runnerScheduling ?? {}).map(
+      ([row, s]) =>
+        `  Python process during ${row}, per job: CPU ${s.cpuMsPerJob} ms, runnable without a CPU ${s.runqueueWaitMsPerJob} ms, preempted ${s.involuntarySwitchesPerJob}× (${s.jobs} jobs)`,
+    ),
+    ...(r.comparison.runnerWaitOverDirectMsPerJob
+      ? [`  the service's runner waited for a CPU beyond (b), ms per job: ${JSON.stringify(r.comparison.runnerWaitOverDirectMsPerJob)}`]
+      : []),
     "",
     ...(r.profile ? [...formatProfile(r.profile), ""] : []),
     ...formatLoadTable(r.http),
