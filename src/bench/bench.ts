@@ -120,7 +120,12 @@ async function main(): Promise<void> {
           ),
         );
       }
-      const runnerScheduling = Object.fromEntries(Object.entries(sched).flatMap(([k, t]) => (t.summary() ? [[k, t.summary()!]] : [])));
+      const runnerScheduling = Object.fromEntries(
+        Object.entries(sched).flatMap(([row, tally]) => {
+          const summary = tally.summary();
+          return summary ? [[row, summary]] : [];
+        }),
+      );
       const direct = await session.finish();
       const directTwin = await twin.finish();
       const http = [mergeHttpPhases(oneClient)];

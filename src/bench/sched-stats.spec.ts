@@ -50,5 +50,4 @@ describe("scheduling figures from /proc", () => {
     if (process.platform !== "linux") return expect(after).toBeNull();
     expect(after!.cpuMs - before!.cpuMs).toBeGreaterThan(15);
   });
-
 });
