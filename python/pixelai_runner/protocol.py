@@ -54,7 +54,7 @@ class ProtocolWriter:
         self.send({"id": request_id, "event": event, **fields})
 
     def error(self, request_id: Any, code: str, message: str) -> None:
-        self.send({"id": request_id, "event": "error", "code": code, "message": message})
+        self.send(error_line(request_id, code, message))
 
     def close(self) -> None:
         with self._lock:
@@ -62,6 +62,11 @@ class ProtocolWriter:
                 self._stream.close()
             except OSError:
                 pass  # a line the supervisor can no longer read (it is gone) is not worth failing the exit over
+
+
+def error_line(request_id: Any, code: str, message: str) -> dict:
+    """The ErrorEvent a request ends with when it fails."""
+    return {"id": request_id, "event": "error", "code": code, "message": message}
 
 
 def parse_request(line: str) -> dict:

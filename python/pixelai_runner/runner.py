@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from . import background, img2img, model_files, postprocess, preview
 from .backends.base import FEATURES, Backend, GenerateOutput, GenerateRequest, PixelizeRequest
 from .errors import RunnerError, classify_exception
-from .protocol import ProtocolError, ProtocolWriter, parse_request
+from .protocol import ProtocolError, ProtocolWriter, error_line, parse_request
 from .settings import RunnerSettings
 
 RESULT_NAME = "result.png"
@@ -141,10 +141,6 @@ def _sha256(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _error_line(rid: Any, err: RunnerError) -> dict:
-    return {"id": rid, "event": "error", "code": err.code, "message": err.message}
 
 
 def _ms(value: float) -> float:
@@ -419,7 +415,7 @@ class Runner:
             post_ms = (time.perf_counter() - started) * 1000.0
         except Exception as exc:  # every failure must become exactly one error line
             err = classify_exception(exc, self._device())
-            return _error_line(rid, err), f"{tag} failed code={err.code}: {err.message}"
+            return error_line(rid, err.code, err.message), f"{tag} failed code={err.code}: {err.message}"
         note = (
             f"{tag} load={output.load_ms:.0f}ms gen={output.generate_ms:.0f}ms post={post_ms:.0f}ms"
             f" -> {done['width']}x{done['height']}"
@@ -483,7 +479,7 @@ class Runner:
             post_ms = (time.perf_counter() - started) * 1000.0
         except Exception as exc:
             err = classify_exception(exc, "cpu")
-            return _error_line(rid, err), f"{tag} failed code={err.code}: {err.message}"
+            return error_line(rid, err.code, err.message), f"{tag} failed code={err.code}: {err.message}"
         note = f"{tag} {image.width}x{image.height} post={post_ms:.0f}ms -> {done['width']}x{done['height']}"
         device = self._device() if req.remove_background == "birefnet" else "cpu"
         return {
