@@ -25,7 +25,7 @@ import { MlxMode, runMlxPhase } from "./mlx-engines";
 import { runProfilePhase } from "./overhead-profile";
 import { runQueueDepthPhase } from "./queue-depth";
 import { runRawPhase } from "./raw-bullmq";
-import { BenchResults, compare, formatTable } from "./report";
+import { BenchResults, compare, formatTable, SchedRow } from "./report";
 import { SchedTally } from "./sched-stats";
 import { round } from "./stats";
 
@@ -94,7 +94,13 @@ async function main(): Promise<void> {
       log(`(a) 1 client, (g) the extension's path and (b) direct: ${jobs} jobs each, in ${blocks} alternating blocks…`);
       // The Python process behind each row: its CPU per job and how long it sat runnable without a CPU (sched-stats.ts).
       const runnerPid = () => stack.service.runners.get("torch")?.pid;
-      const sched = { direct: new SchedTally(), directTwin: new SchedTally(), http: new SchedTally(), httpSharedProcess: new SchedTally(), ws: new SchedTally() };
+      const sched: Record<SchedRow, SchedTally> = {
+        direct: new SchedTally(),
+        directTwin: new SchedTally(),
+        http: new SchedTally(),
+        httpSharedProcess: new SchedTally(),
+        ws: new SchedTally(),
+      };
       const oneClient: HttpPhaseResult[] = [];
       const sharedProcess: HttpPhaseResult[] = [];
       const extension: HttpPhaseResult[] = [];

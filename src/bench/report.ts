@@ -9,6 +9,10 @@ import { formatDepthTable, formatLoadTable } from "./report-load";
 import type { SchedSummary } from "./sched-stats";
 import { round } from "./stats";
 
+/** The 1-client rows run by the service's runner, and with (b) and (b′) those whose Python process the bench watches. */
+const SERVICE_ROWS = ["http", "httpSharedProcess", "ws"] as const;
+export type SchedRow = "direct" | "directTwin" | (typeof SERVICE_ROWS)[number];
+
 export interface BenchResults {
   timestamp: string;
   machine: MachineInfo;
@@ -30,7 +34,7 @@ export interface BenchResults {
    * variant and (g)): CPU per job and time runnable without a CPU per job (sched-stats.ts); absent off Linux and in
    * results written before it existed.
    */
-  runnerScheduling?: Partial<Record<"direct" | "directTwin" | "http" | "httpSharedProcess" | "ws", SchedSummary>>;
+  runnerScheduling?: Partial<Record<SchedRow, SchedSummary>>;
   /** (f) the per-job breakdown; absent when skipped (BENCH_PROFILE_JOBS=0) and in results written before it existed. */
   profile?: ProfileResult;
   mlx: MlxPhaseResult;
@@ -58,7 +62,7 @@ export interface Comparison {
    * Per 1-client row: how much longer per job the service's runner sat runnable without a CPU than (b)'s process did,
    * ms (runnerScheduling). It is inside the runner's reported compute, so the beyond-compute figures leave it out.
    */
-  runnerWaitOverDirectMsPerJob?: Partial<Record<"http" | "httpSharedProcess" | "ws", number>>;
+  runnerWaitOverDirectMsPerJob?: Partial<Record<(typeof SERVICE_ROWS)[number], number>>;
   /** Per concurrency: (a)/(b) for p50 and p99 latency, and (b)'s jobs/s ÷ (a)'s. */
   ratios: Array<{ concurrency: number; p50: number; p99: number; throughput: number }>;
 }
@@ -75,7 +79,7 @@ export function compare(
   const directJobsPerSecond = 1000 / direct.latencyMs.mean;
   const directWait = scheduling?.direct?.runqueueWaitMsPerJob;
   const waits = Object.fromEntries(
-    (["http", "httpSharedProcess", "ws"] as const).flatMap((row) => {
+    SERVICE_ROWS.flatMap((row) => {
       const wait = scheduling?.[row]?.runqueueWaitMsPerJob;
       return wait === undefined || directWait === undefined ? [] : [[row, round(wait - directWait, 2)]];
     }),
